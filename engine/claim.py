@@ -1,0 +1,121 @@
+"""Turn the kernel's decisions into one claim plan and apply it with one Lua call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+from redis.asyncio import Redis
+
+from engine import keys, scripts
+from engine.book import Snapshot, line_score
+from engine.matching_types import FILL, QUEUE, REASONS, Decision, MatchOrder
+from engine.wire import StreamOrder, msgpack_encode
+
+ACTION_FILL, ACTION_QUEUE, ACTION_REJECT, ACTION_HOLD = 1, 2, 3, 4
+
+
+class StalePlan(Exception):
+    """Stock or an order changed between the reads and the claim; nothing was written."""
+
+
+class Outcome(msgspec.Struct):
+    order_id: str
+    status: str
+    codes: list[str]
+    reason: str
+    position: int
+    expires_ms: int = 0  # queue expiry when queued, hold expiry when held
+
+
+class Plan(msgspec.Struct):
+    names: list[str]  # KEYS of the claim call
+    payload: bytes
+    expiries: dict[str, int]  # order id -> queue or hold expiry, unix ms
+
+
+class _KeyTable:
+    """KEYS of the claim call, each listed once; the plan refers to them by 1-based index."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def __call__(self, name: str) -> int:
+        index = self._index.get(name)
+        if index is None:
+            self.names.append(name)
+            index = self._index[name] = len(self.names)
+        return index
+
+
+def build_plan(
+    shard: int,
+    settings_skus: dict[str, object],
+    snapshot: Snapshot,
+    orders: Sequence[MatchOrder],
+    requests: dict[str, StreamOrder],
+    decisions: Sequence[Decision],
+    now: int,
+) -> Plan:
+    """The claim plan of a batch: only the orders whose state changes are in it."""
+    table = _KeyTable()
+    sku_rows: list[list[object]] = []
+    sku_index: dict[str, int] = {}
+    rows: list[list[object]] = []
+    expiries: dict[str, int] = {}
+    for order, decision in zip(orders, decisions, strict=True):
+        was_queued = order.order_id not in requests
+        if was_queued and decision.action == QUEUE:
+            continue  # a ticket that stays in line: nothing to write
+        sku = order.sku
+        if sku not in sku_index:
+            sku_rows.append([
+                table(keys.sku_counts(sku, shard)),
+                table(keys.lots(sku, shard)),
+                table(keys.line(sku, shard)),
+                table(keys.bought(sku, shard)),
+                snapshot.skus[sku].ver,
+            ])
+            sku_index[sku] = len(sku_rows)
+        request = requests.get(order.order_id)
+        hold_s = request.hold_s if request is not None else 0
+        fills = [[lot, table(keys.lot_codes(sku, lot, shard)), n] for lot, n in decision.fills]
+        detail: object = REASONS[decision.reason]
+        score, expiry = 0, 0
+        if decision.action == FILL:
+            action = ACTION_HOLD if hold_s > 0 else ACTION_FILL
+            if hold_s > 0:
+                detail = expiries[order.order_id] = now + hold_s * 1000
+        elif decision.action == QUEUE:
+            action = ACTION_QUEUE
+            score = line_score(order.tier, order.arrival)
+            policy = settings_skus.get(sku)
+            ttl_s = getattr(policy, "queue_ttl_s", 1800)
+            expiry = expiries[order.order_id] = now + ttl_s * 1000
+        else:
+            action = ACTION_REJECT
+        rows.append([
+            table(keys.order(order.order_id, shard)), sku_index[sku],
+            "queued" if was_queued else "pending", action, order.order_id, order.buyer,
+            order.qty, detail, score, fills, expiry,
+        ])
+    payload = msgpack_encode({"skus": sku_rows, "orders": rows})
+    return Plan(table.names, payload, expiries)
+
+
+async def apply_plan(redis: Redis, plan: Plan, now: int) -> list[Outcome]:
+    """Run claim.lua; raise StalePlan when it refused the plan."""
+    if not plan.names:
+        return []
+    result = await scripts.CLAIM(redis, plan.names, [now, plan.payload])
+    if result[0] == b"STALE":
+        raise StalePlan(result[1].decode())
+    outcomes = []
+    for oid_b, status_b, codes, reason, position in result[1]:
+        oid = oid_b.decode()
+        outcomes.append(Outcome(
+            oid, status_b.decode(), [c.decode() for c in codes], reason.decode(), position,
+            plan.expiries.get(oid, 0),
+        ))
+    return outcomes

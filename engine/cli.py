@@ -1,0 +1,332 @@
+"""The `kamigate` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from engine import __version__, config, demo, embedded, matching, store
+
+log = logging.getLogger("kamigate")
+DEFAULT_CONFIG = "kamigate.toml"
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return str(args.config or os.environ.get("KAMIGATE_CONFIG") or DEFAULT_CONFIG)
+
+
+def _load(path: str) -> config.Settings:
+    try:
+        return config.load(path)
+    except config.ConfigError as exc:
+        print(f"kamigate: {path} is not a usable config:", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  - {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _run(coro: Callable[[], Awaitable[int]]) -> int:
+    try:
+        import uvloop
+
+        return uvloop.run(coro())
+    except ImportError:
+        return asyncio.run(coro())
+
+
+# -- config --------------------------------------------------------------------------------------
+def cmd_config_check(args: argparse.Namespace) -> int:
+    path = args.file or _config_path(args)
+    settings = _load(path)
+    print(f"{path}: ok ({len(settings.skus)} SKUs, {len(settings.storefronts)} storefronts, "
+          f"sha256 {settings.sha256()[:12]})")
+    return 0
+
+
+# -- serve / worker / up -------------------------------------------------------------------------
+def _serve(settings: config.Settings, redis_url: str | None = None,
+           banner: str | None = None) -> None:
+    from aiohttp import web
+
+    from engine.http.app import create_app
+
+    app = create_app(settings, redis_url)
+    if banner:
+        async def show(_: web.Application) -> None:
+            print(banner, flush=True)
+        app.on_startup.append(show)
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it exists
+        loop_factory = asyncio.new_event_loop
+    loop = loop_factory()
+    asyncio.set_event_loop(loop)
+    web.run_app(app, host=settings.server.host, port=settings.server.port,
+                access_log=None, print=None, loop=loop)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _load(_config_path(args))
+    try:
+        _serve(settings)
+    except store.StoreError as exc:
+        print(f"kamigate: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from engine.worker import run_worker
+
+    settings = _load(_config_path(args))
+    print(matching.describe(), flush=True)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await run_worker(settings, stop)
+        except store.StoreError as exc:
+            print(f"kamigate: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    return _run(main)
+
+
+def _start_worker(config_path: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", "worker", "--config", config_path]
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    if args.demo and not Path(path).exists():
+        path = str(demo.write_config(".kamigate", args.port or 8080))
+    settings = _load(path)
+    redis_process = None
+    url = settings.redis.url
+    if url == "embedded":
+        url = embedded.running_url(settings.redis.data_dir) or ""
+        if not url:
+            redis_process = embedded.RedisProcess(settings.redis.data_dir,
+                                                  appendfsync=settings.redis.appendfsync)
+            try:
+                redis_process.start()
+            except embedded.EmbeddedError as exc:
+                print(f"kamigate: {exc}", file=sys.stderr)
+                return 1
+            url = redis_process.url
+            print(f"embedded Redis: {url} (AOF {settings.redis.appendfsync}, data in "
+                  f"{Path(settings.redis.data_dir).resolve()})", flush=True)
+    if args.demo:
+        _run(lambda: _load_demo_stock(settings, url))
+    worker = _start_worker(path)
+    base = settings.server.public_url
+    banner = f"kamigate {__version__} listening on {base}; {matching.describe()}"
+    if args.demo:
+        banner += "\n\n" + demo.curl_lines(base) + "\n"
+    try:
+        _serve(settings, url, banner)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(10)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        if redis_process is not None:
+            redis_process.stop()
+    return 0
+
+
+async def _load_demo_stock(settings: config.Settings, url: str) -> int:
+    from engine import stock
+
+    redis = await store.connect(url)
+    try:
+        for level in await stock.levels(redis, settings.redis.shards, demo.SKUS):
+            want = demo.SKUS[level.sku]
+            if level.imported == 0:
+                importer = stock.Importer(redis, settings.redis.shards, level.sku, "demo", 0)
+                await importer.feed(demo.codes(level.sku, want))
+                result = await importer.finish()
+                print(f"demo stock: {result.added} codes for {level.sku}", flush=True)
+    finally:
+        await redis.aclose()
+    return 0
+
+
+# -- stock and reconcile -------------------------------------------------------------------------
+def cmd_stock_import(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from engine import stock
+
+    settings = _load(_config_path(args))
+    if args.sku not in {s.id for s in settings.skus}:
+        print(f"kamigate: no SKU {args.sku!r} is configured", file=sys.stderr)
+        return 1
+    file = Path(args.file)
+    if not file.exists():
+        print(f"kamigate: no such file {file}", file=sys.stderr)
+        return 1
+    expires_at = 0
+    if args.expires_at:
+        from engine.clock import parse_rfc3339
+
+        try:
+            expires_at = parse_rfc3339(args.expires_at) // 1000
+        except ValueError:
+            print("kamigate: --expires-at must be an RFC 3339 timestamp", file=sys.stderr)
+            return 1
+
+    async def main() -> int:
+        redis = await store.connect(store.resolve_url(settings))
+        total = file.stat().st_size
+        try:
+            with Progress(TextColumn("importing {task.fields[sku]}"), BarColumn(),
+                          TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
+                          transient=False) as bar:
+                task = bar.add_task("import", total=total, sku=args.sku)
+                importer = stock.Importer(redis, settings.redis.shards, args.sku,
+                                          args.lot or stock.default_lot(), expires_at,
+                                          csv=file.suffix.lower() == ".csv")
+                with file.open("rb") as fh:
+                    batch: list[str] = []
+                    for raw in fh:
+                        batch.append(raw.decode("utf-8", errors="replace"))
+                        if len(batch) >= stock.CHUNK:
+                            await importer.feed(batch)
+                            bar.update(task, completed=fh.tell())
+                            batch = []
+                    await importer.feed(batch)
+                result = await importer.finish()
+                bar.update(task, completed=total)
+        finally:
+            await redis.aclose()
+        print(f"{result.sku} lot {result.lot}: added {result.added}, duplicates "
+              f"{result.duplicates}, invalid {result.invalid}, available {result.available}")
+        return 0
+
+    try:
+        return _run(main)
+    except store.StoreError as exc:
+        print(f"kamigate: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from engine.reconcile import reconcile
+
+    settings = _load(_config_path(args))
+
+    async def main() -> int:
+        redis = await store.connect(store.resolve_url(settings))
+        try:
+            report = await reconcile(redis, settings.redis.shards, [s.id for s in settings.skus])
+        finally:
+            await redis.aclose()
+        for violation in report.violations:
+            print(f"VIOLATION {violation}")
+        print(f"reconcile: {report.skus} SKUs, {report.codes_checked} codes checked, "
+              f"{len(report.violations)} violations")
+        return 0 if report.ok else 1
+
+    try:
+        return _run(main)
+    except store.StoreError as exc:
+        print(f"kamigate: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine import stock
+
+    settings = _load(_config_path(args))
+
+    async def main() -> int:
+        redis = await store.connect(store.resolve_url(settings))
+        try:
+            found = await stock.levels(redis, settings.redis.shards, [s.id for s in settings.skus])
+        finally:
+            await redis.aclose()
+        table = Table(title=f"kamigate — {matching.describe()}")
+        for column in ("SKU", "available", "held", "issued", "voided", "queued", "lots"):
+            table.add_column(column, justify="left" if column == "SKU" else "right")
+        for level in found:
+            table.add_row(level.sku, str(level.available), str(level.held), str(level.issued),
+                          str(level.voided), str(level.queued), str(len(level.lots)))
+        Console().print(table)
+        print(f"config sha256 {settings.sha256()[:12]}")
+        return 0
+
+    try:
+        return _run(main)
+    except store.StoreError as exc:
+        print(f"kamigate: {exc}", file=sys.stderr)
+        return 1
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="kamigate", description=__doc__)
+    top.add_argument("--version", action="version", version=f"kamigate {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="config file (default: $KAMIGATE_CONFIG, ./kamigate.toml)")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", parents=[common], help="Redis (embedded), front door and worker")
+    up.add_argument("--demo", action="store_true", help="demo storefront, SKUs and stock")
+    up.add_argument("--port", type=int, help="port for the demo config (default 8080)")
+    up.set_defaults(func=cmd_up)
+    serve = sub.add_parser("serve", parents=[common], help="the HTTP front door")
+    serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser("worker", parents=[common], help="stream workers")
+    worker.set_defaults(func=cmd_worker)
+
+    stock_cmd = sub.add_parser("stock", help="stock operations")
+    stock_sub = stock_cmd.add_subparsers(dest="stock_command", required=True)
+    imp = stock_sub.add_parser("import", parents=[common], help="bulk import codes from a file")
+    imp.add_argument("sku")
+    imp.add_argument("file", help="one code per line (.txt) or code[,expires_at] (.csv)")
+    imp.add_argument("--lot")
+    imp.add_argument("--expires-at")
+    imp.set_defaults(func=cmd_stock_import)
+
+    cfg = sub.add_parser("config", help="config tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    check = cfg_sub.add_parser("check", parents=[common], help="validate a config file")
+    check.add_argument("file", nargs="?")
+    check.set_defaults(func=cmd_config_check)
+
+    rec = sub.add_parser("reconcile", parents=[common], help="check stock invariants")
+    rec.set_defaults(func=cmd_reconcile)
+    status = sub.add_parser("status", parents=[common], help="SKUs, stock and queues")
+    status.set_defaults(func=cmd_status)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("KAMIGATE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,298 @@
+"""Settings: the TOML config file as msgspec structs, validated with every error named by key."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+HEX64 = r"^[0-9a-f]{64}$"
+
+Ident = Annotated[str, Meta(pattern=ID_PATTERN)]
+SkuId = Annotated[str, Meta(pattern=SKU_PATTERN)]
+Seconds = Annotated[float, Meta(ge=0)]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+
+
+class Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):  # noqa: D101
+    """Every config section: unknown keys are errors, values are immutable once loaded."""
+
+
+class Rate(Base):
+    rate: Annotated[float, Meta(gt=0)]
+    burst: Annotated[int, Meta(ge=1)]
+
+
+class Server(Base):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    max_body_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024
+    max_import_bytes: Annotated[int, Meta(ge=1024)] = 256 * 1024 * 1024
+    page_secret: str = ""  # signs buyer-page links; "env:NAME" reads a variable
+
+
+class Redis(Base):
+    url: str = "embedded"
+    shards: Annotated[int, Meta(ge=1, le=1024)] = 4
+    data_dir: str = ".kamigate"
+    appendfsync: Literal["always", "everysec", "no"] = "everysec"
+
+
+class Orders(Base):
+    default_wait_ms: Annotated[int, Meta(ge=0, le=10000)] = 2000
+    max_hold_s: Annotated[int, Meta(ge=0)] = 900
+
+
+class Worker(Base):
+    batch_size: Annotated[int, Meta(ge=1, le=10000)] = 512
+    block_ms: Annotated[int, Meta(ge=1, le=60000)] = 200
+    lease_s: Annotated[float, Meta(ge=0.5, le=300)] = 3.0
+    reclaim_idle_ms: Annotated[int, Meta(ge=100)] = 10000
+    line_scan: Annotated[int, Meta(ge=1, le=100000)] = 1000
+
+
+class Limits(Base):
+    global_: Rate | None = msgspec.field(default=None, name="global")
+    per_storefront: Rate | None = None
+    per_buyer: Rate | None = None
+    per_ip: Rate | None = None
+
+
+class WaitingRoom(Base):
+    enabled: bool = True
+    capacity: Annotated[int, Meta(ge=0)] = 100000
+
+
+class Storefront(Base):
+    id: Ident
+    key_sha256: Annotated[str, Meta(pattern=HEX64)]
+    webhook_secret: str = ""
+
+
+class Admin(Base):
+    id: Ident
+    role: Literal["viewer", "operator", "admin"]
+    key_sha256: Annotated[str, Meta(pattern=HEX64)]
+
+
+class Sku(Base):
+    id: SkuId
+    max_qty: Annotated[int, Meta(ge=1, le=1000)] = 10
+    buyer_limit: Annotated[int, Meta(ge=0)] = 0
+    on_sold_out: Literal["queue", "reject"] = "queue"
+    queue_ttl_s: Annotated[int, Meta(ge=1)] = 1800
+    review_over_qty: Annotated[int, Meta(ge=0)] = 0
+    limit: Rate | None = None
+
+
+class Calendar(Base):
+    country: Annotated[str, Meta(min_length=2, max_length=3)]
+    timezone: str = "UTC"
+    subdiv: str | None = None
+
+
+class Pause(Base):
+    scope: str
+    reason: str = ""
+    calendar: str | None = None
+    starts_at: str | None = None
+    ends_at: str | None = None
+
+
+class Maintenance(Base):
+    mode: Literal["off", "read_only", "full"] = "off"
+    notice_lead_s: Seconds = 86400
+    reason: str = ""
+    starts_at: str | None = None
+    eta: str | None = None
+
+
+class Settings(Base):
+    server: Server = Server()
+    redis: Redis = Redis()
+    orders: Orders = Orders()
+    worker: Worker = Worker()
+    limits: Limits = Limits()
+    waiting_room: WaitingRoom = WaitingRoom()
+    storefronts: tuple[Storefront, ...] = ()
+    admins: tuple[Admin, ...] = ()
+    skus: tuple[Sku, ...] = ()
+    calendars: dict[str, Calendar] = {}
+    pauses: tuple[Pause, ...] = ()
+    maintenance: Maintenance = Maintenance()
+
+    def sha256(self) -> str:
+        return hashlib.sha256(msgspec.json.encode(self, order="sorted")).hexdigest()
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `errors` lists every problem as `key: message`."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+_SECTIONS: dict[str, Any] = {
+    "server": Server,
+    "redis": Redis,
+    "orders": Orders,
+    "worker": Worker,
+    "limits": Limits,
+    "waiting_room": WaitingRoom,
+    "maintenance": Maintenance,
+}
+_LISTS: dict[str, Any] = {
+    "storefronts": Storefront,
+    "admins": Admin,
+    "skus": Sku,
+    "pauses": Pause,
+}
+_PATH_RE = re.compile(r" - at `\$(.*)`$")
+
+
+def _convert(value: object, typ: Any, key: str, errors: list[str]) -> Any:
+    try:
+        return msgspec.convert(value, typ)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _PATH_RE.search(message)
+        path = key
+        if match:
+            message = message[: match.start()]
+            path = key + match.group(1)
+        if message.startswith("Object contains unknown field"):
+            field = message.split("`")[1]
+            path, message = f"{path}.{field}", "unknown key"
+        errors.append(f"{path}: {message}")
+        return None
+
+
+def _resolve_env(value: str, key: str, environ: Mapping[str, str], errors: list[str]) -> str:
+    if not value.startswith("env:"):
+        return value
+    name = value[4:]
+    if name not in environ:
+        errors.append(f"{key}: environment variable {name} is not set")
+        return ""
+    return environ[name]
+
+
+def from_mapping(raw: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate a decoded config document; raise ConfigError listing every problem."""
+    env = os.environ if environ is None else environ
+    errors: list[str] = []
+    parts: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _SECTIONS:
+            parts[key] = _convert(value, _SECTIONS[key], key, errors)
+        elif key in _LISTS:
+            if not isinstance(value, list):
+                errors.append(f"{key}: expected an array of tables")
+                continue
+            items = [_convert(v, _LISTS[key], f"{key}[{i}]", errors) for i, v in enumerate(value)]
+            parts[key] = tuple(items)
+        elif key == "calendars":
+            parts[key] = _convert(value, dict[str, Calendar], key, errors)
+        else:
+            errors.append(f"{key}: unknown key")
+    if errors:
+        raise ConfigError(errors)
+    settings = Settings(**parts)
+    settings = _check_semantics(settings, env, errors)
+    if errors:
+        raise ConfigError(errors)
+    return settings
+
+
+def _check_unique(items: tuple[Any, ...], section: str, errors: list[str]) -> None:
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if item.id in seen:
+            errors.append(f"{section}[{i}].id: duplicate id {item.id!r}")
+        seen.add(item.id)
+
+
+def _check_semantics(settings: Settings, environ: Mapping[str, str], errors: list[str]) -> Settings:
+    _check_unique(settings.storefronts, "storefronts", errors)
+    _check_unique(settings.admins, "admins", errors)
+    _check_unique(settings.skus, "skus", errors)
+    keys = [s.key_sha256 for s in settings.storefronts] + [a.key_sha256 for a in settings.admins]
+    if len(set(keys)) != len(keys):
+        errors.append("storefronts/admins.key_sha256: one key may not serve two principals")
+    if not re.match(r"^https?://[^\s/]+", settings.server.public_url):
+        errors.append("server.public_url: must be an http(s) URL")
+    url = settings.redis.url
+    if url != "embedded" and not url.startswith(("redis://", "rediss://", "unix://")):
+        errors.append("redis.url: must be 'embedded' or a redis://, rediss:// or unix:// URL")
+    for i, pause in enumerate(settings.pauses):
+        _check_scope(pause.scope, settings, f"pauses[{i}].scope", errors)
+        if pause.calendar is not None and pause.calendar not in settings.calendars:
+            errors.append(f"pauses[{i}].calendar: no calendar named {pause.calendar!r}")
+        if pause.calendar is None and pause.starts_at is None:
+            errors.append(f"pauses[{i}]: needs either calendar or starts_at")
+    storefronts = tuple(
+        msgspec.structs.replace(
+            s,
+            webhook_secret=_resolve_env(
+                s.webhook_secret, f"storefronts[{i}].webhook_secret", environ, errors
+            ),
+        )
+        for i, s in enumerate(settings.storefronts)
+    )
+    server = msgspec.structs.replace(
+        settings.server,
+        page_secret=_resolve_env(settings.server.page_secret, "server.page_secret", environ, errors),
+    )
+    return msgspec.structs.replace(settings, storefronts=storefronts, server=server)
+
+
+def _check_scope(scope: str, settings: Settings, key: str, errors: list[str]) -> None:
+    if scope == "global":
+        return
+    kind, _, name = scope.partition(":")
+    if kind == "storefront" and any(s.id == name for s in settings.storefronts):
+        return
+    if kind == "sku" and any(s.id == name for s in settings.skus):
+        return
+    errors.append(f"{key}: {scope!r} is not 'global', a configured 'storefront:<id>' or 'sku:<id>'")
+
+
+def parse_toml(text: str, environ: Mapping[str, str] | None = None) -> Settings:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"(toml): {exc}"]) from None
+    return from_mapping(raw, environ)
+
+
+def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate a TOML config file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"(file): cannot read {path}: {exc}"]) from None
+    return parse_toml(text, environ)
+
+
+def is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def sha256_hex(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()

@@ -1,0 +1,103 @@
+"""One exception per problem code of the API, rendered as RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class FieldError(msgspec.Struct):
+    field: str
+    message: str
+
+
+class Problem(Exception):
+    """A problem answer; subclasses fix the code, status and title."""
+
+    code: ClassVar[str] = "internal"
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        errors: list[FieldError] | None = None,
+        order_id: str | None = None,
+        notice: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.errors = errors
+        self.order_id = order_id
+        self.notice = notice
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "type": f"/problems/{self.code}",
+            "title": self.title,
+            "status": self.status,
+            "code": self.code,
+            "detail": self.detail,
+        }
+        if self.errors is not None:
+            doc["errors"] = [{"field": e.field, "message": e.message} for e in self.errors]
+        if self.order_id is not None:
+            doc["order_id"] = self.order_id
+        if self.notice is not None:
+            doc["notice"] = self.notice
+        return doc
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(self.retry_after)}
+
+
+def _problem(code: str, status: int, title: str) -> type[Problem]:
+    return type(
+        "".join(p.title() for p in code.split("_")),
+        (Problem,),
+        {"code": code, "status": status, "title": title, "__module__": __name__},
+    )
+
+
+InvalidRequest = _problem("invalid_request", 422, "The request is not valid")
+Unauthenticated = _problem("unauthenticated", 401, "A valid bearer key is required")
+Forbidden = _problem("forbidden", 403, "This key may not use this route")
+Blocked = _problem("blocked", 403, "The buyer is blocked")
+NotFound = _problem("not_found", 404, "No such resource")
+UnknownSku = _problem("unknown_sku", 404, "No such SKU")
+MethodNotAllowed = _problem("method_not_allowed", 405, "Method not allowed")
+NotAcceptable = _problem("not_acceptable", 406, "No acceptable representation")
+SoldOut = _problem("sold_out", 409, "Sold out")
+LimitExceeded = _problem("limit_exceeded", 409, "Over the buyer's purchase limit")
+IdempotencyConflict = _problem(
+    "idempotency_conflict", 409, "Idempotency-Key reused with a different body"
+)
+NotHeld = _problem("not_held", 409, "The order is not held")
+NotCancellable = _problem("not_cancellable", 409, "The order can no longer be cancelled")
+PayloadTooLarge = _problem("payload_too_large", 413, "The body is too large")
+UnsupportedMediaType = _problem("unsupported_media_type", 415, "Unsupported content type")
+RateLimited = _problem("rate_limited", 429, "Too many requests")
+Internal = _problem("internal", 500, "Internal error")
+Unavailable = _problem("unavailable", 503, "The engine cannot reach its store")
+Maintenance = _problem("maintenance", 503, "Closed for maintenance")
+Paused = _problem("paused", 503, "Delivery is paused")
+
+ALL: tuple[type[Problem], ...] = (
+    InvalidRequest, Unauthenticated, Forbidden, Blocked, NotFound, UnknownSku, MethodNotAllowed,
+    NotAcceptable, SoldOut, LimitExceeded, IdempotencyConflict, NotHeld, NotCancellable,
+    PayloadTooLarge, UnsupportedMediaType, RateLimited, Internal, Unavailable, Maintenance, Paused,
+)
+
+BY_REASON: dict[str, type[Problem]] = {"sold_out": SoldOut, "limit_exceeded": LimitExceeded}
+
+
+def invalid(field: str, message: str) -> Problem:
+    return InvalidRequest(f"{field}: {message}", errors=[FieldError(field, message)])

@@ -1,0 +1,117 @@
+"""Admin routes: stock import and void, SKU levels."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from engine import errors, stock
+from engine.clock import parse_rfc3339
+from engine.config import SKU_PATTERN
+from engine.http.auth import admin_of
+from engine.http.codec import encode_body
+from engine.http.state import DIRECTORY, REDIS
+
+import re
+
+_SKU = re.compile(SKU_PATTERN)
+_LOT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")
+
+
+def _sku(request: web.Request) -> str:
+    sku = request.match_info["sku"]
+    if not _SKU.match(sku) or sku not in request.app[DIRECTORY].current.skus:
+        raise errors.UnknownSku(f"no SKU {sku!r} is configured")
+    return sku
+
+
+async def _lines(request: web.Request, limit: int) -> AsyncIterator[str]:
+    """The body line by line, without holding a million-code file in memory."""
+    seen = 0
+    pending = b""
+    async for chunk in request.content.iter_chunked(1 << 16):
+        seen += len(chunk)
+        if seen > limit:
+            raise errors.PayloadTooLarge(f"imports are limited to {limit} bytes")
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for raw in complete:
+            yield _text(raw)
+    if pending:
+        yield _text(pending)
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "\x00"  # not printable: counted as invalid, never stored
+
+
+async def import_stock(request: web.Request) -> web.Response:
+    directory = request.app[DIRECTORY].current
+    admin_of(request, directory, "operator")
+    sku = _sku(request)
+    lot = request.query.get("lot") or stock.default_lot()
+    if not _LOT.match(lot):
+        raise errors.invalid("lot", "1-64 characters: letters, digits and . _ : @ -")
+    expires_at = 0
+    if request.query.get("expires_at"):
+        try:
+            expires_at = parse_rfc3339(request.query["expires_at"]) // 1000
+        except ValueError:
+            raise errors.invalid("expires_at", "must be an RFC 3339 timestamp") from None
+    ctype = request.content_type
+    if ctype not in ("text/plain", "text/csv", "application/octet-stream"):
+        raise errors.UnsupportedMediaType("send text/plain (one code per line) or text/csv")
+    result = await stock.import_lines(
+        request.app[REDIS], directory.settings.redis.shards, sku,
+        _lines(request, directory.settings.server.max_import_bytes),
+        lot=lot, expires_at=expires_at, csv=ctype == "text/csv",
+    )
+    payload, content_type = encode_body(request, result)
+    return web.Response(body=payload, status=200, content_type=content_type)
+
+
+async def void_stock(request: web.Request) -> web.Response:
+    directory = request.app[DIRECTORY].current
+    admin_of(request, directory, "operator")
+    sku = _sku(request)
+    lot = request.query.get("lot", "")
+    if not _LOT.match(lot):
+        raise errors.invalid("lot", "name the lot to void: ?lot=ID")
+    voided, available = await stock.void_lot(
+        request.app[REDIS], directory.settings.redis.shards, sku, lot
+    )
+    payload, ctype = encode_body(
+        request, {"sku": sku, "lot": lot, "voided": voided, "available": available}
+    )
+    return web.Response(body=payload, status=200, content_type=ctype)
+
+
+async def list_skus(request: web.Request) -> web.Response:
+    directory = request.app[DIRECTORY].current
+    admin_of(request, directory, "viewer")
+    found = await stock.levels(request.app[REDIS], directory.settings.redis.shards,
+                               directory.skus)
+    payload, ctype = encode_body(request, {"skus": found})
+    return web.Response(body=payload, status=200, content_type=ctype)
+
+
+async def get_sku(request: web.Request) -> web.Response:
+    directory = request.app[DIRECTORY].current
+    admin_of(request, directory, "viewer")
+    sku = _sku(request)
+    [found] = await stock.levels(request.app[REDIS], directory.settings.redis.shards, [sku])
+    payload, ctype = encode_body(request, found)
+    return web.Response(body=payload, status=200, content_type=ctype)
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/admin/skus/{sku}/stock", import_stock),
+        web.delete("/admin/skus/{sku}/stock", void_stock),
+        web.get("/admin/skus", list_skus),
+        web.get("/admin/skus/{sku}", get_sku),
+    ]

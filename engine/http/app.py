@@ -1,0 +1,65 @@
+"""The front door's application factory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from engine import matching, store
+from engine.config import Settings
+from engine.directory import Directory
+from engine.http import admin, health, orders
+from engine.http.problems import Handler, problems_middleware
+from engine.http.state import DIRECTORY, INGEST, METRICS, REDIS, REPLIES, DirectoryRef
+from engine.ingest import Ingest
+from engine.metrics import Metrics
+from engine.replies import ReplyHub
+
+log = logging.getLogger("kamigate.http")
+
+
+@web.middleware
+async def latency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    try:
+        return await handler(request)
+    finally:
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "unmatched"
+        request.app[METRICS].latency.labels(name).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings, redis_url: str | None = None) -> web.Application:
+    """Build the front door.
+
+    Parameters: settings (validated config); redis_url (overrides the config's URL; for tests
+    and for `kamigate up`, which knows where its embedded Redis listens).
+    """
+    app = web.Application(
+        middlewares=[latency_middleware, problems_middleware],
+        client_max_size=settings.server.max_body_bytes,
+    )
+    app[DIRECTORY] = DirectoryRef(Directory(settings))
+    app[METRICS] = Metrics()
+
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        url = redis_url or store.resolve_url(settings)
+        redis: Redis = await store.connect(url)
+        await store.check_server(redis)
+        app[REDIS] = redis
+        app[INGEST] = Ingest(redis, settings.redis.shards)
+        app[REPLIES] = ReplyHub(redis)
+        await app[REPLIES].start()
+        log.info("front door ready; %s", matching.describe())
+        yield
+        await app[REPLIES].stop()
+        await app[INGEST].close()
+        await redis.aclose()
+
+    app.cleanup_ctx.append(redis_ctx)
+    app.add_routes(orders.routes() + admin.routes() + health.routes())
+    return app

@@ -1,0 +1,36 @@
+"""Bearer authentication: storefront keys for /v1, admin roles for /admin."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from engine import errors
+from engine.config import Admin, Storefront
+from engine.directory import ROLE_RANK, Directory
+
+
+def _principal(request: web.Request, directory: Directory) -> Storefront | Admin:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise errors.Unauthenticated("send Authorization: Bearer <key>")
+    found = directory.principal(token.strip())
+    if found is None:
+        raise errors.Unauthenticated("unknown key")
+    return found
+
+
+def storefront_of(request: web.Request, directory: Directory) -> Storefront:
+    found = _principal(request, directory)
+    if not isinstance(found, Storefront):
+        raise errors.Forbidden("order routes need a storefront key")
+    return found
+
+
+def admin_of(request: web.Request, directory: Directory, role: str) -> Admin:
+    found = _principal(request, directory)
+    if not isinstance(found, Admin):
+        raise errors.Forbidden("admin routes need an admin key")
+    if ROLE_RANK[found.role] < ROLE_RANK[role]:
+        raise errors.Forbidden(f"this route needs the {role} role; the key has {found.role}")
+    return found

@@ -1,0 +1,64 @@
+"""Request decoding (JSON or msgpack, validated) and response encoding (as the client accepts)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from engine import errors
+from engine.wire import json_encode, msgpack_encode
+
+T = TypeVar("T")
+MSGPACK = "application/msgpack"
+_PATH = re.compile(r" - at `\$\.?(.*)`$")
+
+
+def validation_problem(exc: msgspec.ValidationError) -> errors.Problem:
+    message = str(exc)
+    match = _PATH.search(message)
+    field = "body"
+    if match:
+        message = message[: match.start()]
+        field = match.group(1) or "body"
+    if message.startswith("Object contains unknown field"):
+        name = message.split("`")[1]
+        field = f"{field}.{name}" if field != "body" else name
+        message = "unknown field"
+    elif message.startswith("Object missing required field"):
+        name = message.split("`")[1]
+        field = f"{field}.{name}" if field != "body" else name
+        message = "required"
+    return errors.invalid(field, message)
+
+
+async def decode_body(
+    request: web.Request,
+    json_decoder: Callable[[bytes], T],
+    msgpack_decoder: Callable[[bytes], T],
+) -> T:
+    ctype = request.content_type
+    if ctype == MSGPACK:
+        decoder = msgpack_decoder
+    elif ctype in ("application/json", "application/octet-stream", "text/plain") or \
+            ctype.endswith("+json"):
+        decoder = json_decoder
+    else:
+        raise errors.UnsupportedMediaType(f"send application/json or {MSGPACK}, not {ctype}")
+    body = await request.read()
+    try:
+        return decoder(body)
+    except msgspec.ValidationError as exc:
+        raise validation_problem(exc) from None
+    except msgspec.DecodeError as exc:
+        kind = "msgpack" if decoder is msgpack_decoder else "JSON"
+        raise errors.invalid("body", f"not valid {kind}: {exc}") from None
+
+
+def encode_body(request: web.Request, body: Any) -> tuple[bytes, str]:
+    if MSGPACK in request.headers.get("Accept", ""):
+        return msgpack_encode(body), MSGPACK
+    return json_encode(body), "application/json"

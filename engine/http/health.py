@@ -1,0 +1,93 @@
+"""Health, readiness, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from engine import keys, matching, openapi, stock
+from engine.http.state import DIRECTORY, METRICS, REDIS
+from engine.wire import json_encode
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    directory = request.app[DIRECTORY].current
+    redis = request.app[REDIS]
+    checks: dict[str, object] = {"config": {"sha256": directory.settings.sha256()},
+                                 "kernel": matching.IMPLEMENTATION}
+    ready = True
+    try:
+        started = time.perf_counter()
+        await redis.ping()
+        checks["redis"] = {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 2)}
+        workers = [k async for k in redis.scan_iter(match=keys.worker_heartbeats_pattern())]
+        checks["workers"] = len(workers)
+        ready = bool(workers)
+    except (RedisError, OSError) as exc:
+        checks["redis"] = {"ok": False, "error": type(exc).__name__}
+        ready = False
+    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    return web.Response(body=json_encode(body), status=200 if ready else 503,
+                        content_type="application/json")
+
+
+async def _stream_lag(request: web.Request, shard: int) -> int:
+    redis = request.app[REDIS]
+    stream = keys.stream(shard)
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except RedisError:
+        return 0
+    lag = 0
+    for group in groups:
+        if group["name"] in (keys.GROUP, keys.GROUP.encode()):
+            last = group["last-delivered-id"]
+            undelivered = await redis.xrange(stream, min=f"({_id(last)}", count=100_000)
+            lag = int(group["pending"]) + len(undelivered)
+    return lag
+
+
+def _id(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def metrics(request: web.Request) -> web.Response:
+    app = request.app
+    directory = app[DIRECTORY].current
+    m = app[METRICS]
+    redis = app[REDIS]
+    try:
+        raw = await redis.hgetall(keys.stats())
+        m.fleet.stats = {k.decode(): int(v) for k, v in raw.items()}
+        for level in await stock.levels(redis, directory.settings.redis.shards, directory.skus):
+            for state in ("available", "held", "issued", "voided"):
+                m.stock.labels(level.sku, state).set(getattr(level, state))
+            m.queue_length.labels(level.sku).set(level.queued)
+        for shard in range(directory.settings.redis.shards):
+            m.stream_lag.labels(str(shard)).set(await _stream_lag(request, shard))
+    except (RedisError, OSError):
+        pass  # the process's own metrics are still worth a scrape
+    m.config_version.clear()
+    m.config_version.labels(directory.settings.sha256()).set(1)
+    return web.Response(body=generate_latest(m.registry),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=openapi.document_bytes(), content_type="application/json")
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/healthz", healthz),
+        web.get("/readyz", readyz),
+        web.get("/metrics", metrics),
+        web.get("/openapi.json", openapi_json),
+    ]

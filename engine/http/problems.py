@@ -1,0 +1,61 @@
+"""Render every error as problem+json: our Problems, aiohttp's HTTP errors, and the unexpected."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from engine import errors
+from engine.http.state import METRICS
+from engine.wire import json_encode
+
+log = logging.getLogger("kamigate.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_BY_STATUS: dict[int, type[errors.Problem]] = {
+    404: errors.NotFound,
+    405: errors.MethodNotAllowed,
+    413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
+}
+
+
+def problem_response(problem: errors.Problem) -> web.Response:
+    return web.Response(
+        body=json_encode(problem.body()),
+        status=problem.status,
+        content_type=errors.PROBLEM_JSON,
+        headers=problem.headers(),
+    )
+
+
+@web.middleware
+async def problems_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except errors.Problem as problem:
+        request.app[METRICS].rejected.labels(problem.code).inc()
+        return problem_response(problem)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = _BY_STATUS.get(exc.status)
+        if kind is None:
+            kind = errors.InvalidRequest if exc.status < 500 else errors.Internal
+        problem = kind(exc.reason or kind.title)
+        request.app[METRICS].rejected.labels(problem.code).inc()
+        return problem_response(problem)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("store unavailable on %s %s: %s", request.method, request.path,
+                    type(exc).__name__)
+        return problem_response(errors.Unavailable("the order store is unreachable; retry",
+                                                   retry_after=1))
+    except Exception:
+        # The traceback goes to the log (never codes: the request body is not logged),
+        # the client gets a problem document.
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return problem_response(errors.Internal("unexpected error"))

@@ -1,0 +1,63 @@
+"""Build the API's Order object from an admitted request and what is known of its outcome."""
+
+from __future__ import annotations
+
+from engine.clock import rfc3339
+from engine.directory import Directory
+from engine.records import OrderRecord
+from engine.wire import Order, QueueInfo, StreamOrder
+
+
+def order_view(
+    directory: Directory,
+    request: StreamOrder,
+    *,
+    status: str,
+    created_ms: int,
+    updated_ms: int,
+    codes: list[str] | None = None,
+    reason: str = "",
+    position: int | None = None,
+    expires_ms: int = 0,
+) -> Order:
+    order = Order(
+        order_id=request.order_id,
+        status=status,
+        sku=request.sku,
+        qty=request.qty,
+        buyer=request.buyer,
+        tier=request.tier,
+        created_at=rfc3339(created_ms),
+        updated_at=rfc3339(updated_ms or created_ms),
+        metadata=request.metadata,
+    )
+    if status == "fulfilled":
+        order.codes = codes or []
+    elif status == "held":
+        order.hold_expires_at = rfc3339(expires_ms) if expires_ms else None
+    elif status == "queued":
+        order.queue = QueueInfo(
+            reason=reason or "sold_out",
+            position=position or None,
+            eta_s=None,
+            expires_at=rfc3339(expires_ms) if expires_ms else None,
+            page=directory.page_path(request.order_id),
+        )
+    elif status in ("rejected", "expired", "cancelled"):
+        order.reason = reason or status
+    return order
+
+
+def record_view(directory: Directory, record: OrderRecord, position: int | None) -> Order:
+    expires = record.hold_expires_ms if record.status == "held" else record.queue_expires_ms
+    return order_view(
+        directory,
+        record.request,
+        status=record.status,
+        created_ms=record.created_ms,
+        updated_ms=record.updated_ms,
+        codes=record.codes,
+        reason=record.reason,
+        position=position,
+        expires_ms=expires,
+    )

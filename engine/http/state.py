@@ -1,0 +1,26 @@
+"""Typed application state shared by the route modules."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from engine.directory import Directory
+from engine.ingest import Ingest
+from engine.metrics import Metrics
+from engine.replies import ReplyHub
+
+REDIS = web.AppKey("redis", Redis)
+INGEST = web.AppKey("ingest", Ingest)
+REPLIES = web.AppKey("replies", ReplyHub)
+METRICS = web.AppKey("metrics", Metrics)
+
+
+class DirectoryRef:
+    """The directory of the running config; swapped whole, so no request sees half of one."""
+
+    def __init__(self, directory: Directory) -> None:
+        self.current = directory
+
+
+DIRECTORY = web.AppKey("directory", DirectoryRef)

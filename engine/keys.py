@@ -1,0 +1,130 @@
+"""Every Redis key name kamigate uses, and nothing else.
+
+Keys that one Lua call touches share the hash tag of their shard, `{s<k>}`, so the engine runs
+unchanged on Redis Cluster. A SKU lives on one shard; an order id carries its shard.
+"""
+
+from __future__ import annotations
+
+import secrets
+import zlib
+
+PREFIX = "kg"
+GROUP = "workers"
+CONFIG_CHANNEL = "kg:config"
+
+
+def shard_of_sku(sku: str, shards: int) -> int:
+    return zlib.crc32(sku.encode()) % shards
+
+
+def tag(shard: int) -> str:
+    return f"{PREFIX}:{{s{shard}}}"
+
+
+def new_order_id(shard: int) -> str:
+    """`o_` + the shard in hex (4 digits) + 16 random hex digits."""
+    return f"o_{shard:04x}{secrets.token_hex(8)}"
+
+
+def shard_of_order(order_id: str) -> int | None:
+    """The shard an order id names, or None when the id is not one of ours."""
+    if len(order_id) != 22 or not order_id.startswith("o_"):
+        return None
+    try:
+        int(order_id[6:], 16)
+        return int(order_id[2:6], 16)
+    except ValueError:
+        return None
+
+
+# -- per shard ----------------------------------------------------------------------------------
+def stream(shard: int) -> str:
+    """Order stream of a shard: new orders and "run the line" kicks."""
+    return f"{tag(shard)}:orders"
+
+
+def sequence(shard: int) -> str:
+    """Arrival counter of a shard (orders' arrival order)."""
+    return f"{tag(shard)}:seq"
+
+
+def lease(shard: int) -> str:
+    """Which worker owns the shard right now."""
+    return f"{tag(shard)}:owner"
+
+
+def order(order_id: str, shard: int) -> str:
+    """Hash of one order: request, status, codes, timestamps."""
+    return f"{tag(shard)}:o:{order_id}"
+
+
+def idempotency(shard: int, storefront: str, key: str) -> str:
+    return f"{tag(shard)}:idem:{storefront}:{key}"
+
+
+def shard_of_idempotency(storefront: str, key: str, shards: int) -> int:
+    return zlib.crc32(f"{storefront}\0{key}".encode()) % shards
+
+
+# -- per SKU (all on the SKU's shard) -----------------------------------------------------------
+def sku_counts(sku: str, shard: int) -> str:
+    """Hash: ver, imported, available, held, issued, voided."""
+    return f"{tag(shard)}:sku:{sku}"
+
+
+def lots(sku: str, shard: int) -> str:
+    """Hash: lot id -> codes still available in it."""
+    return f"{tag(shard)}:lots:{sku}"
+
+
+def lot_expiry(sku: str, shard: int) -> str:
+    """Hash: lot id -> expiry (unix seconds, 0 = never)."""
+    return f"{tag(shard)}:lotexp:{sku}"
+
+
+def lot_codes(sku: str, lot: str, shard: int) -> str:
+    """List of the lot's codes not yet issued, oldest import first."""
+    return f"{tag(shard)}:codes:{sku}:{lot}"
+
+
+def seen(sku: str, shard: int) -> str:
+    """Set of digests of every code ever imported for the SKU (dedupe)."""
+    return f"{tag(shard)}:seen:{sku}"
+
+
+def line(sku: str, shard: int) -> str:
+    """Sorted set: the SKU's waiting line, score = (9 - tier) * 2**40 + arrival."""
+    return f"{tag(shard)}:line:{sku}"
+
+
+def bought(sku: str, shard: int) -> str:
+    """Hash: buyer -> codes already allotted to the buyer for this SKU."""
+    return f"{tag(shard)}:bought:{sku}"
+
+
+# -- global (no Lua call touches these together with shard keys) --------------------------------
+def skus_known() -> str:
+    """Set of SKUs that ever had stock (for listings and reconcile)."""
+    return f"{PREFIX}:skus"
+
+
+def reply_channel(process_id: str) -> str:
+    return f"{PREFIX}:reply:{process_id}"
+
+
+def worker_heartbeat(worker_id: str) -> str:
+    return f"{PREFIX}:hb:{worker_id}"
+
+
+def worker_heartbeats_pattern() -> str:
+    return f"{PREFIX}:hb:*"
+
+
+def orders_pattern(shard: int) -> str:
+    return f"{tag(shard)}:o:*"
+
+
+def stats() -> str:
+    """Hash of fleet-wide worker counters (outcomes, claim batch sizes), read by /metrics."""
+    return f"{PREFIX}:stats"

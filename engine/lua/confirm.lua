@@ -1,0 +1,20 @@
+-- confirm.lua: turn a held order into a fulfilled one (its codes become visible).
+-- KEYS[1]  the order record
+-- KEYS[2]  the SKU's counters hash
+-- ARGV[1]  now, unix milliseconds
+-- ARGV[2]  qty of the order
+-- Returns  the status after the call: "fulfilled" when confirmed now, else the status the
+--          order has (the caller answers 409 not_held). A held order past its expiry is not
+--          confirmed: the expiry sweep returns its codes.
+local st = redis.call('HGET', KEYS[1], 'st')
+if st ~= 'held' then
+  return st or ''
+end
+if tonumber(redis.call('HGET', KEYS[1], 'hexp') or '0') <= tonumber(ARGV[1]) then
+  return 'held_expired'
+end
+local qty = tonumber(ARGV[2])
+redis.call('HINCRBY', KEYS[2], 'held', -qty)
+redis.call('HINCRBY', KEYS[2], 'issued', qty)
+redis.call('HSET', KEYS[1], 'st', 'fulfilled', 'u', ARGV[1])
+return 'fulfilled'

@@ -1,0 +1,34 @@
+-- import.lua: add one chunk of codes to a lot of a SKU, skipping codes ever seen before.
+-- KEYS[1]  the SKU's counters hash (ver, imported, available, held, issued, voided)
+-- KEYS[2]  the SKU's lots hash (lot -> available count)
+-- KEYS[3]  the SKU's lot expiry hash (lot -> unix seconds, 0 = never)
+-- KEYS[4]  the SKU's seen set (digests of every code ever imported)
+-- KEYS[5]  the lot's code list
+-- KEYS[6]  the shard's order stream (a "run the line" entry is appended when codes were added)
+-- ARGV[1]  lot id
+-- ARGV[2]  lot expiry, unix seconds (0 = never)
+-- ARGV[3]  SKU id
+-- ARGV[4]  msgpack array of {digest, code}
+-- Returns  {added, duplicates, available}
+local lot, expiry, sku = ARGV[1], ARGV[2], ARGV[3]
+local codes = cmsgpack.unpack(ARGV[4])
+local added, duplicates = 0, 0
+for _, item in ipairs(codes) do
+  if redis.call('SADD', KEYS[4], item[1]) == 1 then
+    redis.call('RPUSH', KEYS[5], item[2])
+    added = added + 1
+  else
+    duplicates = duplicates + 1
+  end
+end
+if added > 0 then
+  redis.call('HINCRBY', KEYS[2], lot, added)
+  if redis.call('HEXISTS', KEYS[3], lot) == 0 or tonumber(expiry) ~= 0 then
+    redis.call('HSET', KEYS[3], lot, expiry)
+  end
+  redis.call('HINCRBY', KEYS[1], 'imported', added)
+  redis.call('HINCRBY', KEYS[1], 'ver', 1)
+  redis.call('XADD', KEYS[6], '*', 'kick', sku)
+end
+local available = redis.call('HINCRBY', KEYS[1], 'available', added)
+return {added, duplicates, available}

@@ -1,0 +1,64 @@
+"""Prometheus metrics: this process's own, plus fleet-wide figures read from Redis per scrape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from engine.settle import CLAIM_SIZE_BUCKETS
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class FleetCollector(Collector):
+    """Counters the workers keep in Redis (kg:stats), as read just before a scrape."""
+
+    def __init__(self) -> None:
+        self.stats: dict[str, int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        outcomes = CounterMetricFamily(
+            "kamigate_orders_decided", "Orders decided by the workers, by outcome",
+            labels=["status"],
+        )
+        for status in ("fulfilled", "held", "queued", "rejected"):
+            outcomes.add_metric([status], self.stats.get(status, 0))
+        yield outcomes
+        buckets = []
+        running = 0
+        for bound in CLAIM_SIZE_BUCKETS:
+            running += self.stats.get(f"claim_size_le_{bound}", 0)
+            buckets.append((str(float(bound)), running))
+        running += self.stats.get("claim_size_le_inf", 0)
+        buckets.append(("+Inf", running))
+        yield HistogramMetricFamily(
+            "kamigate_claim_batch_size", "Orders per claim call",
+            buckets=buckets, sum_value=self.stats.get("claim_orders", 0),
+        )
+
+
+class Metrics:
+    """One registry per front-door app, so tests can build many apps in one process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.admitted = Counter("kamigate_orders_admitted", "Orders admitted to a stream",
+                                registry=r)
+        self.rejected = Counter("kamigate_requests_rejected", "Requests answered with a problem",
+                                ["code"], registry=r)
+        self.latency = Histogram("kamigate_request_seconds", "Request latency by route",
+                                 ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.stock = Gauge("kamigate_stock_codes", "Codes per SKU by state", ["sku", "state"],
+                           registry=r)
+        self.queue_length = Gauge("kamigate_queue_length", "Orders waiting in a SKU's line",
+                                  ["sku"], registry=r)
+        self.stream_lag = Gauge("kamigate_stream_lag", "Entries not yet acknowledged per shard",
+                                ["shard"], registry=r)
+        self.config_version = Gauge("kamigate_config_info", "The running config",
+                                    ["sha256"], registry=r)
+        self.fleet = FleetCollector()
+        r.register(self.fleet)

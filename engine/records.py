@@ -1,0 +1,61 @@
+"""Order records in Redis: read one back as a typed value (for GET, replays and re-replies)."""
+
+from __future__ import annotations
+
+import msgspec
+from redis.asyncio import Redis
+
+from engine import keys
+from engine.wire import StreamOrder, decode_stream_order
+
+_decode_codes = msgspec.msgpack.Decoder(list[str]).decode
+
+
+class OrderRecord(msgspec.Struct):
+    request: StreamOrder
+    status: str
+    arrival: int
+    created_ms: int
+    updated_ms: int
+    codes: list[str]
+    reason: str
+    queue_expires_ms: int
+    hold_expires_ms: int
+
+
+def _int(value: bytes | None) -> int:
+    return int(value) if value else 0
+
+
+def parse(fields: dict[bytes, bytes]) -> OrderRecord | None:
+    if b"r" not in fields:
+        return None
+    codes = fields.get(b"codes")
+    return OrderRecord(
+        request=decode_stream_order(fields[b"r"]),
+        status=fields.get(b"st", b"pending").decode(),
+        arrival=_int(fields.get(b"seq")),
+        created_ms=_int(fields.get(b"c")),
+        updated_ms=_int(fields.get(b"u")),
+        codes=_decode_codes(codes) if codes else [],
+        reason=fields.get(b"why", b"").decode(),
+        queue_expires_ms=_int(fields.get(b"qexp")),
+        hold_expires_ms=_int(fields.get(b"hexp")),
+    )
+
+
+async def read(redis: Redis, order_id: str) -> OrderRecord | None:
+    """The order's record, or None for an unknown or malformed id."""
+    shard = keys.shard_of_order(order_id)
+    if shard is None:
+        return None
+    return parse(await redis.hgetall(keys.order(order_id, shard)))
+
+
+async def position(redis: Redis, record: OrderRecord) -> int | None:
+    """1-based place in the SKU's line, or None when not in it."""
+    shard = keys.shard_of_order(record.request.order_id)
+    if shard is None:
+        return None
+    rank = await redis.zrank(keys.line(record.request.sku, shard), record.request.order_id)
+    return None if rank is None else int(rank) + 1

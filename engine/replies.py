@@ -1,0 +1,87 @@
+"""This process's reply channel: workers publish outcomes, waiting requests receive them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from engine import keys
+from engine.wire import Reply, decode_replies
+
+log = logging.getLogger("kamigate.replies")
+
+
+class ReplyHub:
+    """Futures of orders waiting for their outcome, resolved from one pub/sub subscription."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.process_id = secrets.token_hex(6)
+        self.channel = keys.reply_channel(self.process_id)
+        self._waiters: dict[str, asyncio.Future[Reply]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    def expect(self, order_id: str) -> asyncio.Future[Reply]:
+        """Register interest before the order is admitted, so no reply can slip past."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiters[order_id] = future
+        return future
+
+    def forget(self, order_id: str) -> None:
+        self._waiters.pop(order_id, None)
+
+    async def wait(self, order_id: str, future: asyncio.Future[Reply], ms: int) -> Reply | None:
+        """The reply, or None when none came within `ms`."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), ms / 1000)
+        except TimeoutError:
+            return None
+        finally:
+            self._waiters.pop(order_id, None)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen())
+        await asyncio.wait_for(self._ready.wait(), 10)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _deliver(self, data: bytes) -> None:
+        try:
+            replies = decode_replies(data)
+        except Exception:
+            log.warning("undecodable message on %s dropped", self.channel)
+            return
+        for reply in replies:
+            future = self._waiters.pop(reply.order_id, None)
+            if future is not None and not future.done():
+                future.set_result(reply)
+
+    async def _listen(self) -> None:
+        delay = 0.05
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                self._ready.set()
+                delay = 0.05
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        self._deliver(message["data"])
+            except (RedisError, OSError) as exc:
+                log.warning("reply channel lost (%s); resubscribing", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()

@@ -1,0 +1,70 @@
+"""The Lua script registry: EVALSHA, and on NOSCRIPT load then retry (also inside pipelines)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+KeyArg = str | bytes
+Arg = str | bytes | int | float
+
+
+class Script:
+    """One Lua file of engine/scripts, known by its SHA1."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = resources.files("engine.lua").joinpath(f"{name}.lua").read_text()
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    async def load(self, client: Redis) -> None:
+        await client.script_load(self.source)
+
+    async def __call__(self, client: Redis, keys: Sequence[KeyArg], args: Sequence[Arg]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+        except NoScriptError:
+            await self.load(client)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+
+
+Call = tuple[Script, Sequence[KeyArg], Sequence[Arg]]
+
+
+async def run_pipelined(client: Redis, calls: Sequence[Call]) -> list[Any]:
+    """Send many script calls in one round trip; results (or exceptions) in call order.
+
+    A flushed script cache only costs one more round trip: the calls that hit NOSCRIPT are
+    loaded and sent again. Every script is idempotent, so that resend is safe.
+    """
+    results = await _send(client, calls)
+    missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    if missing:
+        for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
+            await script.load(client)
+        again = await _send(client, [calls[i] for i in missing])
+        for i, result in zip(missing, again, strict=True):
+            results[i] = result
+    return results
+
+
+async def _send(client: Redis, calls: Sequence[Call]) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+    return list(await pipe.execute(raise_on_error=False))
+
+
+ADMIT = Script("admit")
+IDEMPOTENCY = Script("idempotency")
+CLAIM = Script("claim")
+IMPORT = Script("import")
+CANCEL = Script("cancel")
+LEASE = Script("lease")
+CONFIRM = Script("confirm")
+VOID = Script("void")

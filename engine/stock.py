@@ -1,0 +1,178 @@
+"""Stock: streamed import with dedupe, voiding a lot, and per-SKU levels."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import UTC, datetime
+
+import msgspec
+from redis.asyncio import Redis
+
+from engine import keys, scripts
+from engine.clock import parse_rfc3339
+from engine.wire import msgpack_encode
+
+CHUNK = 2000
+MAX_CODE_LENGTH = 512
+LOT_PATTERN = msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@~-]{0,63}$")
+
+
+class ImportResult(msgspec.Struct):
+    sku: str
+    lot: str
+    added: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    available: int = 0
+
+
+class LotLevel(msgspec.Struct):
+    lot: str
+    available: int
+    expires_at: int | None
+
+
+class SkuLevel(msgspec.Struct):
+    sku: str
+    available: int
+    held: int
+    issued: int
+    voided: int
+    imported: int
+    queued: int
+    lots: list[LotLevel]
+
+
+def default_lot() -> str:
+    return datetime.now(UTC).strftime("L%Y%m%d%H%M%S")
+
+
+def digest(code: str) -> str:
+    return hashlib.blake2b(code.encode(), digest_size=16).hexdigest()
+
+
+def valid_code(code: str) -> bool:
+    return 0 < len(code) <= MAX_CODE_LENGTH and code.isprintable()
+
+
+def parse_line(line: str, csv: bool) -> tuple[str, int] | None:
+    """(code, expiry in unix seconds or 0), or None when the line is not a usable code."""
+    expiry = 0
+    if csv:
+        code, _, rest = line.partition(",")
+        rest = rest.strip()
+        if rest:
+            try:
+                expiry = parse_rfc3339(rest) // 1000
+            except ValueError:
+                return None
+    else:
+        code = line
+    code = code.strip()
+    return (code, expiry) if valid_code(code) else None
+
+
+class Importer:
+    """Feed lines; codes go to Redis in chunks, each chunk one atomic script call."""
+
+    def __init__(self, redis: Redis, shards: int, sku: str, lot: str, expires_at: int,
+                 csv: bool = False, progress: Callable[[int], None] | None = None) -> None:
+        self.redis, self.sku, self.lot, self.csv = redis, sku, lot, csv
+        self.expires_at = expires_at
+        self.shard = keys.shard_of_sku(sku, shards)
+        self.result = ImportResult(sku=sku, lot=lot)
+        self.progress = progress
+        self._chunks: dict[int, list[tuple[str, str]]] = {}
+
+    async def feed(self, lines: Iterable[str]) -> None:
+        for raw in lines:
+            line = raw.strip("\r\n")
+            if not line.strip() or (self.csv and line.lower().startswith("code")):
+                continue
+            parsed = parse_line(line, self.csv)
+            if parsed is None:
+                self.result.invalid += 1
+                continue
+            code, expiry = parsed
+            chunk = self._chunks.setdefault(expiry or self.expires_at, [])
+            chunk.append((digest(code), code))
+            if len(chunk) >= CHUNK:
+                await self._send(expiry or self.expires_at)
+
+    async def finish(self) -> ImportResult:
+        for expiry in list(self._chunks):
+            await self._send(expiry)
+        await self.redis.sadd(keys.skus_known(), self.sku)
+        counts = keys.sku_counts(self.sku, self.shard)
+        self.result.available = int(await self.redis.hget(counts, "available") or 0)
+        return self.result
+
+    def _lot_for(self, expiry: int) -> str:
+        if expiry == self.expires_at:
+            return self.lot
+        # Rows of a CSV with their own expiry form a sub-lot, so each lot has one expiry.
+        return f"{self.lot}~{expiry}"
+
+    async def _send(self, expiry: int) -> None:
+        chunk = self._chunks.pop(expiry, [])
+        if not chunk:
+            return
+        lot, s, sku = self._lot_for(expiry), self.shard, self.sku
+        added, dups, available = await scripts.IMPORT(
+            self.redis,
+            [keys.sku_counts(sku, s), keys.lots(sku, s), keys.lot_expiry(sku, s),
+             keys.seen(sku, s), keys.lot_codes(sku, lot, s), keys.stream(s)],
+            [lot, expiry, sku, msgpack_encode(chunk)],
+        )
+        self.result.added += added
+        self.result.duplicates += dups
+        self.result.available = available
+        if self.progress is not None:
+            self.progress(len(chunk))
+
+
+async def import_lines(redis: Redis, shards: int, sku: str, lines: AsyncIterator[str], *,
+                       lot: str, expires_at: int = 0, csv: bool = False) -> ImportResult:
+    importer = Importer(redis, shards, sku, lot, expires_at, csv)
+    batch: list[str] = []
+    async for line in lines:
+        batch.append(line)
+        if len(batch) >= CHUNK:
+            await importer.feed(batch)
+            batch = []
+    await importer.feed(batch)
+    return await importer.finish()
+
+
+async def void_lot(redis: Redis, shards: int, sku: str, lot: str) -> tuple[int, int]:
+    s = keys.shard_of_sku(sku, shards)
+    voided, available = await scripts.VOID(
+        redis, [keys.sku_counts(sku, s), keys.lots(sku, s), keys.lot_codes(sku, lot, s)], [lot]
+    )
+    return int(voided), int(available)
+
+
+def _int(value: bytes | None) -> int:
+    return int(value) if value else 0
+
+
+async def levels(redis: Redis, shards: int, skus: Iterable[str]) -> list[SkuLevel]:
+    names = list(skus)
+    pipe = redis.pipeline(transaction=False)
+    for sku in names:
+        s = keys.shard_of_sku(sku, shards)
+        pipe.hmget(keys.sku_counts(sku, s), "available", "held", "issued", "voided", "imported")
+        pipe.zcard(keys.line(sku, s))
+        pipe.hgetall(keys.lots(sku, s))
+        pipe.hgetall(keys.lot_expiry(sku, s))
+    replies = await pipe.execute()
+    out = []
+    for i, sku in enumerate(names):
+        counts, queued, lot_counts, expiries = replies[4 * i : 4 * i + 4]
+        lots = [
+            LotLevel(lot.decode(), int(n), _int(expiries.get(lot)) or None)
+            for lot, n in sorted(lot_counts.items())
+        ]
+        out.append(SkuLevel(sku, *(_int(c) for c in counts), queued=queued, lots=lots))
+    return out

@@ -1,0 +1,113 @@
+"""Every wire type: API bodies, stream entries, replies; with codecs built once."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from engine.config import SKU_PATTERN
+
+Sku = Annotated[str, Meta(pattern=SKU_PATTERN)]
+Buyer = Annotated[str, Meta(min_length=1, max_length=128)]
+IdempotencyKey = Annotated[str, Meta(pattern=r"^[\x21-\x7e]{1,128}$")]
+NotifyUrl = Annotated[str, Meta(pattern=r"^https?://[^\s]+$", max_length=2048)]
+Metadata = dict[Annotated[str, Meta(max_length=256)], Annotated[str, Meta(max_length=2048)]]
+
+STATUSES = ("pending", "queued", "fulfilled", "held", "rejected", "expired", "cancelled")
+MAX_METADATA_BYTES = 2048
+
+
+class _Wire(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Base of client-facing bodies: unknown fields are errors."""
+
+
+class OrderRequest(_Wire):
+    sku: Sku
+    qty: Annotated[int, Meta(ge=1, le=1000)]
+    buyer: Buyer
+    buyer_ip: Annotated[str, Meta(max_length=64)] | None = None
+    tier: Annotated[int, Meta(ge=0, le=9)] = 0
+    hold_s: Annotated[int, Meta(ge=0, le=86400)] = 0
+    wait_ms: Annotated[int, Meta(ge=0, le=10000)] | None = None
+    notify_url: NotifyUrl | None = None
+    metadata: Metadata | None = None
+
+
+class BatchItem(OrderRequest, kw_only=True):
+    idempotency_key: IdempotencyKey | None = None
+
+
+class BatchRequest(_Wire):
+    orders: Annotated[list[BatchItem], Meta(min_length=1, max_length=1000)]
+
+
+class QueueInfo(msgspec.Struct, kw_only=True):
+    reason: str
+    position: int | None
+    eta_s: float | None
+    expires_at: str | None
+    page: str
+
+
+class Order(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The Order object of the API."""
+
+    order_id: str
+    status: str
+    sku: str
+    qty: int
+    buyer: str
+    tier: int
+    created_at: str
+    updated_at: str
+    codes: list[str] | None = None
+    hold_expires_at: str | None = None
+    queue: QueueInfo | None = None
+    reason: str | None = None
+    notice: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+class StreamOrder(msgspec.Struct, array_like=True, frozen=True):
+    """An admitted order as the stream carries it and the order record keeps it.
+
+    array_like: both ends are ours; new fields are only ever appended, with defaults.
+    """
+
+    order_id: str
+    storefront: str
+    sku: str
+    qty: int
+    buyer: str
+    tier: int
+    created_ms: int
+    reply_to: str = ""
+    buyer_ip: str = ""
+    hold_s: int = 0
+    notify_url: str = ""
+    metadata: dict[str, str] | None = None
+
+
+class Reply(msgspec.Struct, array_like=True):
+    """The outcome a worker publishes to the front door that admitted the order."""
+
+    order_id: str
+    status: str
+    updated_ms: int
+    codes: list[str] = []
+    reason: str = ""
+    position: int = 0
+    expires_ms: int = 0
+
+
+json_encode = msgspec.json.Encoder().encode
+msgpack_encode = msgspec.msgpack.Encoder().encode
+decode_order_request = msgspec.json.Decoder(OrderRequest).decode
+decode_order_request_msgpack = msgspec.msgpack.Decoder(OrderRequest).decode
+decode_batch = msgspec.json.Decoder(BatchRequest).decode
+decode_batch_msgpack = msgspec.msgpack.Decoder(BatchRequest).decode
+decode_stream_order = msgspec.msgpack.Decoder(StreamOrder).decode
+decode_reply = msgspec.msgpack.Decoder(Reply).decode
+decode_replies = msgspec.msgpack.Decoder(list[Reply]).decode

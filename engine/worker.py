@@ -1,0 +1,220 @@
+"""The stream worker: read → reclaim → match → claim → settle, one shard batch at a time.
+
+Each shard has one active owner (a lease in Redis). A worker that dies leaves its entries
+pending; whoever takes the lease next reclaims them (XAUTOCLAIM) and runs them again, which is
+safe because the claim is idempotent per order id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+
+from engine import keys, matching, scripts, store
+from engine.book import read_snapshot
+from engine.claim import Outcome, StalePlan, apply_plan, build_plan
+from engine.clock import now_ms
+from engine.config import Settings
+from engine.matching_types import MatchOrder
+from engine.settle import Settler, outcome_of_record
+from engine.wire import StreamOrder, decode_stream_order
+
+log = logging.getLogger("kamigate.worker")
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+MAX_STALE_RETRIES = 50
+
+
+class Worker:
+    """Consume every shard this process holds the lease of.
+
+    Parameters: settings (the running config), redis (commands), blocking (a client whose
+    socket timeout exceeds the block time, for XREADGROUP).
+    """
+
+    def __init__(self, settings: Settings, redis: Redis, blocking: Redis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.blocking = blocking
+        self.worker_id = f"w-{secrets.token_hex(4)}"
+        self.owned: set[int] = set()
+        self.settler = Settler(redis)
+        self._last_lease = 0.0
+        self.batches = 0
+
+    # -- entry points ---------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set; Redis outages are waited out, never fatal."""
+        log.info("worker %s started; %s", self.worker_id, matching.describe())
+        while not stop.is_set():
+            try:
+                await self.step()
+            except (RedisConnectionError, OSError, TimeoutError) as exc:
+                log.warning("Redis unreachable (%s); retrying", exc)
+                self.owned.clear()
+                await asyncio.sleep(0.25)
+        await self.release()
+
+    async def drain(self, max_batches: int = 10_000) -> int:
+        """Burst mode for tests and tools: process until every stream is empty; batches run."""
+        done = 0
+        while done < max_batches:
+            await self.maintain_leases(force=True)
+            ran = await self.read_and_process(block_ms=None)
+            if not ran:
+                return done
+            done += ran
+        return done
+
+    async def step(self) -> None:
+        await self.maintain_leases()
+        if not self.owned:
+            await asyncio.sleep(self.settings.worker.lease_s / 3)
+            return
+        await self.read_and_process(block_ms=self.settings.worker.block_ms)
+
+    # -- leases and reclaim ---------------------------------------------------------------------
+    async def maintain_leases(self, force: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        lease_s = self.settings.worker.lease_s
+        if not force and loop.time() - self._last_lease < lease_s / 3:
+            return
+        self._last_lease = loop.time()
+        ttl_ms = int(lease_s * 1000)
+        calls = [
+            (scripts.LEASE, [keys.lease(s)], [self.worker_id, ttl_ms])
+            for s in range(self.settings.redis.shards)
+        ]
+        results = await scripts.run_pipelined(self.redis, calls)
+        for shard, held in enumerate(results):
+            if held == 1 and shard not in self.owned:
+                await self._take_shard(shard)
+            elif held != 1:
+                self.owned.discard(shard)
+        await self.redis.set(keys.worker_heartbeat(self.worker_id), self.worker_id,
+                             px=max(ttl_ms, 5000))
+
+    async def _take_shard(self, shard: int) -> None:
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
+            await self.redis.xgroup_create(keys.stream(shard), keys.GROUP, id="0", mkstream=True)
+        self.owned.add(shard)
+        await self.reclaim(shard, min_idle_ms=0)
+        log.info("worker %s owns shard %d", self.worker_id, shard)
+
+    async def reclaim(self, shard: int, min_idle_ms: int) -> int:
+        """Take over entries another consumer read but never acknowledged, and run them."""
+        start, total = "0-0", 0
+        while True:
+            reply = await self.redis.xautoclaim(
+                keys.stream(shard), keys.GROUP, self.worker_id, min_idle_ms, start, count=500
+            )
+            start, entries = reply[0], reply[1]
+            if entries:
+                total += len(entries)
+                await self.process(shard, entries)
+            if start in (b"0-0", "0-0"):
+                return total
+
+    async def release(self) -> None:
+        for shard in sorted(self.owned):
+            with contextlib.suppress(RedisError, OSError):
+                if await self.redis.get(keys.lease(shard)) == self.worker_id.encode():
+                    await self.redis.delete(keys.lease(shard))
+        self.owned.clear()
+
+    # -- the batch --------------------------------------------------------------------------------
+    async def read_and_process(self, block_ms: int | None) -> int:
+        streams = {keys.stream(s): ">" for s in sorted(self.owned)}
+        if not streams:
+            return 0
+        reply = await self.blocking.xreadgroup(
+            keys.GROUP, self.worker_id, streams,  # type: ignore[arg-type]
+            count=self.settings.worker.batch_size, block=block_ms,
+        )
+        ran = 0
+        for name, entries in reply or []:
+            stream_name = name.decode() if isinstance(name, bytes) else name
+            shard = next(s for s in self.owned if keys.stream(s) == stream_name)
+            if entries:
+                await self.process(shard, entries)
+                ran += 1
+        return ran
+
+    async def process(self, shard: int, entries: Sequence[Entry]) -> None:
+        """Match and claim one shard batch, then settle it (replies, XACK)."""
+        orders: list[StreamOrder] = []
+        arrivals: dict[str, int] = {}
+        kicks: set[str] = set()
+        for _, fields in entries:
+            if b"kick" in fields:
+                kicks.add(fields[b"kick"].decode())
+                continue
+            try:
+                order = decode_stream_order(fields[b"p"])
+                arrival = int(fields[b"s"])
+            except Exception:
+                log.warning("undecodable stream entry on shard %d skipped", shard)
+                continue
+            orders.append(order)
+            arrivals[order.order_id] = arrival
+        outcomes, channels, rerun = await self._claim(shard, orders, arrivals, kicks)
+        await self.settler.settle(shard, [e[0] for e in entries], outcomes, channels, rerun)
+        self.batches += 1
+
+    async def _claim(
+        self, shard: int, orders: list[StreamOrder], arrivals: dict[str, int], kicks: set[str]
+    ) -> tuple[list[Outcome], dict[str, str], set[str]]:
+        """Outcomes (new claims, then earlier ones replayed), reply channels, lines to rerun."""
+        policies = {s.id: s for s in self.settings.skus}
+        skus = kicks | {o.sku for o in orders}
+        for attempt in range(MAX_STALE_RETRIES):
+            snapshot = await read_snapshot(self.redis, self.settings, shard, skus, orders)
+            fresh = [o for o in orders if snapshot.statuses.get(o.order_id) == "pending"]
+            decided = [o for o in orders if snapshot.statuses.get(o.order_id) not in
+                       ("pending", "")]
+            batch = snapshot.tickets() + [
+                MatchOrder(o.order_id, o.sku, o.qty, o.tier, arrivals[o.order_id], o.buyer)
+                for o in fresh
+            ]
+            now = now_ms()
+            decisions = matching.match_batch(batch, snapshot.books(policies, now // 1000))
+            requests = {o.order_id: o for o in fresh}
+            plan = build_plan(shard, policies, snapshot, batch, requests, decisions, now)
+            try:
+                outcomes = await apply_plan(self.redis, plan, now)
+            except StalePlan as stale:
+                log.debug("plan refused (%s); matching again (%d)", stale, attempt + 1)
+                await asyncio.sleep(min(0.001 * attempt, 0.05))
+                continue
+            replay = [await outcome_of_record(self.redis, shard, o.order_id) for o in decided]
+            channels = {o.order_id: o.reply_to for o in orders}
+            for state in snapshot.skus.values():
+                channels.update((t.request.order_id, t.request.reply_to) for t in state.tickets)
+            rerun = {
+                s.sku for s in snapshot.skus.values()
+                if len(s.tickets) >= self.settings.worker.line_scan and s.available > 0
+            }
+            return outcomes + replay, channels, rerun
+        raise RedisError(f"shard {shard}: the claim plan went stale {MAX_STALE_RETRIES} times")
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """`kamigate worker`: connect, check the server, serve until stopped."""
+    url = store.resolve_url(settings)
+    redis = await store.connect(url)
+    blocking = store.client(url, timeout=settings.worker.block_ms / 1000 + 10)
+    await store.check_server(redis)
+    worker = Worker(settings, redis, blocking)
+    stop = stop or asyncio.Event()
+    try:
+        await worker.run(stop)
+    finally:
+        await redis.aclose()
+        await blocking.aclose()
