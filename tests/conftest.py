@@ -1,0 +1,223 @@
+"""Fixtures: a real redis-server on a free port, settings, and an engine (front door + worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from aiohttp import ClientSession, TCPConnector
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
+
+from engine import config, stock, store
+from engine.embedded import RedisProcess, free_port
+from engine.http.app import create_app
+from engine.worker import Worker
+
+SHOP_A_KEY = "key-shop-a"
+SHOP_B_KEY = "key-shop-b"
+OPERATOR_KEY = "key-operator"
+VIEWER_KEY = "key-viewer"
+ADMIN_KEY = "key-admin"
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def settings_dict(**sections: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "redis": {"url": "redis://unused", "shards": 4},
+        "orders": {"default_wait_ms": 2000},
+        "worker": {"block_ms": 20, "lease_s": 1.0},
+        "storefronts": [
+            {"id": "shop-a", "key_sha256": config.sha256_hex(SHOP_A_KEY)},
+            {"id": "shop-b", "key_sha256": config.sha256_hex(SHOP_B_KEY)},
+        ],
+        "admins": [
+            {"id": "ops", "role": "operator", "key_sha256": config.sha256_hex(OPERATOR_KEY)},
+            {"id": "watch", "role": "viewer", "key_sha256": config.sha256_hex(VIEWER_KEY)},
+            {"id": "root", "role": "admin", "key_sha256": config.sha256_hex(ADMIN_KEY)},
+        ],
+        "skus": [
+            {"id": "card-100", "max_qty": 10},
+            {"id": "card-limited", "max_qty": 5, "buyer_limit": 3},
+            {"id": "card-reject", "on_sold_out": "reject"},
+        ],
+    }
+    for name, value in sections.items():
+        if isinstance(value, dict) and isinstance(base.get(name), dict):
+            base[name] = {**base[name], **value}
+        else:
+            base[name] = value
+    return base
+
+
+def make_settings(**sections: Any) -> config.Settings:
+    return config.from_mapping(settings_dict(**sections), environ={})
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    proc = RedisProcess(tmp_path_factory.mktemp("redis"), port=free_port())
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def redis(redis_server: RedisProcess) -> AsyncIterator[Redis]:
+    client = store.client(redis_server.url)
+    await client.flushall()
+    await client.script_flush()
+    yield client
+    await client.aclose()
+
+
+class Engine:
+    """A front door (in-process test server) and a worker task, on the test Redis."""
+
+    def __init__(self, settings: config.Settings, url: str) -> None:
+        self.settings = settings
+        self.url = url
+        self.client: TestClient[Any, Any] | None = None
+        self.worker: Worker | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._clients: list[Redis] = []
+
+    @property
+    def http(self) -> TestClient[Any, Any]:
+        assert self.client is not None
+        return self.client
+
+    async def start(self, worker: bool = True) -> Engine:
+        app = create_app(self.settings, self.url)
+        self.client = TestClient(TestServer(app))
+        await self.client.start_server()
+        if worker:
+            await self.start_worker()
+        return self
+
+    async def start_worker(self) -> Worker:
+        redis = store.client(self.url)
+        blocking = store.client(self.url, timeout=10)
+        self._clients += [redis, blocking]
+        self.worker = Worker(self.settings, redis, blocking)
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self.worker.run(self._stop))
+        return self.worker
+
+    async def stop_worker(self) -> None:
+        if self._task is not None:
+            self._stop.set()
+            await asyncio.wait_for(self._task, 10)
+            self._task = None
+
+    async def close(self) -> None:
+        await self.stop_worker()
+        if self.client is not None:
+            await self.client.close()
+        for client in self._clients:
+            await client.aclose()
+
+    async def order(self, key: str = SHOP_A_KEY, **body: Any) -> tuple[int, dict[str, Any]]:
+        payload = {"sku": "card-100", "qty": 1, "buyer": "b1", **body}
+        headers = auth(key)
+        idem = payload.pop("idempotency_key", None)
+        if idem is not None:
+            headers["Idempotency-Key"] = idem
+        resp = await self.http.post("/v1/orders", json=payload, headers=headers)
+        return resp.status, await resp.json()
+
+    async def import_codes(self, sku: str, codes: list[str], lot: str = "lot1",
+                           **query: str) -> dict[str, Any]:
+        resp = await self.http.post(
+            f"/admin/skus/{sku}/stock", data="\n".join(codes),
+            params={"lot": lot, **query},
+            headers={**auth(OPERATOR_KEY), "Content-Type": "text/plain"},
+        )
+        assert resp.status == 200, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+EngineFactory = Callable[..., Awaitable[Engine]]
+
+
+@pytest.fixture
+async def engine_factory(
+    redis_server: RedisProcess, redis: Redis
+) -> AsyncIterator[EngineFactory]:
+    made: list[Engine] = []
+
+    async def make(settings: config.Settings | None = None, worker: bool = True) -> Engine:
+        engine = Engine(settings or make_settings(), redis_server.url)
+        made.append(engine)
+        return await engine.start(worker=worker)
+
+    yield make
+    for engine in made:
+        await engine.close()
+
+
+@pytest.fixture
+async def engine(engine_factory: EngineFactory) -> Engine:
+    return await engine_factory()
+
+
+def codes(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}-{i:06d}" for i in range(n)]
+
+
+async def post_many(base_url: str, bodies: list[dict[str, Any]], key: str = SHOP_A_KEY,
+                    limit: int = 500) -> list[tuple[int, dict[str, Any]]]:
+    """POST /v1/orders concurrently, every request in flight at once up to `limit` sockets."""
+    async with ClientSession(connector=TCPConnector(limit=limit)) as session:
+        async def one(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            async with session.post(f"{base_url}/v1/orders", json=body, headers=auth(key)) as r:
+                return r.status, await r.json(content_type=None)
+        return await asyncio.gather(*(one(b) for b in bodies))
+
+
+def write_config(path: Path, settings_raw: dict[str, Any]) -> Path:
+    """A TOML config file from a settings dict (for subprocess workers)."""
+    lines: list[str] = []
+
+    def value(v: Any) -> str:
+        return msgspec.json.encode(v).decode()
+
+    for name, section in settings_raw.items():
+        if isinstance(section, dict):
+            lines.append(f"[{name}]")
+            lines += [f"{k} = {value(v)}" for k, v in section.items()]
+        else:
+            for item in section:
+                lines.append(f"[[{name}]]")
+                lines += [f"{k} = {value(v)}" for k, v in item.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@contextlib.contextmanager
+def worker_process(config_path: Path) -> Iterator[Any]:
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "worker", "--config",
+                             str(config_path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+__all__ = ["stock"]

@@ -1,0 +1,149 @@
+"""The core order path over HTTP on real Redis: fill, queue, reject, read, cancel, confirm."""
+
+from __future__ import annotations
+
+from tests.conftest import SHOP_A_KEY, SHOP_B_KEY, Engine, auth, codes
+
+
+async def test_order_is_fulfilled_with_imported_codes(engine: Engine) -> None:
+    imported = codes("A", 5)
+    result = await engine.import_codes("card-100", imported)
+    assert result == {"sku": "card-100", "lot": "lot1", "added": 5, "duplicates": 0,
+                      "invalid": 0, "available": 5}
+    status, body = await engine.order(qty=2)
+    assert status == 201, body
+    assert body["status"] == "fulfilled"
+    assert len(body["codes"]) == 2 and set(body["codes"]) <= set(imported)
+    resp = await engine.http.get(f"/v1/orders/{body['order_id']}", headers=auth(SHOP_A_KEY))
+    again = await resp.json()
+    assert resp.status == 200 and again["codes"] == body["codes"]
+
+
+async def test_sold_out_order_is_queued_then_served_on_restock(engine: Engine) -> None:
+    status, body = await engine.order()
+    assert status == 202 and body["status"] == "queued"
+    assert body["queue"]["reason"] == "sold_out" and body["queue"]["position"] == 1
+    assert body["queue"]["page"].startswith(f"/q/{body['order_id']}?t=")
+    await engine.import_codes("card-100", ["ONLY-ONE"])
+    for _ in range(100):
+        resp = await engine.http.get(f"/v1/orders/{body['order_id']}", headers=auth(SHOP_A_KEY))
+        found = await resp.json()
+        if found["status"] == "fulfilled":
+            break
+        import asyncio
+
+        await asyncio.sleep(0.02)
+    assert found["status"] == "fulfilled" and found["codes"] == ["ONLY-ONE"]
+
+
+async def test_reject_policy_answers_409_sold_out(engine: Engine) -> None:
+    status, body = await engine.order(sku="card-reject")
+    assert status == 409 and body["code"] == "sold_out" and body["order_id"].startswith("o_")
+
+
+async def test_buyer_limit_answers_409_limit_exceeded(engine: Engine) -> None:
+    await engine.import_codes("card-limited", codes("L", 10))
+    status, _ = await engine.order(sku="card-limited", qty=3, buyer="x")
+    assert status == 201
+    status, body = await engine.order(sku="card-limited", qty=1, buyer="x")
+    assert status == 409 and body["code"] == "limit_exceeded"
+    status, _ = await engine.order(sku="card-limited", qty=1, buyer="y")
+    assert status == 201
+
+
+async def test_storefront_isolation(engine: Engine) -> None:
+    await engine.import_codes("card-100", codes("I", 2))
+    status, body = await engine.order(key=SHOP_A_KEY)
+    assert status == 201
+    path = f"/v1/orders/{body['order_id']}"
+    resp = await engine.http.get(path, headers=auth(SHOP_B_KEY))
+    foreign = await resp.json()
+    resp2 = await engine.http.get("/v1/orders/o_0000ffffffffffffffff", headers=auth(SHOP_B_KEY))
+    unknown = await resp2.json()
+    assert resp.status == resp2.status == 404
+    assert foreign["code"] == unknown["code"] == "not_found"
+    resp = await engine.http.delete(path, headers=auth(SHOP_B_KEY))
+    assert resp.status == 404
+
+
+async def test_idempotency_replay_and_conflict(engine: Engine) -> None:
+    await engine.import_codes("card-100", codes("K", 3))
+    status, first = await engine.order(idempotency_key="k-1", qty=1)
+    assert status == 201
+    status, again = await engine.order(idempotency_key="k-1", qty=1)
+    assert status == 200 and again["order_id"] == first["order_id"]
+    assert again["codes"] == first["codes"]
+    status, conflict = await engine.order(idempotency_key="k-1", qty=2)
+    assert status == 409 and conflict["code"] == "idempotency_conflict"
+    assert conflict["order_id"] == first["order_id"]
+    # the same key from another storefront is another key
+    status, other = await engine.order(key=SHOP_B_KEY, idempotency_key="k-1", qty=1)
+    assert status == 201 and other["order_id"] != first["order_id"]
+    levels = await (await engine.http.get("/admin/skus/card-100",
+                                          headers=auth("key-viewer"))).json()
+    assert levels["issued"] == 2
+
+
+async def test_cancel_queued_order(engine: Engine) -> None:
+    status, body = await engine.order()
+    assert status == 202
+    resp = await engine.http.delete(f"/v1/orders/{body['order_id']}", headers=auth(SHOP_A_KEY))
+    cancelled = await resp.json()
+    assert resp.status == 200 and cancelled["status"] == "cancelled"
+    await engine.import_codes("card-100", ["C-1"])
+    status, later = await engine.order()
+    assert status == 201 and later["codes"] == ["C-1"]
+
+
+async def test_cancel_fulfilled_is_not_cancellable(engine: Engine) -> None:
+    await engine.import_codes("card-100", ["F-1"])
+    _, body = await engine.order()
+    resp = await engine.http.delete(f"/v1/orders/{body['order_id']}", headers=auth(SHOP_A_KEY))
+    problem = await resp.json()
+    assert resp.status == 409 and problem["code"] == "not_cancellable"
+
+
+async def test_hold_confirm_and_cancel_return_codes(engine: Engine) -> None:
+    await engine.import_codes("card-100", ["H-1", "H-2"])
+    status, held = await engine.order(hold_s=60)
+    assert status == 201 and held["status"] == "held" and "codes" not in held
+    assert held["hold_expires_at"]
+    resp = await engine.http.post(f"/v1/orders/{held['order_id']}/confirm",
+                                  headers=auth(SHOP_A_KEY))
+    confirmed = await resp.json()
+    assert resp.status == 200 and confirmed["status"] == "fulfilled"
+    assert confirmed["codes"] == ["H-1"]
+    _, held2 = await engine.order(hold_s=60)
+    resp = await engine.http.delete(f"/v1/orders/{held2['order_id']}", headers=auth(SHOP_A_KEY))
+    assert resp.status == 200
+    resp = await engine.http.post(f"/v1/orders/{held2['order_id']}/confirm",
+                                  headers=auth(SHOP_A_KEY))
+    assert resp.status == 409 and (await resp.json())["code"] == "not_held"
+    status, last = await engine.order()
+    assert status == 201 and last["codes"] == ["H-2"]
+
+
+async def test_wait_zero_answers_pending_at_once(engine: Engine) -> None:
+    await engine.import_codes("card-100", ["P-1"])
+    status, body = await engine.order(wait_ms=0)
+    assert status == 202 and body["status"] == "pending"
+
+
+async def test_batch_route(engine: Engine) -> None:
+    await engine.import_codes("card-100", codes("B", 3))
+    orders = [{"sku": "card-100", "qty": 1, "buyer": f"b{i}"} for i in range(4)]
+    orders.append({"sku": "nope", "qty": 1, "buyer": "z"})
+    resp = await engine.http.post("/v1/orders/batch", json={"orders": orders},
+                                  headers=auth(SHOP_A_KEY))
+    results = (await resp.json())["results"]
+    assert resp.status == 200 and len(results) == 5
+    assert [r["status"] for r in results[:4]] == ["fulfilled"] * 3 + ["queued"]
+    assert results[4]["code"] == "unknown_sku"
+
+
+async def test_duplicate_codes_are_never_added_again(engine: Engine) -> None:
+    first = await engine.import_codes("card-100", ["D-1", "D-2", "D-2"])
+    assert first["added"] == 2 and first["duplicates"] == 1
+    await engine.order()
+    again = await engine.import_codes("card-100", ["D-1", "D-2", "D-3"], lot="lot2")
+    assert again["added"] == 1 and again["duplicates"] == 2
