@@ -1,0 +1,160 @@
+"""The promises under faults: a worker SIGKILLed mid-sale, Redis restarted, scripts flushed."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from engine import config, records, store
+from engine.embedded import RedisProcess, free_port
+from tests.conftest import (
+    Engine,
+    EngineFactory,
+    codes,
+    post_many,
+    settings_dict,
+    worker_process,
+    write_config,
+)
+from tests.promises import assert_promises
+
+
+async def _settle(redis: Redis, order_ids: list[str], timeout: float = 30.0) -> None:
+    """Wait until no admitted order is still pending."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        pending = 0
+        for oid in order_ids:
+            record = await records.read(redis, oid)
+            pending += record is None or record.status == "pending"
+        if pending == 0:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{pending} admitted orders still pending")
+        await asyncio.sleep(0.1)
+
+
+def _bodies(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [{"sku": "card-100", "qty": 1 + i % 2, "buyer": f"k{start + i}", "wait_ms": 0}
+            for i in range(n)]
+
+
+async def test_worker_sigkill_mid_sale_then_restart(
+    engine_factory: EngineFactory, redis: Redis, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    raw = settings_dict(redis={"url": redis_server.url, "shards": 4})
+    settings = config.from_mapping(raw, environ={})
+    engine = await engine_factory(settings, worker=False)
+    imported = codes("KILL", 300)
+    await engine.import_codes("card-100", imported)
+    base = str(engine.http.make_url("")).rstrip("/")
+    path = write_config(tmp_path / "k.toml", raw)
+    admitted: list[str] = []
+    with worker_process(path) as first:
+        for round_ in range(3):
+            answers = await post_many(base, _bodies(100, round_ * 100))
+            assert all(s == 202 for s, _ in answers)
+            admitted += [b["order_id"] for _, b in answers]
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # orders keep coming while no worker runs: they are admitted and wait in the stream
+    answers = await post_many(base, _bodies(100, 300))
+    admitted += [b["order_id"] for _, b in answers]
+    with worker_process(path):
+        await _settle(redis, admitted)
+    result = await assert_promises(redis, 4, ["card-100"], admitted, set(imported))
+    assert sum(len(c) for c in [result["issued"]]) <= 300
+    assert result["statuses"].get("pending", 0) == 0
+
+
+async def test_redis_restart_with_aof_loses_no_acknowledged_order(
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    server = RedisProcess(tmp_path / "redis", port=free_port(), appendfsync="always")
+    server.start()
+    try:
+        raw = settings_dict(redis={"url": server.url, "shards": 2})
+        settings = config.from_mapping(raw, environ={})
+        engine = Engine(settings, server.url)
+        await engine.start()
+        imported = codes("AOF", 150)
+        await engine.import_codes("card-100", imported)
+        base = str(engine.http.make_url("")).rstrip("/")
+        acknowledged: list[str] = []
+
+        async def load() -> None:
+            for round_ in range(8):
+                answers = await post_many(base, _bodies(40, round_ * 40))
+                acknowledged.extend(b["order_id"] for s, b in answers if s in (201, 202))
+                assert all(s in (201, 202, 503) for s, _ in answers), answers
+                await asyncio.sleep(0.05)
+
+        loader = asyncio.create_task(load())
+        await asyncio.sleep(0.15)
+        server.kill()
+        server.start()
+        await loader
+        check = store.client(server.url)
+        try:
+            await _settle(check, acknowledged)
+            await assert_promises(check, 2, ["card-100"], acknowledged, set(imported))
+        finally:
+            await check.aclose()
+            await engine.close()
+    finally:
+        server.stop()
+
+
+async def test_script_flush_mid_run_fails_no_order(engine: Engine, redis: Redis) -> None:
+    imported = codes("FLUSH", 400)
+    await engine.import_codes("card-100", imported)
+    base = str(engine.http.make_url("")).rstrip("/")
+    stop = asyncio.Event()
+
+    async def flusher() -> int:
+        flushes = 0
+        while not stop.is_set():
+            await redis.script_flush()
+            flushes += 1
+            await asyncio.sleep(0.005)
+        return flushes
+
+    task = asyncio.create_task(flusher())
+    answers = []
+    for round_ in range(4):
+        answers += await post_many(base, [{"sku": "card-100", "qty": 1, "buyer": f"f{round_}-{i}"}
+                                          for i in range(100)])
+    stop.set()
+    assert await task > 10
+    assert [s for s, _ in answers] == [201] * 400
+    await assert_promises(redis, 4, ["card-100"], [b["order_id"] for _, b in answers],
+                          set(imported))
+
+
+@pytest.mark.parametrize("n", [1])
+async def test_entry_delivered_twice_is_claimed_once(engine: Engine, redis: Redis,
+                                                     n: int) -> None:
+    """At-least-once delivery: re-running a claimed entry writes nothing new."""
+    await engine.import_codes("card-100", codes("TWICE", 5))
+    status, body = await engine.order()
+    assert status == 201
+    worker = engine.worker
+    assert worker is not None
+    shard = 0
+    from engine import keys
+
+    for s in range(4):
+        if await redis.exists(keys.order(body["order_id"], s)):
+            shard = s
+    entries = await redis.xrange(keys.stream(shard))
+    order_entries = [e for e in entries if b"p" in e[1]]
+    await worker.process(shard, order_entries)
+    record = await records.read(redis, body["order_id"])
+    assert record is not None and record.codes == body["codes"]
+    levels = await redis.hgetall(keys.sku_counts("card-100", keys.shard_of_sku("card-100", 4)))
+    assert int(levels[b"issued"]) == n
