@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import msgspec
 from redis.asyncio import Redis
@@ -51,7 +51,7 @@ class _KeyTable:
 
 def build_plan(
     shard: int,
-    settings_skus: dict[str, object],
+    settings_skus: Mapping[str, object],
     snapshot: Snapshot,
     orders: Sequence[MatchOrder],
     requests: dict[str, StreamOrder],

@@ -9,8 +9,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from engine import __version__, config, demo, embedded, matching, store
 
@@ -32,7 +33,7 @@ def _load(path: str) -> config.Settings:
         raise SystemExit(1) from None
 
 
-def _run(coro: Callable[[], Awaitable[int]]) -> int:
+def _run(coro: Callable[[], Coroutine[Any, Any, int]]) -> int:
     try:
         import uvloop
 
@@ -65,10 +66,9 @@ def _serve(settings: config.Settings, redis_url: str | None = None,
     try:
         import uvloop
 
-        loop_factory = uvloop.new_event_loop
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     except ImportError:  # pragma: no cover - uvloop is a dependency where it exists
-        loop_factory = asyncio.new_event_loop
-    loop = loop_factory()
+        loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     web.run_app(app, host=settings.server.host, port=settings.server.port,
                 access_log=None, print=None, loop=loop)

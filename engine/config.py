@@ -24,16 +24,16 @@ Seconds = Annotated[float, Meta(ge=0)]
 Port = Annotated[int, Meta(ge=0, le=65535)]
 
 
-class Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):  # noqa: D101
+class Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """Every config section: unknown keys are errors, values are immutable once loaded."""
 
 
-class Rate(Base):
+class Rate(Base, frozen=True):
     rate: Annotated[float, Meta(gt=0)]
     burst: Annotated[int, Meta(ge=1)]
 
 
-class Server(Base):
+class Server(Base, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 8080
     public_url: str = "http://127.0.0.1:8080"
@@ -42,19 +42,19 @@ class Server(Base):
     page_secret: str = ""  # signs buyer-page links; "env:NAME" reads a variable
 
 
-class Redis(Base):
+class Redis(Base, frozen=True):
     url: str = "embedded"
     shards: Annotated[int, Meta(ge=1, le=1024)] = 4
     data_dir: str = ".kamigate"
     appendfsync: Literal["always", "everysec", "no"] = "everysec"
 
 
-class Orders(Base):
+class Orders(Base, frozen=True):
     default_wait_ms: Annotated[int, Meta(ge=0, le=10000)] = 2000
     max_hold_s: Annotated[int, Meta(ge=0)] = 900
 
 
-class Worker(Base):
+class Worker(Base, frozen=True):
     batch_size: Annotated[int, Meta(ge=1, le=10000)] = 512
     block_ms: Annotated[int, Meta(ge=1, le=60000)] = 200
     lease_s: Annotated[float, Meta(ge=0.5, le=300)] = 3.0
@@ -62,31 +62,31 @@ class Worker(Base):
     line_scan: Annotated[int, Meta(ge=1, le=100000)] = 1000
 
 
-class Limits(Base):
+class Limits(Base, frozen=True):
     global_: Rate | None = msgspec.field(default=None, name="global")
     per_storefront: Rate | None = None
     per_buyer: Rate | None = None
     per_ip: Rate | None = None
 
 
-class WaitingRoom(Base):
+class WaitingRoom(Base, frozen=True):
     enabled: bool = True
     capacity: Annotated[int, Meta(ge=0)] = 100000
 
 
-class Storefront(Base):
+class Storefront(Base, frozen=True):
     id: Ident
     key_sha256: Annotated[str, Meta(pattern=HEX64)]
     webhook_secret: str = ""
 
 
-class Admin(Base):
+class Admin(Base, frozen=True):
     id: Ident
     role: Literal["viewer", "operator", "admin"]
     key_sha256: Annotated[str, Meta(pattern=HEX64)]
 
 
-class Sku(Base):
+class Sku(Base, frozen=True):
     id: SkuId
     max_qty: Annotated[int, Meta(ge=1, le=1000)] = 10
     buyer_limit: Annotated[int, Meta(ge=0)] = 0
@@ -96,13 +96,13 @@ class Sku(Base):
     limit: Rate | None = None
 
 
-class Calendar(Base):
+class Calendar(Base, frozen=True):
     country: Annotated[str, Meta(min_length=2, max_length=3)]
     timezone: str = "UTC"
     subdiv: str | None = None
 
 
-class Pause(Base):
+class Pause(Base, frozen=True):
     scope: str
     reason: str = ""
     calendar: str | None = None
@@ -110,7 +110,7 @@ class Pause(Base):
     ends_at: str | None = None
 
 
-class Maintenance(Base):
+class Maintenance(Base, frozen=True):
     mode: Literal["off", "read_only", "full"] = "off"
     notice_lead_s: Seconds = 86400
     reason: str = ""
@@ -118,7 +118,7 @@ class Maintenance(Base):
     eta: str | None = None
 
 
-class Settings(Base):
+class Settings(Base, frozen=True):
     server: Server = Server()
     redis: Redis = Redis()
     orders: Orders = Orders()
@@ -253,7 +253,9 @@ def _check_semantics(settings: Settings, environ: Mapping[str, str], errors: lis
     )
     server = msgspec.structs.replace(
         settings.server,
-        page_secret=_resolve_env(settings.server.page_secret, "server.page_secret", environ, errors),
+        page_secret=_resolve_env(
+            settings.server.page_secret, "server.page_secret", environ, errors
+        ),
     )
     return msgspec.structs.replace(settings, storefronts=storefronts, server=server)
 

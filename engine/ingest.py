@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -100,23 +101,23 @@ class Ingest:
                 _set_result(future, KeyReservation(oid.decode(), digest.decode(), created == 1))
         for (_, items), result in zip(groups, results[len(reserves):], strict=True):
             if isinstance(result, Exception):
-                for _, future in items:
-                    _set_exception(future, result)
+                for _, waiter in items:
+                    _set_exception(waiter, result)
                 continue
-            for (_, future), status in zip(items, result, strict=True):
-                _set_result(future, status.decode())
+            for (_, waiter), status in zip(items, result, strict=True):
+                _set_result(waiter, status.decode())
 
     async def close(self) -> None:
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
 
 
-def _set_result(future: asyncio.Future[object], value: object) -> None:
+def _set_result(future: asyncio.Future[Any], value: object) -> None:
     if not future.done():
         future.set_result(value)
 
 
-def _set_exception(future: asyncio.Future[object], exc: BaseException) -> None:
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
 
@@ -127,7 +128,7 @@ def _fail_all(
     exc: BaseException,
 ) -> None:
     for _, future in reserves:
-        _set_exception(future, exc)  # type: ignore[arg-type]
+        _set_exception(future, exc)
     for items in admits.values():
         for _, f in items:
-            _set_exception(f, exc)  # type: ignore[arg-type]
+            _set_exception(f, exc)

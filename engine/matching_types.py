@@ -28,7 +28,7 @@ class MatchOrder(NamedTuple):
 
 class Lot(NamedTuple):
     lot_id: str
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count; the kernel reads .count
     expires_at: int  # unix seconds; 0 = never
 
 

@@ -45,7 +45,8 @@ async def _order_codes(redis: Redis, shards: int) -> dict[str, dict[str, list[st
 
 
 async def reconcile(redis: Redis, shards: int, configured: Iterable[str]) -> Report:
-    known = {m.decode() for m in await redis.smembers(keys.skus_known())}
+    members: set[bytes] = await redis.smembers(keys.skus_known())  # type: ignore[assignment]
+    known = {m.decode() for m in members}
     skus = sorted(known | set(configured))
     report = Report(skus=len(skus))
     issued = await _order_codes(redis, shards)

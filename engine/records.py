@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import msgspec
 from redis.asyncio import Redis
 
@@ -27,7 +30,7 @@ def _int(value: bytes | None) -> int:
     return int(value) if value else 0
 
 
-def parse(fields: dict[bytes, bytes]) -> OrderRecord | None:
+def parse(fields: Mapping[Any, Any]) -> OrderRecord | None:
     if b"r" not in fields:
         return None
     codes = fields.get(b"codes")
@@ -58,4 +61,4 @@ async def position(redis: Redis, record: OrderRecord) -> int | None:
     if shard is None:
         return None
     rank = await redis.zrank(keys.line(record.request.sku, shard), record.request.order_id)
-    return None if rank is None else int(rank) + 1
+    return None if rank is None else int(rank) + 1  # type: ignore[arg-type]

@@ -27,10 +27,10 @@ class Script:
 
     async def __call__(self, client: Redis, keys: Sequence[KeyArg], args: Sequence[Arg]) -> Any:
         try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
             await self.load(client)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
 
 
 Call = tuple[Script, Sequence[KeyArg], Sequence[Arg]]

@@ -174,5 +174,6 @@ async def levels(redis: Redis, shards: int, skus: Iterable[str]) -> list[SkuLeve
             LotLevel(lot.decode(), int(n), _int(expiries.get(lot)) or None)
             for lot, n in sorted(lot_counts.items())
         ]
-        out.append(SkuLevel(sku, *(_int(c) for c in counts), queued=queued, lots=lots))
+        available, held, issued, voided, imported = (_int(c) for c in counts)
+        out.append(SkuLevel(sku, available, held, issued, voided, imported, queued, lots))
     return out

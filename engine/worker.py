@@ -12,6 +12,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -88,7 +89,7 @@ class Worker:
             return
         self._last_lease = loop.time()
         ttl_ms = int(lease_s * 1000)
-        calls = [
+        calls: list[scripts.Call] = [
             (scripts.LEASE, [keys.lease(s)], [self.worker_id, ttl_ms])
             for s in range(self.settings.redis.shards)
         ]
@@ -112,7 +113,7 @@ class Worker:
         """Take over entries another consumer read but never acknowledged, and run them."""
         start, total = "0-0", 0
         while True:
-            reply = await self.redis.xautoclaim(
+            reply: Any = await self.redis.xautoclaim(
                 keys.stream(shard), keys.GROUP, self.worker_id, min_idle_ms, start, count=500
             )
             start, entries = reply[0], reply[1]
@@ -134,7 +135,7 @@ class Worker:
         streams = {keys.stream(s): ">" for s in sorted(self.owned)}
         if not streams:
             return 0
-        reply = await self.blocking.xreadgroup(
+        reply: Any = await self.blocking.xreadgroup(
             keys.GROUP, self.worker_id, streams,  # type: ignore[arg-type]
             count=self.settings.worker.batch_size, block=block_ms,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -12,8 +13,6 @@ from engine.config import SKU_PATTERN
 from engine.http.auth import admin_of
 from engine.http.codec import encode_body
 from engine.http.state import DIRECTORY, REDIS
-
-import re
 
 _SKU = re.compile(SKU_PATTERN)
 _LOT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")

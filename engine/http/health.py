@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -42,10 +43,11 @@ async def _stream_lag(request: web.Request, shard: int) -> int:
     redis = request.app[REDIS]
     stream = keys.stream(shard)
     try:
-        groups = await redis.xinfo_groups(stream)
+        groups: Any = await redis.xinfo_groups(stream)
     except RedisError:
         return 0
     lag = 0
+    undelivered: Any
     for group in groups:
         if group["name"] in (keys.GROUP, keys.GROUP.encode()):
             last = group["last-delivered-id"]
@@ -64,7 +66,7 @@ async def metrics(request: web.Request) -> web.Response:
     m = app[METRICS]
     redis = app[REDIS]
     try:
-        raw = await redis.hgetall(keys.stats())
+        raw: Any = await redis.hgetall(keys.stats())
         m.fleet.stats = {k.decode(): int(v) for k, v in raw.items()}
         for level in await stock.levels(redis, directory.settings.redis.shards, directory.skus):
             for state in ("available", "held", "issued", "voided"):

@@ -46,9 +46,9 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
         kind = _BY_STATUS.get(exc.status)
         if kind is None:
             kind = errors.InvalidRequest if exc.status < 500 else errors.Internal
-        problem = kind(exc.reason or kind.title)
-        request.app[METRICS].rejected.labels(problem.code).inc()
-        return problem_response(problem)
+        translated = kind(exc.reason or kind.title)
+        request.app[METRICS].rejected.labels(translated.code).inc()
+        return problem_response(translated)
     except (RedisError, OSError, TimeoutError) as exc:
         log.warning("store unavailable on %s %s: %s", request.method, request.path,
                     type(exc).__name__)
