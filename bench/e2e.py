@@ -1,0 +1,201 @@
+"""End-to-end benchmark: kamigate against the aiohttp + uvloop hello-world ceiling.
+
+Starts, on this machine: the ceiling server; kamigate (one front door, one worker, an embedded
+redis-server); then drives each in turn with the same load tool (wrk, one connection pool) and
+prints orders/s, p50 and p99 with the ratio to the ceiling. Then the batch route: 1,000 orders
+per call, orders claimed end to end per second.
+
+Usage:  python -m bench.e2e [--seconds 10] [--connections 64] [--rounds 3]
+Needs:  wrk (apt-get install wrk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from engine import config
+from engine.embedded import RedisProcess, free_port
+
+HERE = Path(__file__).parent
+STOREFRONT_KEY = "bench-shop-key"
+ADMIN_KEY = "bench-admin-key"
+
+
+def _config(data_dir: Path, port: int, redis_url: str) -> Path:
+    text = f"""
+[server]
+port = {port}
+public_url = "http://127.0.0.1:{port}"
+max_body_bytes = 1048576
+[redis]
+url = "{redis_url}"
+shards = 4
+[orders]
+default_wait_ms = 5000
+[[storefronts]]
+id = "bench"
+key_sha256 = "{config.sha256_hex(STOREFRONT_KEY)}"
+[[admins]]
+id = "bench-ops"
+role = "admin"
+key_sha256 = "{config.sha256_hex(ADMIN_KEY)}"
+[[skus]]
+id = "bench-sku"
+max_qty = 10
+"""
+    path = data_dir / "bench.toml"
+    path.write_text(text)
+    return path
+
+
+def _wait_port(port: int, timeout: float = 20.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+@contextmanager
+def _process(args: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if port:
+            _wait_port(port)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wrk(port: int, seconds: int, connections: int) -> dict[str, Any]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+         "-s", str(HERE / "post_order.lua"), f"http://127.0.0.1:{port}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("JSON "))
+    result: dict[str, Any] = json.loads(line[5:])
+    result["rps"] = result["requests"] / result["seconds"]
+    return result
+
+
+async def _import(port: int, n: int) -> None:
+    codes = "\n".join(f"BENCH-{i:09d}" for i in range(n))
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"http://127.0.0.1:{port}/admin/skus/bench-sku/stock?lot=b{n}",
+                          data=codes, headers={"Authorization": f"Bearer {ADMIN_KEY}",
+                                               "Content-Type": "text/plain"}) as r:
+            assert r.status == 200, await r.text()
+
+
+async def _fulfilled(port: int) -> int:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{port}/admin/skus/bench-sku",
+                         headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as r:
+            return int((await r.json())["issued"])
+
+
+async def batch_route(port: int, seconds: float, concurrency: int = 4) -> float:
+    """Orders claimed end to end per second through POST /v1/orders/batch (1,000 per call)."""
+    done = 0
+    counter = 0
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession() as s:
+        async def loop() -> None:
+            nonlocal done, counter
+            while time.monotonic() < deadline:
+                counter += 1
+                body = {"orders": [{"sku": "bench-sku", "qty": 1, "buyer": f"x{counter}-{i}"}
+                                   for i in range(1000)]}
+                async with s.post(f"http://127.0.0.1:{port}/v1/orders/batch", json=body,
+                                  headers={"Authorization": f"Bearer {STOREFRONT_KEY}"}) as r:
+                    results = (await r.json())["results"]
+                done += sum(1 for x in results if x.get("status") == "fulfilled")
+        started = time.monotonic()
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        return done / (time.monotonic() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("bench.e2e needs wrk: apt-get install wrk", file=sys.stderr)
+        return 2
+    py = sys.executable
+    rows: dict[str, list[dict[str, Any]]] = {"ceiling": [], "kamigate": []}
+    batch: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="kg-bench-") as tmp:
+        data = Path(tmp)
+        redis = RedisProcess(data / "redis")
+        redis.start()
+        kg_port, hello_port = free_port(), free_port()
+        cfg = _config(data, kg_port, redis.url)
+        env_note = "compiled" if not os.environ.get("KAMIGATE_NO_EXTENSIONS") else "pure"
+        try:
+            with _process([py, "-m", "engine", "worker", "--config", str(cfg)], 0), \
+                    _process([py, "-m", "engine", "serve", "--config", str(cfg)], kg_port), \
+                    _process([py, "-m", "bench.hello_server", "--port", str(hello_port)],
+                             hello_port):
+                need = args.rounds * args.seconds * 20000 + 200_000
+                asyncio.run(_import(kg_port, need))
+                for r in range(args.rounds):
+                    rows["ceiling"].append(wrk(hello_port, args.seconds, args.connections))
+                    before = asyncio.run(_fulfilled(kg_port))
+                    run = wrk(kg_port, args.seconds, args.connections)
+                    time.sleep(0.5)
+                    run["fulfilled"] = asyncio.run(_fulfilled(kg_port)) - before
+                    rows["kamigate"].append(run)
+                    print(f"round {r + 1}: ceiling {rows['ceiling'][-1]['rps']:.0f}/s, "
+                          f"kamigate {run['rps']:.0f}/s ({run['fulfilled']} fulfilled, "
+                          f"{run['non2xx']} non-2xx)", flush=True)
+                batch.append(asyncio.run(batch_route(kg_port, args.seconds)))
+        finally:
+            redis.stop()
+    ratios = [k["rps"] / c["rps"] for k, c in zip(rows["kamigate"], rows["ceiling"], strict=True)]
+    med = statistics.median
+    print()
+    print(f"kernel: {env_note}; {args.rounds} rounds of {args.seconds}s, wrk -t1 "
+          f"-c{args.connections}; medians")
+    print(f"{'target':<28}{'orders/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'ratio':>8}")
+    c, k = rows["ceiling"], rows["kamigate"]
+    print(f"{'hello-world POST (ceiling)':<28}{med(x['rps'] for x in c):>12.0f}"
+          f"{med(x['p50_ms'] for x in c):>10.2f}{med(x['p99_ms'] for x in c):>10.2f}{1:>8.2f}")
+    print(f"{'kamigate wait-mode order':<28}{med(x['rps'] for x in k):>12.0f}"
+          f"{med(x['p50_ms'] for x in k):>10.2f}{med(x['p99_ms'] for x in k):>10.2f}"
+          f"{med(ratios):>8.2f}")
+    print(f"{'kamigate batch route':<28}{med(batch):>12.0f}{'':>10}{'':>10}{'':>8}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "ratios": ratios, "batch": batch}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
