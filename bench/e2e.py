@@ -90,6 +90,12 @@ def _process(args: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
             proc.kill()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(port: int, seconds: int, connections: int) -> dict[str, Any]:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
@@ -104,18 +110,17 @@ def wrk(port: int, seconds: int, connections: int) -> dict[str, Any]:
 
 async def _import(port: int, n: int) -> None:
     codes = "\n".join(f"BENCH-{i:09d}" for i in range(n))
-    async with aiohttp.ClientSession() as s:
-        async with s.post(f"http://127.0.0.1:{port}/admin/skus/bench-sku/stock?lot=b{n}",
-                          data=codes, headers={"Authorization": f"Bearer {ADMIN_KEY}",
-                                               "Content-Type": "text/plain"}) as r:
-            assert r.status == 200, await r.text()
+    url = f"http://127.0.0.1:{port}/admin/skus/bench-sku/stock?lot=b{n}"
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "text/plain"}
+    async with aiohttp.ClientSession() as s, s.post(url, data=codes, headers=headers) as r:
+        assert r.status == 200, await r.text()
 
 
 async def _fulfilled(port: int) -> int:
-    async with aiohttp.ClientSession() as s:
-        async with s.get(f"http://127.0.0.1:{port}/admin/skus/bench-sku",
-                         headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as r:
-            return int((await r.json())["issued"])
+    url = f"http://127.0.0.1:{port}/admin/skus/bench-sku"
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with aiohttp.ClientSession() as s, s.get(url, headers=headers) as r:
+        return int((await r.json())["issued"])
 
 
 async def batch_route(port: int, seconds: float, concurrency: int = 4) -> float:
@@ -160,8 +165,9 @@ def main() -> int:
         cfg = _config(data, kg_port, redis.url)
         env_note = "compiled" if not os.environ.get("KAMIGATE_NO_EXTENSIONS") else "pure"
         try:
-            with _process([py, "-m", "engine", "worker", "--config", str(cfg)], 0), \
-                    _process([py, "-m", "engine", "serve", "--config", str(cfg)], kg_port), \
+            with _process([py, "-m", "engine", "worker", "--config", str(cfg)], 0) as worker, \
+                    _process([py, "-m", "engine", "serve", "--config", str(cfg)],
+                             kg_port) as door, \
                     _process([py, "-m", "bench.hello_server", "--port", str(hello_port)],
                              hello_port):
                 need = args.rounds * args.seconds * 20000 + 200_000
@@ -169,13 +175,22 @@ def main() -> int:
                 for r in range(args.rounds):
                     rows["ceiling"].append(wrk(hello_port, args.seconds, args.connections))
                     before = asyncio.run(_fulfilled(kg_port))
+                    pids = {"front door": door.pid, "worker": worker.pid,
+                            "redis": redis.process.pid if redis.process else 0}
+                    cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
                     run = wrk(kg_port, args.seconds, args.connections)
                     time.sleep(0.5)
                     run["fulfilled"] = asyncio.run(_fulfilled(kg_port)) - before
+                    run["cpu_us_per_order"] = {
+                        name: round((cpu_seconds(pid) - cpu[name]) * 1e6 / max(run["requests"], 1),
+                                    1)
+                        for name, pid in pids.items()
+                    }
                     rows["kamigate"].append(run)
                     print(f"round {r + 1}: ceiling {rows['ceiling'][-1]['rps']:.0f}/s, "
                           f"kamigate {run['rps']:.0f}/s ({run['fulfilled']} fulfilled, "
-                          f"{run['non2xx']} non-2xx)", flush=True)
+                          f"{run['non2xx']} non-2xx); CPU us/order "
+                          f"{run['cpu_us_per_order']}", flush=True)
                 batch.append(asyncio.run(batch_route(kg_port, args.seconds)))
         finally:
             redis.stop()

@@ -82,6 +82,7 @@ async def read_snapshot(
     shard: int,
     skus: Iterable[str],
     new_orders: Sequence[StreamOrder],
+    statuses: bool = True,
 ) -> Snapshot:
     sku_list = sorted(set(skus))
     buyers: dict[str, set[str]] = {s: set() for s in sku_list}
@@ -93,8 +94,12 @@ async def read_snapshot(
         pipe.hgetall(keys.lots(sku, shard))
         pipe.hgetall(keys.lot_expiry(sku, shard))
         pipe.zcard(keys.line(sku, shard))
-    for order in new_orders:
+    checked = new_orders if statuses else []
+    for order in checked:
         pipe.hget(keys.order(order.order_id, shard), "st")
+    wanted = [(sku, sorted(b)) for sku, b in buyers.items() if b]
+    for sku, names in wanted:
+        pipe.hmget(keys.bought(sku, shard), names)
     replies = await pipe.execute()
     states: dict[str, SkuState] = {}
     for i, sku in enumerate(sku_list):
@@ -103,18 +108,22 @@ async def read_snapshot(
             Lot(lot.decode(), int(n), _int(expiries.get(lot))) for lot, n in lot_counts.items()
         ]
         states[sku] = SkuState(sku, _int(ver), _int(available), lots, line_length, [], {})
-    statuses = {
+    at = 4 * len(sku_list)
+    found = {
         order.order_id: (st or b"").decode()
-        for order, st in zip(new_orders, replies[4 * len(sku_list) :], strict=True)
+        for order, st in zip(checked, replies[at : at + len(checked)], strict=True)
     }
+    for (sku, names), counts in zip(wanted, replies[at + len(checked) :], strict=True):
+        states[sku].bought = {b: _int(n) for b, n in zip(names, counts, strict=True)}
     scan = settings.worker.line_scan
     with_line = [s for s in states.values() if s.available > 0 and s.line_length > 0]
     if with_line:
         await _read_tickets(redis, shard, with_line, scan)
-        for state in with_line:
-            buyers[state.sku].update(t.request.buyer for t in state.tickets)
-    await _read_bought(redis, shard, states, buyers)
-    return Snapshot(states, statuses)
+        more = {
+            s.sku: {t.request.buyer for t in s.tickets} - s.bought.keys() for s in with_line
+        }
+        await _read_bought(redis, shard, states, more)
+    return Snapshot(states, found)
 
 
 async def _read_tickets(redis: Redis, shard: int, states: list[SkuState], scan: int) -> None:
@@ -145,4 +154,4 @@ async def _read_bought(
     for sku, names in wanted:
         pipe.hmget(keys.bought(sku, shard), names)
     for (sku, names), counts in zip(wanted, await pipe.execute(), strict=True):
-        states[sku].bought = {b: _int(n) for b, n in zip(names, counts, strict=True)}
+        states[sku].bought.update({b: _int(n) for b, n in zip(names, counts, strict=True)})

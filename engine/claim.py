@@ -19,19 +19,20 @@ class StalePlan(Exception):
     """Stock or an order changed between the reads and the claim; nothing was written."""
 
 
-class Outcome(msgspec.Struct):
-    order_id: str
-    status: str
-    codes: list[str]
-    reason: str
-    position: int
-    expires_ms: int = 0  # queue expiry when queued, hold expiry when held
+CLAIM_SIZE_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384)
 
 
 class Plan(msgspec.Struct):
     names: list[str]  # KEYS of the claim call
     payload: bytes
-    expiries: dict[str, int]  # order id -> queue or hold expiry, unix ms
+    orders: int
+
+
+def size_bucket(n: int) -> str:
+    for bound in CLAIM_SIZE_BUCKETS:
+        if n <= bound:
+            return str(bound)
+    return "inf"
 
 
 class _KeyTable:
@@ -57,13 +58,16 @@ def build_plan(
     requests: dict[str, StreamOrder],
     decisions: Sequence[Decision],
     now: int,
+    channels: Mapping[str, str],
+    ack: Sequence[bytes],
 ) -> Plan:
-    """The claim plan of a batch: only the orders whose state changes are in it."""
+    """The claim plan of a batch: only the orders whose state changes are in it, and the
+    batch's stream entries to acknowledge once it is applied."""
     table = _KeyTable()
+    stream, stats = table(keys.stream(shard)), table(keys.stats(shard))
     sku_rows: list[list[object]] = []
     sku_index: dict[str, int] = {}
     rows: list[list[object]] = []
-    expiries: dict[str, int] = {}
     for order, decision in zip(orders, decisions, strict=True):
         was_queued = order.order_id not in requests
         if was_queued and decision.action == QUEUE:
@@ -86,36 +90,31 @@ def build_plan(
         if decision.action == FILL:
             action = ACTION_HOLD if hold_s > 0 else ACTION_FILL
             if hold_s > 0:
-                detail = expiries[order.order_id] = now + hold_s * 1000
+                detail = now + hold_s * 1000
         elif decision.action == QUEUE:
             action = ACTION_QUEUE
             score = line_score(order.tier, order.arrival)
             policy = settings_skus.get(sku)
             ttl_s = getattr(policy, "queue_ttl_s", 1800)
-            expiry = expiries[order.order_id] = now + ttl_s * 1000
+            expiry = now + ttl_s * 1000
         else:
             action = ACTION_REJECT
         rows.append([
             table(keys.order(order.order_id, shard)), sku_index[sku],
             "queued" if was_queued else "pending", action, order.order_id, order.buyer,
-            order.qty, detail, score, fills, expiry,
+            order.qty, detail, score, fills, expiry, channels.get(order.order_id, ""),
         ])
-    payload = msgpack_encode({"skus": sku_rows, "orders": rows})
-    return Plan(table.names, payload, expiries)
+    payload = msgpack_encode({
+        "stream": stream, "stats": stats, "group": keys.GROUP,
+        "ack": [i.decode() for i in ack], "bucket": size_bucket(len(rows)),
+        "skus": sku_rows, "orders": rows,
+    })
+    return Plan(table.names, payload, len(rows))
 
 
-async def apply_plan(redis: Redis, plan: Plan, now: int) -> list[Outcome]:
-    """Run claim.lua; raise StalePlan when it refused the plan."""
-    if not plan.names:
-        return []
+async def apply_plan(redis: Redis, plan: Plan, now: int) -> int:
+    """Run claim.lua: orders decided; raise StalePlan when it refused the plan."""
     result = await scripts.CLAIM(redis, plan.names, [now, plan.payload])
     if result[0] == b"STALE":
         raise StalePlan(result[1].decode())
-    outcomes = []
-    for oid_b, status_b, codes, reason, position in result[1]:
-        oid = oid_b.decode()
-        outcomes.append(Outcome(
-            oid, status_b.decode(), [c.decode() for c in codes], reason.decode(), position,
-            plan.expiries.get(oid, 0),
-        ))
-    return outcomes
+    return int(result[1])

@@ -125,6 +125,6 @@ def orders_pattern(shard: int) -> str:
     return f"{tag(shard)}:o:*"
 
 
-def stats() -> str:
-    """Hash of fleet-wide worker counters (outcomes, claim batch sizes), read by /metrics."""
-    return f"{PREFIX}:stats"
+def stats(shard: int) -> str:
+    """Hash of the shard's worker counters (outcomes, claim batch sizes), read by /metrics."""
+    return f"{tag(shard)}:stats"

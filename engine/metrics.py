@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from engine.settle import CLAIM_SIZE_BUCKETS
+from engine.claim import CLAIM_SIZE_BUCKETS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -60,5 +61,13 @@ class Metrics:
                                 ["shard"], registry=r)
         self.config_version = Gauge("kamigate_config_info", "The running config",
                                     ["sha256"], registry=r)
+        self._latency_children: dict[str, Any] = {}
         self.fleet = FleetCollector()
         r.register(self.fleet)
+
+    def latency_of(self, route: str) -> Any:
+        """The route's histogram child, looked up once (labels() costs on every call)."""
+        child = self._latency_children.get(route)
+        if child is None:
+            child = self._latency_children[route] = self.latency.labels(route)
+        return child

@@ -19,12 +19,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from engine import keys, matching, scripts, store
-from engine.book import read_snapshot
-from engine.claim import Outcome, StalePlan, apply_plan, build_plan
+from engine.book import Snapshot, read_snapshot
+from engine.claim import StalePlan, apply_plan, build_plan
 from engine.clock import now_ms
 from engine.config import Settings
 from engine.matching_types import MatchOrder
-from engine.settle import Settler, outcome_of_record
+from engine.settle import replay
 from engine.wire import StreamOrder, decode_stream_order
 
 log = logging.getLogger("kamigate.worker")
@@ -46,7 +46,6 @@ class Worker:
         self.blocking = blocking
         self.worker_id = f"w-{secrets.token_hex(4)}"
         self.owned: set[int] = set()
-        self.settler = Settler(redis)
         self._last_lease = 0.0
         self.batches = 0
 
@@ -144,12 +143,16 @@ class Worker:
             stream_name = name.decode() if isinstance(name, bytes) else name
             shard = next(s for s in self.owned if keys.stream(s) == stream_name)
             if entries:
-                await self.process(shard, entries)
+                await self.process(shard, entries, fresh=True)
                 ran += 1
         return ran
 
-    async def process(self, shard: int, entries: Sequence[Entry]) -> None:
-        """Match and claim one shard batch, then settle it (replies, XACK)."""
+    async def process(self, shard: int, entries: Sequence[Entry], fresh: bool = False) -> None:
+        """Match, claim and settle one shard batch.
+
+        `fresh` entries were never delivered before, so their orders can only be pending (or
+        cancelled, which the claim script notices); reclaimed entries are checked first.
+        """
         orders: list[StreamOrder] = []
         arrivals: dict[str, int] = {}
         kicks: set[str] = set()
@@ -165,45 +168,55 @@ class Worker:
                 continue
             orders.append(order)
             arrivals[order.order_id] = arrival
-        outcomes, channels, rerun = await self._claim(shard, orders, arrivals, kicks)
-        await self.settler.settle(shard, [e[0] for e in entries], outcomes, channels, rerun)
+        await self._claim(shard, orders, arrivals, kicks, [e[0] for e in entries], fresh)
         self.batches += 1
 
     async def _claim(
-        self, shard: int, orders: list[StreamOrder], arrivals: dict[str, int], kicks: set[str]
-    ) -> tuple[list[Outcome], dict[str, str], set[str]]:
-        """Outcomes (new claims, then earlier ones replayed), reply channels, lines to rerun."""
+        self, shard: int, orders: list[StreamOrder], arrivals: dict[str, int], kicks: set[str],
+        ack: list[bytes], fresh: bool,
+    ) -> None:
         policies = {s.id: s for s in self.settings.skus}
         skus = kicks | {o.sku for o in orders}
         for attempt in range(MAX_STALE_RETRIES):
-            snapshot = await read_snapshot(self.redis, self.settings, shard, skus, orders)
-            fresh = [o for o in orders if snapshot.statuses.get(o.order_id) == "pending"]
-            decided = [o for o in orders if snapshot.statuses.get(o.order_id) not in
-                       ("pending", "")]
+            snapshot = await read_snapshot(self.redis, self.settings, shard, skus, orders,
+                                           statuses=not fresh)
+            status_of = snapshot.statuses.get
+            live = [o for o in orders if status_of(o.order_id, "pending") == "pending"]
+            decided = [o.order_id for o in orders
+                       if status_of(o.order_id, "pending") not in ("pending", "")]
             batch = snapshot.tickets() + [
                 MatchOrder(o.order_id, o.sku, o.qty, o.tier, arrivals[o.order_id], o.buyer)
-                for o in fresh
+                for o in live
             ]
-            now = now_ms()
-            decisions = matching.match_batch(batch, snapshot.books(policies, now // 1000))
-            requests = {o.order_id: o for o in fresh}
-            plan = build_plan(shard, policies, snapshot, batch, requests, decisions, now)
-            try:
-                outcomes = await apply_plan(self.redis, plan, now)
-            except StalePlan as stale:
-                log.debug("plan refused (%s); matching again (%d)", stale, attempt + 1)
-                await asyncio.sleep(min(0.001 * attempt, 0.05))
-                continue
-            replay = [await outcome_of_record(self.redis, shard, o.order_id) for o in decided]
-            channels = {o.order_id: o.reply_to for o in orders}
+            channels = {o.order_id: o.reply_to for o in live}
             for state in snapshot.skus.values():
                 channels.update((t.request.order_id, t.request.reply_to) for t in state.tickets)
-            rerun = {
-                s.sku for s in snapshot.skus.values()
-                if len(s.tickets) >= self.settings.worker.line_scan and s.available > 0
-            }
-            return outcomes + replay, channels, rerun
+            now = now_ms()
+            decisions = matching.match_batch(batch, snapshot.books(policies, now // 1000))
+            requests = {o.order_id: o for o in live}
+            plan = build_plan(shard, policies, snapshot, batch, requests, decisions, now,
+                              channels, ack)
+            try:
+                await apply_plan(self.redis, plan, now)
+            except StalePlan as stale:
+                log.debug("plan refused (%s); matching again (%d)", stale, attempt + 1)
+                fresh = False  # re-read statuses: an order may have been cancelled
+                await asyncio.sleep(min(0.001 * attempt, 0.05))
+                continue
+            if decided:
+                await replay(self.redis, decided, {o.order_id: o.reply_to for o in orders})
+            await self._rerun_long_lines(shard, snapshot)
+            return
         raise RedisError(f"shard {shard}: the claim plan went stale {MAX_STALE_RETRIES} times")
+
+    async def _rerun_long_lines(self, shard: int, snapshot: Snapshot) -> None:
+        """A line longer than one scan with stock left: run it again in a later batch."""
+        rerun = [
+            s.sku for s in snapshot.skus.values()
+            if len(s.tickets) >= self.settings.worker.line_scan and s.available > 0
+        ]
+        for sku in rerun:
+            await self.redis.xadd(keys.stream(shard), {"kick": sku})
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -13,7 +12,7 @@ from engine import matching, store
 from engine.config import Settings
 from engine.directory import Directory
 from engine.http import admin, health, orders
-from engine.http.problems import Handler, problems_middleware
+from engine.http.problems import problems_middleware
 from engine.http.state import DIRECTORY, INGEST, METRICS, REDIS, REPLIES, DirectoryRef
 from engine.ingest import Ingest
 from engine.metrics import Metrics
@@ -22,15 +21,6 @@ from engine.replies import ReplyHub
 log = logging.getLogger("kamigate.http")
 
 
-@web.middleware
-async def latency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    try:
-        return await handler(request)
-    finally:
-        route = request.match_info.route.resource
-        name = route.canonical if route is not None else "unmatched"
-        request.app[METRICS].latency.labels(name).observe(time.perf_counter() - started)
 
 
 def create_app(settings: Settings, redis_url: str | None = None) -> web.Application:
@@ -40,7 +30,7 @@ def create_app(settings: Settings, redis_url: str | None = None) -> web.Applicat
     and for `kamigate up`, which knows where its embedded Redis listens).
     """
     app = web.Application(
-        middlewares=[latency_middleware, problems_middleware],
+        middlewares=[problems_middleware],
         client_max_size=settings.server.max_body_bytes,
     )
     app[DIRECTORY] = DirectoryRef(Directory(settings))

@@ -66,8 +66,12 @@ async def metrics(request: web.Request) -> web.Response:
     m = app[METRICS]
     redis = app[REDIS]
     try:
-        raw: Any = await redis.hgetall(keys.stats())
-        m.fleet.stats = {k.decode(): int(v) for k, v in raw.items()}
+        totals: dict[str, int] = {}
+        for shard in range(directory.settings.redis.shards):
+            raw: Any = await redis.hgetall(keys.stats(shard))
+            for k, v in raw.items():
+                totals[k.decode()] = totals.get(k.decode(), 0) + int(v)
+        m.fleet.stats = totals
         for level in await stock.levels(redis, directory.settings.redis.shards, directory.skus):
             for state in ("available", "held", "issued", "voided"):
                 m.stock.labels(level.sku, state).set(getattr(level, state))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -35,6 +36,17 @@ def problem_response(problem: errors.Problem) -> web.Response:
 
 @web.middleware
 async def problems_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Problems as problem+json, and every request's latency (one middleware: each costs)."""
+    started = time.perf_counter()
+    try:
+        return await _answer(request, handler)
+    finally:
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "unmatched"
+        request.app[METRICS].latency_of(name).observe(time.perf_counter() - started)
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except errors.Problem as problem:
