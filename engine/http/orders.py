@@ -90,6 +90,7 @@ async def _admit(app: web.Application, adm: Admission, wait_ms: int) -> tuple[in
     """Admit (or replay) one order; (HTTP status, Order or Problem)."""
     ingest, hub, directory = app[INGEST], app[REPLIES], app[DIRECTORY].current
     order = adm.order
+    again = False
     if adm.idempotency_key is not None:
         held = await ingest.reserve_key(
             order.storefront, adm.idempotency_key, order.order_id, adm.digest
@@ -107,9 +108,10 @@ async def _admit(app: web.Application, adm: Admission, wait_ms: int) -> tuple[in
             # The key was reserved but the order never reached the stream (the process
             # that reserved it died): admit it now under the reserved id.
             order = adm.order = msgspec.structs.replace(order, order_id=held.order_id)
+            again = True
     future = hub.expect(order.order_id) if wait_ms > 0 else None
     try:
-        status = await ingest.admit(order, adm.shard)
+        status = await ingest.admit(order, adm.shard, again)
     except BaseException:
         hub.forget(order.order_id)
         raise
@@ -216,7 +218,7 @@ async def cancel_order(request: web.Request) -> web.Response:
         [keys.order(req.order_id, shard), keys.line(req.sku, shard),
          keys.sku_counts(req.sku, shard), keys.lots(req.sku, shard),
          keys.bought(req.sku, shard), keys.stream(shard), *lot_keys],
-        [now_ms(), req.sku, req.buyer, req.qty],
+        [now_ms(), req.sku, req.buyer, req.qty, req.order_id],
     )
     if after != b"cancelled":
         raise errors.NotCancellable(

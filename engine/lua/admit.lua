@@ -3,7 +3,9 @@
 -- KEYS[2]    the shard's arrival counter
 -- KEYS[2+i]  the record of order i (one per order, in ARGV order)
 -- ARGV[1]    now, unix milliseconds
--- ARGV[2]    msgpack array of {order_id, payload_length}
+-- ARGV[2]    msgpack array of {order_id, payload_length, check}; check = 1 when the order may
+--            have been admitted before (an idempotent re-admit): only then is the record
+--            looked up first, since a fresh random order id cannot exist yet
 -- ARGV[3]    the payloads (msgpack StreamOrder each), concatenated: Lua's cmsgpack has no
 --            binary type, so binary payloads travel beside the msgpack index
 -- Returns    an array with, per order, its status: "pending" when admitted now, or the
@@ -20,13 +22,13 @@ for i, item in ipairs(batch) do
   local record = KEYS[2 + i]
   local payload = string.sub(blob, at, at + item[2] - 1)
   at = at + item[2]
-  local status = redis.call('HGET', record, 'st')
+  local status = item[3] == 1 and redis.call('HGET', record, 'st')
   if status then
     out[i] = status
   else
     local seq = redis.call('INCR', KEYS[2])
-    redis.call('HSET', record, 'oid', item[1], 'r', payload, 'st', 'pending', 'seq', seq, 'c', now, 'u', now)
-    redis.call('XADD', KEYS[1], '*', 'id', item[1], 's', seq, 'p', payload)
+    redis.call('HSET', record, 'r', payload, 'st', 'pending', 'seq', seq, 'c', now)
+    redis.call('XADD', KEYS[1], '*', 's', seq, 'p', payload)
     out[i] = 'pending'
   end
 end

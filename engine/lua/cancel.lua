@@ -11,6 +11,7 @@
 -- ARGV[2]  SKU id
 -- ARGV[3]  buyer of the order
 -- ARGV[4]  qty of the order
+-- ARGV[5]  order id
 -- Returns  {status_before, status_after}; status_after equals status_before when the order
 --          could not be cancelled (fulfilled, rejected, expired) or was already cancelled.
 local record = KEYS[1]
@@ -22,7 +23,7 @@ end
 if st == 'pending' then
   redis.call('HSET', record, 'st', 'cancelled', 'why', 'cancelled', 'u', now)
 elseif st == 'queued' then
-  redis.call('ZREM', KEYS[2], redis.call('HGET', record, 'oid'))
+  redis.call('ZREM', KEYS[2], ARGV[5])
   redis.call('HSET', record, 'st', 'cancelled', 'why', 'cancelled', 'u', now)
   redis.call('HINCRBY', KEYS[3], 'ver', 1)
 elseif st == 'held' then
