@@ -47,6 +47,7 @@ class Worker:
         self.worker_id = f"w-{secrets.token_hex(4)}"
         self.owned: set[int] = set()
         self._last_lease = 0.0
+        self._last_reclaim = 0.0
         self.batches = 0
 
     # -- entry points ---------------------------------------------------------------------------
@@ -100,6 +101,13 @@ class Worker:
                 self.owned.discard(shard)
         await self.redis.set(keys.worker_heartbeat(self.worker_id), self.worker_id,
                              px=max(ttl_ms, 5000))
+        idle_ms = self.settings.worker.reclaim_idle_ms
+        if loop.time() - self._last_reclaim >= idle_ms / 2000:
+            # Entries read by a consumer that lost its lease without dying (a long pause)
+            # would otherwise wait for the next change of owner.
+            self._last_reclaim = loop.time()
+            for shard in sorted(self.owned):
+                await self.reclaim(shard, min_idle_ms=idle_ms)
 
     async def _take_shard(self, shard: int) -> None:
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
