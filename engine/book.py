@@ -6,14 +6,13 @@ plan made from reads that raced with an import or a cancel is refused whole and 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
 
 from engine import keys
-from engine.config import Settings
 from engine.matching_types import Lot, MatchOrder, SkuBook
 from engine.wire import StreamOrder, decode_stream_order
 
@@ -47,8 +46,13 @@ class Snapshot(msgspec.Struct):
     skus: dict[str, SkuState]
     statuses: dict[str, str]  # order id -> status now, for the batch's new orders
 
-    def books(self, settings_skus: dict[str, Any], now_s: int) -> dict[str, SkuBook]:
-        """Kernel input: per SKU its unexpired lots, its policy and buyers' allowances left."""
+    def books(self, settings_skus: dict[str, Any], now_s: int,
+              batch: Sequence[MatchOrder]) -> dict[str, SkuBook]:
+        """Kernel input: per SKU its unexpired lots, its policy and the allowances left of the
+        batch's buyers."""
+        buyers: dict[str, set[str]] = {}
+        for order in batch:
+            buyers.setdefault(order.sku, set()).add(order.buyer)
         books: dict[str, SkuBook] = {}
         for sku, state in self.skus.items():
             policy = settings_skus.get(sku)
@@ -57,9 +61,10 @@ class Snapshot(msgspec.Struct):
                 books[sku] = SkuBook([], False, 0, None)
                 continue
             limit = policy.buyer_limit
-            allowances = (
-                {b: limit - n for b, n in state.bought.items()} if limit > 0 else None
-            )
+            allowances = None
+            if limit > 0:
+                bought = state.bought
+                allowances = {b: limit - bought[b] for b in buyers.get(sku, ()) if b in bought}
             books[sku] = SkuBook(lots, policy.on_sold_out == "reject", limit, allowances)
         return books
 
@@ -76,57 +81,40 @@ def _int(value: bytes | None) -> int:
     return int(value) if value else 0
 
 
-async def read_snapshot(
-    redis: Redis,
-    settings: Settings,
-    shard: int,
-    skus: Iterable[str],
-    new_orders: Sequence[StreamOrder],
-    statuses: bool = True,
-) -> Snapshot:
-    sku_list = sorted(set(skus))
-    buyers: dict[str, set[str]] = {s: set() for s in sku_list}
-    for order in new_orders:
-        buyers.setdefault(order.sku, set()).add(order.buyer)
+async def read_states(redis: Redis, shard: int, skus: Sequence[str]) -> dict[str, SkuState]:
+    """Counters, lots and line length of each SKU (no tickets, no buyers yet)."""
+    if not skus:
+        return {}
     pipe = redis.pipeline(transaction=False)
-    for sku in sku_list:
+    for sku in skus:
         pipe.hmget(keys.sku_counts(sku, shard), "ver", "available")
         pipe.hgetall(keys.lots(sku, shard))
         pipe.hgetall(keys.lot_expiry(sku, shard))
         pipe.zcard(keys.line(sku, shard))
-    checked = new_orders if statuses else []
-    for order in checked:
-        pipe.hget(keys.order(order.order_id, shard), "st")
-    wanted = [(sku, sorted(b)) for sku, b in buyers.items() if b]
-    for sku, names in wanted:
-        pipe.hmget(keys.bought(sku, shard), names)
     replies = await pipe.execute()
     states: dict[str, SkuState] = {}
-    for i, sku in enumerate(sku_list):
+    for i, sku in enumerate(skus):
         (ver, available), lot_counts, expiries, line_length = replies[4 * i : 4 * i + 4]
         lots = [
             Lot(lot.decode(), int(n), _int(expiries.get(lot))) for lot, n in lot_counts.items()
         ]
         states[sku] = SkuState(sku, _int(ver), _int(available), lots, line_length, [], {})
-    at = 4 * len(sku_list)
-    found = {
-        order.order_id: (st or b"").decode()
-        for order, st in zip(checked, replies[at : at + len(checked)], strict=True)
-    }
-    for (sku, names), counts in zip(wanted, replies[at + len(checked) :], strict=True):
-        states[sku].bought = {b: _int(n) for b, n in zip(names, counts, strict=True)}
-    scan = settings.worker.line_scan
-    with_line = [s for s in states.values() if s.available > 0 and s.line_length > 0]
-    if with_line:
-        await _read_tickets(redis, shard, with_line, scan)
-        more = {
-            s.sku: {t.request.buyer for t in s.tickets} - s.bought.keys() for s in with_line
-        }
-        await _read_bought(redis, shard, states, more)
-    return Snapshot(states, found)
+    return states
 
 
-async def _read_tickets(redis: Redis, shard: int, states: list[SkuState], scan: int) -> None:
+async def read_statuses(redis: Redis, shard: int, orders: Sequence[StreamOrder]
+                        ) -> dict[str, str]:
+    if not orders:
+        return {}
+    pipe = redis.pipeline(transaction=False)
+    for order in orders:
+        pipe.hget(keys.order(order.order_id, shard), "st")
+    found = await pipe.execute()
+    return {o.order_id: (st or b"").decode() for o, st in zip(orders, found, strict=True)}
+
+
+async def read_tickets(redis: Redis, shard: int, states: list[SkuState], scan: int) -> None:
+    """The head of each SKU's line (up to `scan` tickets), into state.tickets."""
     pipe = redis.pipeline(transaction=False)
     for state in states:
         pipe.zrange(keys.line(state.sku, shard), 0, scan - 1)
@@ -144,9 +132,10 @@ async def _read_tickets(redis: Redis, shard: int, states: list[SkuState], scan: 
             state.tickets.append(Ticket(decode_stream_order(payload), int(seq)))
 
 
-async def _read_bought(
+async def read_bought(
     redis: Redis, shard: int, states: dict[str, SkuState], buyers: dict[str, set[str]]
 ) -> None:
+    """Codes each buyer already got per SKU, merged into state.bought."""
     wanted = [(sku, sorted(b)) for sku, b in buyers.items() if b and sku in states]
     if not wanted:
         return

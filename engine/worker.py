@@ -19,12 +19,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from engine import keys, matching, scripts, store
-from engine.book import Snapshot, read_snapshot
+from engine.book import Snapshot
 from engine.claim import StalePlan, apply_plan, build_plan
 from engine.clock import now_ms
 from engine.config import Settings
 from engine.matching_types import MatchOrder
 from engine.settle import replay
+from engine.shard_view import ShardView
 from engine.wire import StreamOrder, decode_stream_order
 
 log = logging.getLogger("kamigate.worker")
@@ -46,6 +47,7 @@ class Worker:
         self.blocking = blocking
         self.worker_id = f"w-{secrets.token_hex(4)}"
         self.owned: set[int] = set()
+        self.views: dict[int, ShardView] = {}
         self._last_lease = 0.0
         self._last_reclaim = 0.0
         self.batches = 0
@@ -113,6 +115,7 @@ class Worker:
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
             await self.redis.xgroup_create(keys.stream(shard), keys.GROUP, id="0", mkstream=True)
         self.owned.add(shard)
+        self.views[shard] = ShardView(shard, self.settings.worker.line_scan)
         await self.reclaim(shard, min_idle_ms=0)
         log.info("worker %s owns shard %d", self.worker_id, shard)
 
@@ -186,8 +189,13 @@ class Worker:
         policies = {s.id: s for s in self.settings.skus}
         skus = kicks | {o.sku for o in orders}
         for attempt in range(MAX_STALE_RETRIES):
-            snapshot = await read_snapshot(self.redis, self.settings, shard, skus, orders,
-                                           statuses=not fresh)
+            view = self.views.setdefault(shard, ShardView(shard, self.settings.worker.line_scan))
+            if attempt == 0:
+                view.forget(kicks)  # a kick means stock or the line changed: read them anew
+            else:
+                view.forget(skus)
+            snapshot = await view.snapshot(self.redis, policies, skus, orders,
+                                           check_statuses=not fresh)
             status_of = snapshot.statuses.get
             live = [o for o in orders if status_of(o.order_id, "pending") == "pending"]
             decided = [o.order_id for o in orders
@@ -200,7 +208,8 @@ class Worker:
             for state in snapshot.skus.values():
                 channels.update((t.request.order_id, t.request.reply_to) for t in state.tickets)
             now = now_ms()
-            decisions = matching.match_batch(batch, snapshot.books(policies, now // 1000))
+            books = snapshot.books(policies, now // 1000, batch)
+            decisions = matching.match_batch(batch, books)
             requests = {o.order_id: o for o in live}
             plan = build_plan(shard, policies, snapshot, batch, requests, decisions, now,
                               channels, ack)
@@ -211,6 +220,7 @@ class Worker:
                 fresh = False  # re-read statuses: an order may have been cancelled
                 await asyncio.sleep(min(0.001 * attempt, 0.05))
                 continue
+            view.applied(snapshot, batch, decisions, set(requests))
             if decided:
                 await replay(self.redis, decided, {o.order_id: o.reply_to for o in orders})
             await self._rerun_long_lines(shard, snapshot)

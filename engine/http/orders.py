@@ -247,7 +247,7 @@ async def confirm_order(request: web.Request) -> web.Response:
         redis, [keys.order(req.order_id, shard), keys.sku_counts(req.sku, shard)],
         [now_ms(), req.qty],
     )
-    if after != b"fulfilled":
+    if after != b"confirmed":
         raise errors.NotHeld(f"order {req.order_id} is not held", order_id=req.order_id)
     fresh = await records.read(redis, req.order_id)
     assert fresh is not None

@@ -3,9 +3,10 @@
 -- KEYS[2]  the SKU's counters hash
 -- ARGV[1]  now, unix milliseconds
 -- ARGV[2]  qty of the order
--- Returns  the status after the call: "fulfilled" when confirmed now, else the status the
---          order has (the caller answers 409 not_held). A held order past its expiry is not
---          confirmed: the expiry sweep returns its codes.
+-- Returns  "confirmed" when the order went from held to fulfilled now; otherwise the status
+--          it has ("" when unknown, "held_expired" when past its hold), and the caller answers
+--          409 not_held. A held order past its expiry is not confirmed: the expiry sweep
+--          returns its codes.
 local st = redis.call('HGET', KEYS[1], 'st')
 if st ~= 'held' then
   return st or ''
@@ -17,4 +18,4 @@ local qty = tonumber(ARGV[2])
 redis.call('HINCRBY', KEYS[2], 'held', -qty)
 redis.call('HINCRBY', KEYS[2], 'issued', qty)
 redis.call('HSET', KEYS[1], 'st', 'fulfilled', 'u', ARGV[1])
-return 'fulfilled'
+return 'confirmed'
