@@ -169,11 +169,15 @@ def main() -> int:
                     _process([py, "-m", "engine", "serve", "--config", str(cfg)],
                              kg_port) as door, \
                     _process([py, "-m", "bench.hello_server", "--port", str(hello_port)],
-                             hello_port):
+                             hello_port) as hello:
                 need = args.rounds * args.seconds * 20000 + 200_000
                 asyncio.run(_import(kg_port, need))
                 for r in range(args.rounds):
-                    rows["ceiling"].append(wrk(hello_port, args.seconds, args.connections))
+                    hello_cpu = cpu_seconds(hello.pid)
+                    ceiling = wrk(hello_port, args.seconds, args.connections)
+                    ceiling["cpu_us_per_order"] = {"server": round(
+                        (cpu_seconds(hello.pid) - hello_cpu) * 1e6 / ceiling["requests"], 1)}
+                    rows["ceiling"].append(ceiling)
                     before = asyncio.run(_fulfilled(kg_port))
                     pids = {"front door": door.pid, "worker": worker.pid,
                             "redis": redis.process.pid if redis.process else 0}
@@ -187,7 +191,8 @@ def main() -> int:
                         for name, pid in pids.items()
                     }
                     rows["kamigate"].append(run)
-                    print(f"round {r + 1}: ceiling {rows['ceiling'][-1]['rps']:.0f}/s, "
+                    print(f"round {r + 1}: ceiling {ceiling['rps']:.0f}/s "
+                          f"(CPU us/request {ceiling['cpu_us_per_order']}), "
                           f"kamigate {run['rps']:.0f}/s ({run['fulfilled']} fulfilled, "
                           f"{run['non2xx']} non-2xx); CPU us/order "
                           f"{run['cpu_us_per_order']}", flush=True)

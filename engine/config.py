@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,9 +13,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-HEX64 = r"^[0-9a-f]{64}$"
+# `$(?!\n)`: Python's `$` also matches before a final newline; the lookahead refuses that
+# and still reads the same in the JSON Schema (ECMA) dialect of the OpenAPI document.
+SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$(?!\n)"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$(?!\n)"
+HEX64 = r"^[0-9a-f]{64}$(?!\n)"
 
 Ident = Annotated[str, Meta(pattern=ID_PATTERN)]
 SkuId = Annotated[str, Meta(pattern=SKU_PATTERN)]
@@ -144,131 +145,15 @@ class ConfigError(Exception):
         self.errors = errors
 
 
-_SECTIONS: dict[str, Any] = {
-    "server": Server,
-    "redis": Redis,
-    "orders": Orders,
-    "worker": Worker,
-    "limits": Limits,
-    "waiting_room": WaitingRoom,
-    "maintenance": Maintenance,
-}
-_LISTS: dict[str, Any] = {
-    "storefronts": Storefront,
-    "admins": Admin,
-    "skus": Sku,
-    "pauses": Pause,
-}
-_PATH_RE = re.compile(r" - at `\$(.*)`$")
-
-
-def _convert(value: object, typ: Any, key: str, errors: list[str]) -> Any:
-    try:
-        return msgspec.convert(value, typ)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        match = _PATH_RE.search(message)
-        path = key
-        if match:
-            message = message[: match.start()]
-            path = key + match.group(1)
-        if message.startswith("Object contains unknown field"):
-            field = message.split("`")[1]
-            path, message = f"{path}.{field}", "unknown key"
-        errors.append(f"{path}: {message}")
-        return None
-
-
-def _resolve_env(value: str, key: str, environ: Mapping[str, str], errors: list[str]) -> str:
-    if not value.startswith("env:"):
-        return value
-    name = value[4:]
-    if name not in environ:
-        errors.append(f"{key}: environment variable {name} is not set")
-        return ""
-    return environ[name]
-
-
 def from_mapping(raw: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
     """Validate a decoded config document; raise ConfigError listing every problem."""
+    from engine.config_check import check
+
     env = os.environ if environ is None else environ
-    errors: list[str] = []
-    parts: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key in _SECTIONS:
-            parts[key] = _convert(value, _SECTIONS[key], key, errors)
-        elif key in _LISTS:
-            if not isinstance(value, list):
-                errors.append(f"{key}: expected an array of tables")
-                continue
-            items = [_convert(v, _LISTS[key], f"{key}[{i}]", errors) for i, v in enumerate(value)]
-            parts[key] = tuple(items)
-        elif key == "calendars":
-            parts[key] = _convert(value, dict[str, Calendar], key, errors)
-        else:
-            errors.append(f"{key}: unknown key")
+    parts, errors = check(raw, env)
     if errors:
         raise ConfigError(errors)
-    settings = Settings(**parts)
-    settings = _check_semantics(settings, env, errors)
-    if errors:
-        raise ConfigError(errors)
-    return settings
-
-
-def _check_unique(items: tuple[Any, ...], section: str, errors: list[str]) -> None:
-    seen: set[str] = set()
-    for i, item in enumerate(items):
-        if item.id in seen:
-            errors.append(f"{section}[{i}].id: duplicate id {item.id!r}")
-        seen.add(item.id)
-
-
-def _check_semantics(settings: Settings, environ: Mapping[str, str], errors: list[str]) -> Settings:
-    _check_unique(settings.storefronts, "storefronts", errors)
-    _check_unique(settings.admins, "admins", errors)
-    _check_unique(settings.skus, "skus", errors)
-    keys = [s.key_sha256 for s in settings.storefronts] + [a.key_sha256 for a in settings.admins]
-    if len(set(keys)) != len(keys):
-        errors.append("storefronts/admins.key_sha256: one key may not serve two principals")
-    if not re.match(r"^https?://[^\s/]+", settings.server.public_url):
-        errors.append("server.public_url: must be an http(s) URL")
-    url = settings.redis.url
-    if url != "embedded" and not url.startswith(("redis://", "rediss://", "unix://")):
-        errors.append("redis.url: must be 'embedded' or a redis://, rediss:// or unix:// URL")
-    for i, pause in enumerate(settings.pauses):
-        _check_scope(pause.scope, settings, f"pauses[{i}].scope", errors)
-        if pause.calendar is not None and pause.calendar not in settings.calendars:
-            errors.append(f"pauses[{i}].calendar: no calendar named {pause.calendar!r}")
-        if pause.calendar is None and pause.starts_at is None:
-            errors.append(f"pauses[{i}]: needs either calendar or starts_at")
-    storefronts = tuple(
-        msgspec.structs.replace(
-            s,
-            webhook_secret=_resolve_env(
-                s.webhook_secret, f"storefronts[{i}].webhook_secret", environ, errors
-            ),
-        )
-        for i, s in enumerate(settings.storefronts)
-    )
-    server = msgspec.structs.replace(
-        settings.server,
-        page_secret=_resolve_env(
-            settings.server.page_secret, "server.page_secret", environ, errors
-        ),
-    )
-    return msgspec.structs.replace(settings, storefronts=storefronts, server=server)
-
-
-def _check_scope(scope: str, settings: Settings, key: str, errors: list[str]) -> None:
-    if scope == "global":
-        return
-    kind, _, name = scope.partition(":")
-    if kind == "storefront" and any(s.id == name for s in settings.storefronts):
-        return
-    if kind == "sku" and any(s.id == name for s in settings.skus):
-        return
-    errors.append(f"{key}: {scope!r} is not 'global', a configured 'storefront:<id>' or 'sku:<id>'")
+    return Settings(**parts)
 
 
 def parse_toml(text: str, environ: Mapping[str, str] | None = None) -> Settings:

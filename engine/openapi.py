@@ -120,6 +120,8 @@ def build() -> dict[str, Any]:
                                security="")},
         "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "text"}},
                                 security="")},
+        "/openapi.json": {"get": _op("This document", {"200": {"description": "OpenAPI 3.1"}},
+                                     security="")},
     }
     return {
         "openapi": "3.1.0",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 import msgspec
@@ -130,19 +130,6 @@ class Importer:
         self.result.available = available
         if self.progress is not None:
             self.progress(len(chunk))
-
-
-async def import_lines(redis: Redis, shards: int, sku: str, lines: AsyncIterator[str], *,
-                       lot: str, expires_at: int = 0, csv: bool = False) -> ImportResult:
-    importer = Importer(redis, shards, sku, lot, expires_at, csv)
-    batch: list[str] = []
-    async for line in lines:
-        batch.append(line)
-        if len(batch) >= CHUNK:
-            await importer.feed(batch)
-            batch = []
-    await importer.feed(batch)
-    return await importer.finish()
 
 
 async def void_lot(redis: Redis, shards: int, sku: str, lot: str) -> tuple[int, int]:

@@ -11,8 +11,8 @@ from engine.config import SKU_PATTERN
 
 Sku = Annotated[str, Meta(pattern=SKU_PATTERN)]
 Buyer = Annotated[str, Meta(min_length=1, max_length=128)]
-IdempotencyKey = Annotated[str, Meta(pattern=r"^[\x21-\x7e]{1,128}$")]
-NotifyUrl = Annotated[str, Meta(pattern=r"^https?://[^\s]+$", max_length=2048)]
+IdempotencyKey = Annotated[str, Meta(pattern=r"^[\x21-\x7e]{1,128}$(?!\n)")]
+NotifyUrl = Annotated[str, Meta(pattern=r"^https?://[^\s]+$(?!\n)", max_length=2048)]
 Metadata = dict[Annotated[str, Meta(max_length=256)], Annotated[str, Meta(max_length=2048)]]
 
 STATUSES = ("pending", "queued", "fulfilled", "held", "rejected", "expired", "cancelled")

@@ -19,7 +19,8 @@ from engine.embedded import RedisProcess, free_port
 from tests.conftest import settings_dict, write_config
 
 
-def kamigate(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def kamigate(*args: str, cwd: Path | None = None,
+             timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=cwd)
 
@@ -95,7 +96,7 @@ def test_up_demo_serves_orders_end_to_end(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{port}"
         for _ in range(200):
             try:
-                status, body = _get(f"{base}/readyz")
+                status, _ = _get(f"{base}/readyz")
                 if status == 200:
                     break
             except OSError:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+import tempfile
+from typing import IO
 
 from aiohttp import web
 
@@ -15,7 +16,7 @@ from engine.http.codec import encode_body
 from engine.http.state import DIRECTORY, REDIS
 
 _SKU = re.compile(SKU_PATTERN)
-_LOT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")
+_LOT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}\Z")
 
 
 def _sku(request: web.Request) -> str:
@@ -25,20 +26,24 @@ def _sku(request: web.Request) -> str:
     return sku
 
 
-async def _lines(request: web.Request, limit: int) -> AsyncIterator[str]:
-    """The body line by line, without holding a million-code file in memory."""
+async def _spool(request: web.Request, limit: int) -> IO[bytes]:
+    """The whole body, in memory up to 8 MiB and on disk beyond; 413 before any code is
+    stored when it is over the limit (an import is all or nothing at the door)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.PayloadTooLarge(f"imports are limited to {limit} bytes")
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115
     seen = 0
-    pending = b""
-    async for chunk in request.content.iter_chunked(1 << 16):
-        seen += len(chunk)
-        if seen > limit:
-            raise errors.PayloadTooLarge(f"imports are limited to {limit} bytes")
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for raw in complete:
-            yield _text(raw)
-    if pending:
-        yield _text(pending)
+    try:
+        async for chunk in request.content.iter_chunked(1 << 16):
+            seen += len(chunk)
+            if seen > limit:
+                raise errors.PayloadTooLarge(f"imports are limited to {limit} bytes")
+            spool.write(chunk)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
 
 
 def _text(raw: bytes) -> str:
@@ -64,11 +69,17 @@ async def import_stock(request: web.Request) -> web.Response:
     ctype = request.content_type
     if ctype not in ("text/plain", "text/csv", "application/octet-stream"):
         raise errors.UnsupportedMediaType("send text/plain (one code per line) or text/csv")
-    result = await stock.import_lines(
-        request.app[REDIS], directory.settings.redis.shards, sku,
-        _lines(request, directory.settings.server.max_import_bytes),
-        lot=lot, expires_at=expires_at, csv=ctype == "text/csv",
-    )
+    importer = stock.Importer(request.app[REDIS], directory.settings.redis.shards, sku, lot,
+                              expires_at, csv=ctype == "text/csv")
+    with await _spool(request, directory.settings.server.max_import_bytes) as body:
+        batch: list[str] = []
+        for raw in body:
+            batch.append(_text(raw))
+            if len(batch) >= stock.CHUNK:
+                await importer.feed(batch)
+                batch = []
+        await importer.feed(batch)
+    result = await importer.finish()
     payload, content_type = encode_body(request, result)
     return web.Response(body=payload, status=200, content_type=content_type)
 

@@ -53,9 +53,11 @@ async def decode_body(
         return decoder(body)
     except msgspec.ValidationError as exc:
         raise validation_problem(exc) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # msgspec raises UnicodeDecodeError for invalid UTF-8 inside strings and keys.
         kind = "msgpack" if decoder is msgpack_decoder else "JSON"
-        raise errors.invalid("body", f"not valid {kind}: {exc}") from None
+        why = "invalid UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raise errors.invalid("body", f"not valid {kind}: {why}") from None
 
 
 def encode_body(request: web.Request, body: Any) -> tuple[bytes, str]:

@@ -25,12 +25,13 @@ _BY_STATUS: dict[int, type[errors.Problem]] = {
 }
 
 
-def problem_response(problem: errors.Problem) -> web.Response:
+def problem_response(problem: errors.Problem,
+                     extra_headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         body=json_encode(problem.body()),
         status=problem.status,
         content_type=errors.PROBLEM_JSON,
-        headers=problem.headers(),
+        headers={**problem.headers(), **(extra_headers or {})},
     )
 
 
@@ -60,7 +61,8 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
             kind = errors.InvalidRequest if exc.status < 500 else errors.Internal
         translated = kind(exc.reason or kind.title)
         request.app[METRICS].rejected.labels(translated.code).inc()
-        return problem_response(translated)
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return problem_response(translated, allow)
     except (RedisError, OSError, TimeoutError) as exc:
         log.warning("store unavailable on %s %s: %s", request.method, request.path,
                     type(exc).__name__)
