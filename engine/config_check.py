@@ -113,6 +113,11 @@ def _ids(raw: Mapping[str, Any], section: str) -> list[str]:
     return [str(i["id"]) for i in items if isinstance(i, dict) and isinstance(i.get("id"), str)]
 
 
+def _list(raw: Mapping[str, Any], section: str) -> list[Any]:
+    value = raw.get(section)
+    return value if isinstance(value, list) else []
+
+
 def _duplicates(raw: Mapping[str, Any], errors: list[str]) -> None:
     for section in ("storefronts", "admins", "skus"):
         seen: set[str] = set()
@@ -126,7 +131,7 @@ def _duplicates(raw: Mapping[str, Any], errors: list[str]) -> None:
     hashes = [
         item.get("key_sha256")
         for section in ("storefronts", "admins")
-        for item in (raw.get(section) if isinstance(raw.get(section), list) else [])
+        for item in _list(raw, section)
         if isinstance(item, dict) and isinstance(item.get("key_sha256"), str)
     ]
     if len(set(hashes)) != len(hashes):

@@ -29,8 +29,9 @@ class Script:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await self.load(client)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            # EVAL with the source cannot miss the cache (and fills it again), even when the
+            # cache is flushed once more between a SCRIPT LOAD and the retry.
+            return await client.eval(self.source, len(keys), *keys, *args)
 
 
 Call = tuple[Script, Sequence[KeyArg], Sequence[Arg]]
@@ -39,24 +40,25 @@ Call = tuple[Script, Sequence[KeyArg], Sequence[Arg]]
 async def run_pipelined(client: Redis, calls: Sequence[Call]) -> list[Any]:
     """Send many script calls in one round trip; results (or exceptions) in call order.
 
-    A flushed script cache only costs one more round trip: the calls that hit NOSCRIPT are
-    loaded and sent again. Every script is idempotent, so that resend is safe.
+    A flushed script cache only costs one more round trip: the calls that hit NOSCRIPT never
+    ran, and are sent again with their source (EVAL), which cannot miss the cache.
     """
-    results = await _send(client, calls)
+    results = await _send(client, calls, by_source=False)
     missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
     if missing:
-        for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
-            await script.load(client)
-        again = await _send(client, [calls[i] for i in missing])
+        again = await _send(client, [calls[i] for i in missing], by_source=True)
         for i, result in zip(missing, again, strict=True):
             results[i] = result
     return results
 
 
-async def _send(client: Redis, calls: Sequence[Call]) -> list[Any]:
+async def _send(client: Redis, calls: Sequence[Call], by_source: bool) -> list[Any]:
     pipe = client.pipeline(transaction=False)
     for script, keys, args in calls:
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        if by_source:
+            pipe.eval(script.source, len(keys), *keys, *args)
+        else:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
     return list(await pipe.execute(raise_on_error=False))
 
 

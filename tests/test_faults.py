@@ -121,7 +121,7 @@ async def test_script_flush_mid_run_fails_no_order(engine: Engine, redis: Redis)
         while not stop.is_set():
             await redis.script_flush()
             flushes += 1
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.001)
         return flushes
 
     task = asyncio.create_task(flusher())
@@ -130,7 +130,7 @@ async def test_script_flush_mid_run_fails_no_order(engine: Engine, redis: Redis)
         answers += await post_many(base, [{"sku": "card-100", "qty": 1, "buyer": f"f{round_}-{i}"}
                                           for i in range(100)])
     stop.set()
-    assert await task > 10
+    assert await task >= 5
     assert [s for s, _ in answers] == [201] * 400
     await assert_promises(redis, 4, ["card-100"], [b["order_id"] for _, b in answers],
                           set(imported))

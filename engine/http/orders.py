@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from typing import Any
 
@@ -22,6 +23,7 @@ from engine.wire import (
     BatchItem,
     Order,
     OrderRequest,
+    Reply,
     StreamOrder,
     decode_batch,
     decode_batch_msgpack,
@@ -109,6 +111,15 @@ async def _admit(app: web.Application, adm: Admission, wait_ms: int) -> tuple[in
             # that reserved it died): admit it now under the reserved id.
             order = adm.order = msgspec.structs.replace(order, order_id=held.order_id)
             again = True
+    if wait_ms > 0 and not again:
+        # The common path awaits once: the worker's reply implies the admission succeeded,
+        # and a failed admission is passed on to the same future.
+        waiter = hub.expect(order.order_id)
+        admitted = ingest.admit(order, adm.shard)
+        admitted.add_done_callback(functools.partial(_pass_failure, waiter))
+        reply = await hub.wait(order.order_id, waiter, wait_ms)
+        app[METRICS].admitted.inc()
+        return _answer(directory, order, reply)
     future = hub.expect(order.order_id) if wait_ms > 0 else None
     try:
         status = await ingest.admit(order, adm.shard, again)
@@ -123,12 +134,21 @@ async def _admit(app: web.Application, adm: Admission, wait_ms: int) -> tuple[in
             raise errors.Internal("admitted order has no record")
         return 200, record_view(directory, record, await records.position(app[REDIS], record))
     reply = await hub.wait(order.order_id, future, wait_ms) if future is not None else None
+    return _answer(directory, order, reply)
+
+
+def _pass_failure(future: asyncio.Future[Reply | None], admitted: asyncio.Future[str]) -> None:
+    if not future.done() and not admitted.cancelled() and admitted.exception() is not None:
+        future.set_exception(admitted.exception())  # type: ignore[arg-type]
+
+
+def _answer(directory: Directory, order: StreamOrder, reply: Reply | None) -> tuple[int, Any]:
     if reply is None:
         return 202, order_view(directory, order, status="pending",
                                created_ms=order.created_ms, updated_ms=order.created_ms)
     view = order_view(
         directory, order, status=reply.status, created_ms=order.created_ms,
-        updated_ms=now_ms(), codes=reply.codes, reason=reply.reason,
+        updated_ms=reply.updated_ms, codes=reply.codes, reason=reply.reason,
         position=reply.position, expires_ms=reply.expires_ms,
     )
     if reply.status == "rejected":
