@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__, config, demo, embedded, matching, store
+from engine.runtime import tune_gc
 
 log = logging.getLogger("kamigate")
 DEFAULT_CONFIG = "kamigate.toml"
@@ -59,6 +60,11 @@ def _serve(settings: config.Settings, redis_url: str | None = None,
     from engine.http.app import create_app
 
     app = create_app(settings, redis_url)
+
+    async def settle_gc(_: web.Application) -> None:
+        tune_gc()
+
+    app.on_startup.append(settle_gc)
     if banner:
         async def show(_: web.Application) -> None:
             print(banner, flush=True)
@@ -91,6 +97,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     print(matching.describe(), flush=True)
 
     async def main() -> int:
+        tune_gc()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
