@@ -36,6 +36,7 @@ class Problem(Exception):
         self.order_id = order_id
         self.notice = notice
         self.retry_after = retry_after
+        self.extra_headers: dict[str, str] = {}
 
     def body(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -54,9 +55,10 @@ class Problem(Exception):
         return doc
 
     def headers(self) -> dict[str, str]:
-        if self.retry_after is None:
-            return {}
-        return {"Retry-After": str(self.retry_after)}
+        headers = dict(self.extra_headers)
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(self.retry_after)
+        return headers
 
 
 def _problem(code: str, status: int, title: str) -> type[Problem]:

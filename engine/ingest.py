@@ -17,13 +17,27 @@ from redis.asyncio import Redis
 
 from engine import keys, scripts
 from engine.clock import now_ms
-from engine.scripts import Call
+from engine.scripts import Call, KeyArg
 from engine.wire import StreamOrder, msgpack_encode
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 MAX_IN_FLIGHT = 2
 
-Admit = tuple[StreamOrder, "asyncio.Future[str]", bool]
+
+class Admitted(msgspec.Struct, frozen=True):
+    """What admit.lua did with an order: pending (in the stream), queued (an overflow ticket
+    at `position`), full (no room in the line), or an earlier status (a re-admit)."""
+
+    status: str
+    position: int = 0
+
+
+class Admit(msgspec.Struct):
+    order: StreamOrder
+    future: asyncio.Future[Admitted]
+    again: bool
+    overflow: bool
+    ttl_ms: int
 
 
 class KeyReservation(msgspec.Struct, frozen=True):
@@ -35,21 +49,24 @@ class KeyReservation(msgspec.Struct, frozen=True):
 class Ingest:
     """Queue admissions and key reservations; flush them once per loop tick."""
 
-    def __init__(self, redis: Redis, shards: int) -> None:
+    def __init__(self, redis: Redis, shards: int, capacity: int = 0) -> None:
         self.redis = redis
         self.shards = shards
+        self.capacity = capacity  # per overflow line; 0 = no waiting room
         self._admits: dict[int, list[Admit]] = {}
         self._reserves: list[tuple[Call, asyncio.Future[KeyReservation]]] = []
         self._scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
 
-    def admit(self, order: StreamOrder, shard: int, again: bool = False) -> asyncio.Future[str]:
-        """Admit one order; the future gives "pending", or the status an earlier admit left.
+    def admit(self, order: StreamOrder, shard: int, again: bool = False,
+              overflow: bool = False, ttl_ms: int = 0) -> asyncio.Future[Admitted]:
+        """Admit one order (see Admitted).
 
-        `again` marks an order id that may have been admitted before (idempotent re-admit).
+        `again` marks an order id that may have been admitted before (idempotent re-admit);
+        `overflow` asks for a ticket in the SKU's overflow line, expiring after ttl_ms.
         """
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._admits.setdefault(shard, []).append((order, future, again))
+        future: asyncio.Future[Admitted] = asyncio.get_running_loop().create_future()
+        self._admits.setdefault(shard, []).append(Admit(order, future, again, overflow, ttl_ms))
         self._schedule()
         return future
 
@@ -97,16 +114,22 @@ class Ingest:
         groups = list(admits.items())
         now = now_ms()
         for shard, items in groups:
-            record_keys = [keys.order(order.order_id, shard) for order, _, _ in items]
-            payloads = [msgpack_encode(order) for order, _, _ in items]
+            order_keys: list[KeyArg] = []
+            for a in items:
+                order_keys += [keys.order(a.order.order_id, shard),
+                               keys.overflow_line(a.order.sku, shard)]
+            payloads = [msgpack_encode(a.order) for a in items]
             index = msgpack_encode([
-                (order.order_id, len(p), 1 if again else 0)
-                for (order, _, again), p in zip(items, payloads, strict=True)
+                (a.order.order_id, len(p), int(a.again), int(a.overflow), a.order.tier,
+                 a.order.sku, a.ttl_ms)
+                for a, p in zip(items, payloads, strict=True)
             ])
-            calls.append(
-                (scripts.ADMIT, [keys.stream(shard), keys.sequence(shard), *record_keys],
-                 [now, index, b"".join(payloads)])
-            )
+            calls.append((
+                scripts.ADMIT,
+                [keys.stream(shard), keys.sequence(shard), keys.expiries(shard),
+                 keys.overflowing(shard), *order_keys],
+                [now, index, b"".join(payloads), self.capacity],
+            ))
         try:
             results = await scripts.run_pipelined(self.redis, calls)
         except Exception as exc:
@@ -120,11 +143,11 @@ class Ingest:
                 _set_result(future, KeyReservation(oid.decode(), digest.decode(), created == 1))
         for (_, items), result in zip(groups, results[len(reserves):], strict=True):
             if isinstance(result, Exception):
-                for _, waiter, _ in items:
-                    _set_exception(waiter, result)
+                for a in items:
+                    _set_exception(a.future, result)
                 continue
-            for (_, waiter, _), status in zip(items, result, strict=True):
-                _set_result(waiter, status.decode())
+            for a, (status, position) in zip(items, result, strict=True):
+                _set_result(a.future, Admitted(status.decode(), int(position)))
 
     async def close(self) -> None:
         if self._inflight:
@@ -149,5 +172,5 @@ def _fail_all(
     for _, future in reserves:
         _set_exception(future, exc)
     for items in admits.values():
-        for _, f, _ in items:
-            _set_exception(f, exc)
+        for a in items:
+            _set_exception(a.future, exc)

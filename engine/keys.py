@@ -128,3 +128,32 @@ def orders_pattern(shard: int) -> str:
 def stats(shard: int) -> str:
     """Hash of the shard's worker counters (outcomes, claim batch sizes), read by /metrics."""
     return f"{tag(shard)}:stats"
+
+
+def overflow_line(sku: str, shard: int) -> str:
+    """Sorted set: orders over a capacity bucket waiting to be admitted, same score as line()."""
+    return f"{tag(shard)}:overflow:{sku}"
+
+
+def overflowing(shard: int) -> str:
+    """Set of the shard's SKUs whose overflow line is not empty (what the releaser visits)."""
+    return f"{tag(shard)}:overflowing"
+
+
+def expiries(shard: int) -> str:
+    """Sorted set of the shard's queued and held orders by expiry (unix ms)."""
+    return f"{tag(shard)}:expiries"
+
+
+def bucket(name: str) -> str:
+    """A fleet-wide token bucket held in Redis (hash: tokens, stamp)."""
+    return f"{PREFIX}:bucket:{name}"
+
+
+def front_door(door_id: str) -> str:
+    """Heartbeat of one front-door process (for the fleet's share of the rates)."""
+    return f"{PREFIX}:door:{door_id}"
+
+
+def front_doors_pattern() -> str:
+    return f"{PREFIX}:door:*"

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from redis.asyncio import Redis
 
 from engine import matching, store
+from engine.admission import Admission
 from engine.config import Settings
 from engine.directory import Directory
 from engine.http import admin, health, orders
 from engine.http.problems import problems_middleware
-from engine.http.state import DIRECTORY, INGEST, METRICS, REDIS, REPLIES, DirectoryRef
+from engine.http.state import (
+    ADMISSION,
+    DIRECTORY,
+    INGEST,
+    METRICS,
+    REDIS,
+    REPLIES,
+    AdmissionRef,
+    DirectoryRef,
+)
 from engine.ingest import Ingest
 from engine.metrics import Metrics
 from engine.replies import ReplyHub
@@ -34,6 +45,7 @@ def create_app(settings: Settings, redis_url: str | None = None) -> web.Applicat
         client_max_size=settings.server.max_body_bytes,
     )
     app[DIRECTORY] = DirectoryRef(Directory(settings))
+    app[ADMISSION] = AdmissionRef(Admission(settings, time.monotonic()))
     app[METRICS] = Metrics()
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -41,7 +53,8 @@ def create_app(settings: Settings, redis_url: str | None = None) -> web.Applicat
         redis: Redis = await store.connect(url)
         await store.check_server(redis)
         app[REDIS] = redis
-        app[INGEST] = Ingest(redis, settings.redis.shards)
+        room = settings.waiting_room
+        app[INGEST] = Ingest(redis, settings.redis.shards, room.capacity if room.enabled else 0)
         app[REPLIES] = ReplyHub(redis)
         await app[REPLIES].start()
         log.info("front door ready; %s", matching.describe())

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import hashlib
 from typing import Any
 
 import msgspec
@@ -12,18 +10,17 @@ from aiohttp import web
 
 from engine import errors, keys, records, scripts
 from engine.clock import now_ms
-from engine.config import Storefront, is_ip
+from engine.config import is_ip
 from engine.directory import Directory
 from engine.http.auth import storefront_of
 from engine.http.codec import decode_body, encode_body
-from engine.http.render import order_view, record_view
-from engine.http.state import DIRECTORY, INGEST, METRICS, REDIS, REPLIES
+from engine.http.placing import Placement, place, placement
+from engine.http.render import record_view
+from engine.http.state import ADMISSION, DIRECTORY, REDIS
 from engine.wire import (
     MAX_METADATA_BYTES,
-    BatchItem,
     Order,
     OrderRequest,
-    Reply,
     StreamOrder,
     decode_batch,
     decode_batch_msgpack,
@@ -31,17 +28,6 @@ from engine.wire import (
     decode_order_request_msgpack,
     msgpack_encode,
 )
-
-STATUS_HTTP = {"fulfilled": 201, "held": 201, "queued": 202, "pending": 202}
-
-
-class Admission(msgspec.Struct):
-    """One validated order about to be admitted (or replayed)."""
-
-    order: StreamOrder
-    shard: int
-    idempotency_key: str | None
-    digest: str
 
 
 def _check(directory: Directory, req: OrderRequest, field: str = "") -> None:
@@ -60,109 +46,13 @@ def _check(directory: Directory, req: OrderRequest, field: str = "") -> None:
         raise errors.invalid(f"{field}metadata", "must be at most 2 KiB encoded")
 
 
-def _admission(
-    directory: Directory, storefront: Storefront, req: OrderRequest, key: str | None,
-    reply_to: str,
-) -> Admission:
-    shard = directory.shard_by_sku[req.sku]
-    order = StreamOrder(
-        order_id=keys.new_order_id(shard),
-        storefront=storefront.id,
-        sku=req.sku,
-        qty=req.qty,
-        buyer=req.buyer,
-        tier=req.tier,
-        created_ms=now_ms(),
-        reply_to=reply_to,
-        buyer_ip=req.buyer_ip or "",
-        hold_s=req.hold_s,
-        notify_url=req.notify_url or "",
-        metadata=req.metadata,
-    )
-    digest = ""
-    if key is not None:
-        canonical = msgspec.structs.replace(req, wait_ms=None)
-        if isinstance(canonical, BatchItem):
-            canonical = msgspec.structs.replace(canonical, idempotency_key=None)
-        digest = hashlib.sha256(msgpack_encode(canonical)).hexdigest()
-    return Admission(order, shard, key, digest)
-
-
-async def _admit(app: web.Application, adm: Admission, wait_ms: int) -> tuple[int, Any]:
-    """Admit (or replay) one order; (HTTP status, Order or Problem)."""
-    ingest, hub, directory = app[INGEST], app[REPLIES], app[DIRECTORY].current
-    order = adm.order
-    again = False
-    if adm.idempotency_key is not None:
-        held = await ingest.reserve_key(
-            order.storefront, adm.idempotency_key, order.order_id, adm.digest
-        )
-        if not held.created:
-            if held.digest != adm.digest:
-                return 409, errors.IdempotencyConflict(
-                    "this Idempotency-Key was used with a different body",
-                    order_id=held.order_id,
-                )
-            record = await records.read(app[REDIS], held.order_id)
-            if record is not None:
-                position = await records.position(app[REDIS], record)
-                return 200, record_view(directory, record, position)
-            # The key was reserved but the order never reached the stream (the process
-            # that reserved it died): admit it now under the reserved id.
-            order = adm.order = msgspec.structs.replace(order, order_id=held.order_id)
-            again = True
-    if wait_ms > 0 and not again:
-        # The common path awaits once: the worker's reply implies the admission succeeded,
-        # and a failed admission is passed on to the same future.
-        waiter = hub.expect(order.order_id)
-        admitted = ingest.admit(order, adm.shard)
-        admitted.add_done_callback(functools.partial(_pass_failure, waiter))
-        reply = await hub.wait(order.order_id, waiter, wait_ms)
-        app[METRICS].admitted.inc()
-        return _answer(directory, order, reply)
-    future = hub.expect(order.order_id) if wait_ms > 0 else None
-    try:
-        status = await ingest.admit(order, adm.shard, again)
-    except BaseException:
-        hub.forget(order.order_id)
-        raise
-    app[METRICS].admitted.inc()
-    if status != "pending":
-        hub.forget(order.order_id)
-        record = await records.read(app[REDIS], order.order_id)
-        if record is None:
-            raise errors.Internal("admitted order has no record")
-        return 200, record_view(directory, record, await records.position(app[REDIS], record))
-    reply = await hub.wait(order.order_id, future, wait_ms) if future is not None else None
-    return _answer(directory, order, reply)
-
-
-def _pass_failure(future: asyncio.Future[Reply | None], admitted: asyncio.Future[str]) -> None:
-    if not future.done() and not admitted.cancelled() and admitted.exception() is not None:
-        future.set_exception(admitted.exception())  # type: ignore[arg-type]
-
-
-def _answer(directory: Directory, order: StreamOrder, reply: Reply | None) -> tuple[int, Any]:
-    if reply is None:
-        return 202, order_view(directory, order, status="pending",
-                               created_ms=order.created_ms, updated_ms=order.created_ms)
-    view = order_view(
-        directory, order, status=reply.status, created_ms=order.created_ms,
-        updated_ms=reply.updated_ms, codes=reply.codes, reason=reply.reason,
-        position=reply.position, expires_ms=reply.expires_ms,
-    )
-    if reply.status == "rejected":
-        problem = errors.BY_REASON.get(reply.reason, errors.SoldOut)
-        return problem.status, problem(
-            f"order {order.order_id} was rejected: {reply.reason}", order_id=order.order_id
-        )
-    return STATUS_HTTP.get(reply.status, 200), view
-
-
-def _respond(request: web.Request, status: int, body: Any, replayed: bool) -> web.Response:
+def _respond(request: web.Request, status: int, body: Any, headers: dict[str, str]
+             ) -> web.Response:
     if isinstance(body, errors.Problem):
+        body.extra_headers = headers
         raise body
-    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    if status == 200:
+        headers["Idempotent-Replayed"] = "true"
     payload, ctype = encode_body(request, body)
     return web.Response(body=payload, status=status, content_type=ctype, headers=headers)
 
@@ -177,10 +67,10 @@ async def create_order(request: web.Request) -> web.Response:
     if key is not None and not (1 <= len(key) <= 128 and key.isascii() and key.isprintable()
                                 and " " not in key):
         raise errors.invalid("Idempotency-Key", "must be 1-128 visible ASCII characters")
-    adm = _admission(directory, storefront, req, key, app[REPLIES].channel)
+    p = placement(app, storefront, req, key)
     wait_ms = directory.settings.orders.default_wait_ms if req.wait_ms is None else req.wait_ms
-    status, body = await _admit(app, adm, wait_ms)
-    return _respond(request, status, body, replayed=status == 200)
+    status, body = await place(app, p, wait_ms)
+    return _respond(request, status, body, p.gate.headers())
 
 
 async def create_batch(request: web.Request) -> web.Response:
@@ -189,7 +79,7 @@ async def create_batch(request: web.Request) -> web.Response:
     storefront = storefront_of(request, directory)
     batch = await decode_body(request, decode_batch, decode_batch_msgpack)
     results: list[Any] = [None] * len(batch.orders)
-    pending: list[tuple[int, Admission, int]] = []
+    pending: list[tuple[int, Placement, int]] = []
     deadline_ms = max(
         (o.wait_ms for o in batch.orders if o.wait_ms is not None),
         default=directory.settings.orders.default_wait_ms,
@@ -197,16 +87,17 @@ async def create_batch(request: web.Request) -> web.Response:
     for i, item in enumerate(batch.orders):
         try:
             _check(directory, item, f"orders[{i}].")
+            p = placement(app, storefront, item, item.idempotency_key)
         except errors.Problem as problem:
             results[i] = problem.body()
             continue
-        adm = _admission(directory, storefront, item, item.idempotency_key, app[REPLIES].channel)
-        pending.append((i, adm, deadline_ms))
-    answers = await asyncio.gather(*(_admit(app, adm, wait) for _, adm, wait in pending))
+        pending.append((i, p, deadline_ms))
+    answers = await asyncio.gather(*(place(app, p, wait) for _, p, wait in pending))
     for (i, _, _), (_, body) in zip(pending, answers, strict=True):
         results[i] = body.body() if isinstance(body, errors.Problem) else body
     payload, ctype = encode_body(request, {"results": results})
-    return web.Response(body=payload, status=200, content_type=ctype)
+    return web.Response(body=payload, status=200, content_type=ctype,
+                        headers=app[ADMISSION].current.policy_headers(storefront.id))
 
 
 async def _own_record(request: web.Request) -> tuple[Directory, records.OrderRecord]:

@@ -10,7 +10,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from engine import errors
-from engine.http.state import METRICS
+from engine.http.state import ADMISSION, METRICS
 from engine.wire import json_encode
 
 log = logging.getLogger("kamigate.http")
@@ -40,7 +40,10 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
     """Problems as problem+json, and every request's latency (one middleware: each costs)."""
     started = time.perf_counter()
     try:
-        return await _answer(request, handler)
+        response = await _answer(request, handler)
+        if request.path.startswith("/v1/") and "RateLimit" not in response.headers:
+            response.headers.update(request.app[ADMISSION].current.policy_headers(None))
+        return response
     finally:
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from redis.asyncio import Redis
 
+from engine.admission import Admission
 from engine.directory import Directory
 from engine.ingest import Ingest
 from engine.metrics import Metrics
@@ -24,3 +25,13 @@ class DirectoryRef:
 
 
 DIRECTORY = web.AppKey("directory", DirectoryRef)
+
+
+class AdmissionRef:
+    """The token buckets of the running config and fleet share; swapped whole."""
+
+    def __init__(self, admission: Admission) -> None:
+        self.current = admission
+
+
+ADMISSION = web.AppKey("admission", AdmissionRef)

@@ -1,38 +1,68 @@
--- admit.lua: record newly admitted orders of one shard and append them to its stream.
+-- admit.lua: record newly admitted orders of one shard and append them to its stream, or give
+-- them a ticket in their SKU's overflow line.
 -- KEYS[1]    the shard's order stream
 -- KEYS[2]    the shard's arrival counter
--- KEYS[2+i]  the record of order i (one per order, in ARGV order)
+-- KEYS[3]    the shard's expiry index (sorted set: order id by expiry, unix ms)
+-- KEYS[4]    the shard's set of SKUs whose overflow line is not empty
+-- KEYS[3+2i], KEYS[4+2i]  the record of order i and its SKU's overflow line
 -- ARGV[1]    now, unix milliseconds
--- ARGV[2]    msgpack array of {order_id, payload_length, check}; check = 1 when the order may
---            have been admitted before (an idempotent re-admit): only then is the record
---            looked up first, since a fresh random order id cannot exist yet
+-- ARGV[2]    msgpack array of {order_id, payload_length, check, overflow, tier, sku, ttl_ms}:
+--            check = 1 when the order may have been admitted before (an idempotent re-admit):
+--            only then is the record looked up first, since a fresh random id cannot exist;
+--            overflow = 1 when the door found a capacity bucket empty
 -- ARGV[3]    the payloads (msgpack StreamOrder each), concatenated: Lua's cmsgpack has no
 --            binary type, so binary payloads travel beside the msgpack index
--- Returns    an array with, per order, its status: "pending" when admitted now, or the
---            status it already had (idempotent per order id: a second admit writes nothing).
-local now = ARGV[1]
+-- ARGV[4]    the waiting room's capacity per line (0 = no waiting room)
+-- Returns    per order {status, position}: "pending" (in the stream), "queued" (a ticket in
+--            the overflow line, at position), "full" (over capacity and the line is full:
+--            nothing written), or the status an earlier admit left (idempotent per order id).
+-- An order never overtakes the line: while a SKU's overflow line is not empty, its new
+-- orders join the line too, so tickets are admitted in arrival order.
+local now = tonumber(ARGV[1])
 local batch = cmsgpack.unpack(ARGV[2])
 local blob = ARGV[3]
-local at = 1
-if #KEYS ~= #batch + 2 then
-  return redis.error_reply('ERR admit: ' .. #batch .. ' orders but ' .. (#KEYS - 2) .. ' record keys')
+local capacity = tonumber(ARGV[4])
+if #KEYS ~= 2 * #batch + 4 then
+  return redis.error_reply('ERR admit: ' .. #batch .. ' orders but ' .. (#KEYS - 4) .. ' keys')
 end
+local at = 1
 local out = {}
 -- One INCRBY reserves the arrival numbers of the whole call; an order admitted before (a
 -- re-admit) leaves a gap, which is harmless: arrival only orders, it never counts.
 local seq = redis.call('INCRBY', KEYS[2], #batch) - #batch
+local waiting = {}
 for i, item in ipairs(batch) do
-  local record = KEYS[2 + i]
+  local record, line = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
   local payload = string.sub(blob, at, at + item[2] - 1)
   at = at + item[2]
-  local status = item[3] == 1 and redis.call('HGET', record, 'st')
   seq = seq + 1
+  local status = item[3] == 1 and redis.call('HGET', record, 'st')
   if status then
-    out[i] = status
+    out[i] = {status, 0}
   else
-    redis.call('HSET', record, 'r', payload, 'st', 'pending', 'seq', seq, 'c', now)
-    redis.call('XADD', KEYS[1], '*', 's', seq, 'p', payload)
-    out[i] = 'pending'
+    local length = waiting[line]
+    if length == nil then
+      length = redis.call('ZCARD', line)
+      waiting[line] = length
+    end
+    if item[4] == 1 or length > 0 then
+      if length >= capacity then
+        out[i] = {'full', 0}
+      else
+        local expiry = now + item[7]
+        redis.call('HSET', record, 'r', payload, 'st', 'queued', 'why', 'overflow', 'seq', seq,
+          'c', now, 'qexp', expiry)
+        redis.call('ZADD', line, (9 - item[5]) * 1099511627776 + seq, item[1])
+        redis.call('ZADD', KEYS[3], expiry, item[1])
+        redis.call('SADD', KEYS[4], item[6])
+        waiting[line] = length + 1
+        out[i] = {'queued', redis.call('ZRANK', line, item[1]) + 1}
+      end
+    else
+      redis.call('HSET', record, 'r', payload, 'st', 'pending', 'seq', seq, 'c', now)
+      redis.call('XADD', KEYS[1], '*', 's', seq, 'p', payload)
+      out[i] = {'pending', 0}
+    end
   end
 end
 return out

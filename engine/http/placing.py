@@ -1,0 +1,153 @@
+"""Placing one validated order: idempotency, admission to the stream or the overflow line,
+and waiting for the worker's outcome. Shared by the single and the batch route."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import time
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from engine import errors, keys, records
+from engine.admission import Outcome, Verdict
+from engine.clock import now_ms
+from engine.config import Storefront
+from engine.directory import Directory
+from engine.http.render import order_view, record_view
+from engine.http.state import ADMISSION, DIRECTORY, INGEST, METRICS, REDIS, REPLIES
+from engine.ingest import Admitted
+from engine.wire import BatchItem, OrderRequest, Reply, StreamOrder, msgpack_encode
+
+STATUS_HTTP = {"fulfilled": 201, "held": 201, "queued": 202, "pending": 202}
+
+
+class Placement(msgspec.Struct):
+    """One validated order about to be admitted (or replayed)."""
+
+    order: StreamOrder
+    shard: int
+    idempotency_key: str | None
+    digest: str
+    gate: Outcome  # the admission buckets' verdict and the RateLimit headers
+    ttl_ms: int
+
+
+def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
+              key: str | None) -> Placement:
+    """Build the order and pass it through the buckets; 429 for a buyer or IP over limit."""
+    directory: Directory = app[DIRECTORY].current
+    shard = directory.shard_by_sku[req.sku]
+    now = now_ms()
+    gate = app[ADMISSION].current.decide(time.monotonic(), storefront.id, req.sku, req.buyer,
+                                         req.buyer_ip)
+    if gate.verdict == Verdict.LIMITED:
+        raise errors.RateLimited("too many orders from this buyer or address; retry later",
+                                 retry_after=int(gate.headers()["Retry-After"]))
+    order = StreamOrder(
+        order_id=keys.new_order_id(shard), storefront=storefront.id, sku=req.sku, qty=req.qty,
+        buyer=req.buyer, tier=req.tier, created_ms=now, reply_to=app[REPLIES].channel,
+        buyer_ip=req.buyer_ip or "", hold_s=req.hold_s, notify_url=req.notify_url or "",
+        metadata=req.metadata,
+    )
+    digest = ""
+    if key is not None:
+        canonical = msgspec.structs.replace(req, wait_ms=None)
+        if isinstance(canonical, BatchItem):
+            canonical = msgspec.structs.replace(canonical, idempotency_key=None)
+        digest = hashlib.sha256(msgpack_encode(canonical)).hexdigest()
+    ttl_ms = directory.skus[req.sku].queue_ttl_s * 1000
+    return Placement(order, shard, key, digest, gate, ttl_ms)
+
+
+async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, Any]:
+    """Admit (or replay) one order; (HTTP status, Order or Problem)."""
+    ingest, hub, directory = app[INGEST], app[REPLIES], app[DIRECTORY].current
+    order = p.order
+    overflow = p.gate.verdict == Verdict.OVERFLOW
+    if overflow and not directory.settings.waiting_room.enabled:
+        return 429, _full(p)
+    if p.idempotency_key is not None:
+        held = await ingest.reserve_key(order.storefront, p.idempotency_key, order.order_id,
+                                        p.digest)
+        if not held.created:
+            if held.digest != p.digest:
+                return 409, errors.IdempotencyConflict(
+                    "this Idempotency-Key was used with a different body", order_id=held.order_id
+                )
+            record = await records.read(app[REDIS], held.order_id)
+            if record is not None:
+                position = await records.position(app[REDIS], record)
+                return 200, record_view(directory, record, position)
+            # The key was reserved but the order never reached Redis (the process that
+            # reserved it died): admit it now under the reserved id.
+            p.order = msgspec.structs.replace(order, order_id=held.order_id)
+            return await _admit_again(app, p, overflow)
+    waiter = hub.expect(order.order_id) if wait_ms > 0 else None
+    admitted = ingest.admit(order, p.shard, overflow=overflow, ttl_ms=p.ttl_ms)
+    if waiter is None:
+        result = await admitted
+        app[METRICS].admitted.inc()
+        return _answer(directory, p, _reply_of(order, p, result))
+    # One await: the worker's reply implies the admission succeeded; a failed admission, a
+    # ticket or a full line is passed on to the same future.
+    admitted.add_done_callback(functools.partial(_relay, waiter, order, p))
+    reply = await hub.wait(order.order_id, waiter, wait_ms)
+    app[METRICS].admitted.inc()
+    return _answer(directory, p, reply or _reply_of(order, p, Admitted("pending")))
+
+
+async def _admit_again(app: web.Application, p: Placement, overflow: bool) -> tuple[int, Any]:
+    directory = app[DIRECTORY].current
+    admitted = await app[INGEST].admit(p.order, p.shard, again=True, overflow=overflow,
+                                       ttl_ms=p.ttl_ms)
+    if admitted.status in ("pending", "queued", "full"):
+        return _answer(directory, p, _reply_of(p.order, p, admitted))
+    record = await records.read(app[REDIS], p.order.order_id)
+    if record is None:
+        raise errors.Internal("admitted order has no record")
+    return 200, record_view(directory, record, await records.position(app[REDIS], record))
+
+
+def _reply_of(order: StreamOrder, p: Placement, admitted: Admitted) -> Reply:
+    expires = order.created_ms + p.ttl_ms if admitted.status == "queued" else 0
+    return Reply(order.order_id, admitted.status, order.created_ms, [], "overflow",
+                 admitted.position, expires)
+
+
+def _relay(waiter: asyncio.Future[Reply | None], order: StreamOrder, p: Placement,
+           admitted: asyncio.Future[Admitted]) -> None:
+    if waiter.done() or admitted.cancelled():
+        return
+    failure = admitted.exception()
+    if failure is not None:
+        waiter.set_exception(failure)
+    elif admitted.result().status != "pending":
+        waiter.set_result(_reply_of(order, p, admitted.result()))
+
+
+def _full(p: Placement) -> errors.Problem:
+    return errors.RateLimited(
+        "over capacity and the waiting line is full; retry later",
+        retry_after=int(p.gate.headers().get("Retry-After", "1")),
+    )
+
+
+def _answer(directory: Directory, p: Placement, reply: Reply) -> tuple[int, Any]:
+    order = p.order
+    if reply.status == "full":
+        return 429, _full(p)
+    if reply.status == "rejected":
+        problem = errors.BY_REASON.get(reply.reason, errors.SoldOut)
+        return problem.status, problem(
+            f"order {order.order_id} was rejected: {reply.reason}", order_id=order.order_id
+        )
+    view = order_view(
+        directory, order, status=reply.status, created_ms=order.created_ms,
+        updated_ms=reply.updated_ms, codes=reply.codes, reason=reply.reason,
+        position=reply.position, expires_ms=reply.expires_ms,
+    )
+    return STATUS_HTTP.get(reply.status, 200), view
