@@ -43,6 +43,10 @@ class TokenBucket:
             self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
 
+    def tokens_now(self, now: float) -> float:
+        self._refill(now)
+        return self.tokens
+
     def available(self, now: float, n: float = 1.0) -> bool:
         self._refill(now)
         return self.tokens >= n

@@ -65,6 +65,7 @@ def build_plan(
     batch's stream entries to acknowledge once it is applied."""
     table = _KeyTable()
     stream, stats = table(keys.stream(shard)), table(keys.stats(shard))
+    expiry_index = table(keys.expiries(shard))
     sku_rows: list[list[object]] = []
     sku_index: dict[str, int] = {}
     rows: list[list[object]] = []
@@ -105,7 +106,7 @@ def build_plan(
             order.qty, detail, score, fills, expiry, channels.get(order.order_id, ""),
         ])
     payload = msgpack_encode({
-        "stream": stream, "stats": stats, "group": keys.GROUP,
+        "stream": stream, "stats": stats, "expiries": expiry_index, "group": keys.GROUP,
         "ack": [i.decode() for i in ack], "bucket": size_bucket(len(rows)),
         "skus": sku_rows, "orders": rows,
     })

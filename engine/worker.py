@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,12 +27,14 @@ from engine.config import Settings
 from engine.matching_types import MatchOrder
 from engine.settle import replay
 from engine.shard_view import ShardView
+from engine.waiting import Releaser, sweep
 from engine.wire import StreamOrder, decode_stream_order
 
 log = logging.getLogger("kamigate.worker")
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 MAX_STALE_RETRIES = 50
+CHORE_INTERVAL_S = 0.05
 
 
 class Worker:
@@ -48,6 +51,7 @@ class Worker:
         self.worker_id = f"w-{secrets.token_hex(4)}"
         self.owned: set[int] = set()
         self.views: dict[int, ShardView] = {}
+        self.releaser = Releaser(settings, time.monotonic())
         self._last_lease = 0.0
         self._last_reclaim = 0.0
         self.batches = 0
@@ -56,14 +60,38 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set; Redis outages are waited out, never fatal."""
         log.info("worker %s started; %s", self.worker_id, matching.describe())
-        while not stop.is_set():
-            try:
-                await self.step()
-            except (RedisConnectionError, OSError, TimeoutError) as exc:
-                log.warning("Redis unreachable (%s); retrying", exc)
-                self.owned.clear()
-                await asyncio.sleep(0.25)
+        chores = asyncio.create_task(self._chores(stop))
+        try:
+            while not stop.is_set():
+                try:
+                    await self.step()
+                except (RedisConnectionError, OSError, TimeoutError) as exc:
+                    log.warning("Redis unreachable (%s); retrying", exc)
+                    self.owned.clear()
+                    await asyncio.sleep(0.25)
+        finally:
+            chores.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await chores
         await self.release()
+
+    async def _chores(self, stop: asyncio.Event) -> None:
+        """Beside the batches: admit overflow tickets at the rate, expire what is due."""
+        while not stop.is_set():
+            await asyncio.sleep(CHORE_INTERVAL_S)
+            try:
+                await self.chores()
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("housekeeping skipped (%s)", type(exc).__name__)
+
+    async def chores(self) -> tuple[int, int]:
+        """One round for every owned shard: (tickets released, orders expired)."""
+        released = expired = 0
+        now = now_ms()
+        for shard in sorted(self.owned):
+            released += await self.releaser.release(self.redis, shard, now, time.monotonic())
+            expired += await sweep(self.redis, shard, now)
+        return released, expired
 
     async def drain(self, max_batches: int = 10_000) -> int:
         """Burst mode for tests and tools: process until every stream is empty; batches run."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from engine import errors, keys, records, scripts
@@ -17,11 +16,11 @@ from engine.http.codec import decode_body, encode_body
 from engine.http.placing import Placement, place, placement
 from engine.http.render import record_view
 from engine.http.state import ADMISSION, DIRECTORY, REDIS
+from engine.waiting import unwind
 from engine.wire import (
     MAX_METADATA_BYTES,
     Order,
     OrderRequest,
-    StreamOrder,
     decode_batch,
     decode_batch_msgpack,
     decode_order_request,
@@ -120,32 +119,14 @@ async def get_order(request: web.Request) -> web.Response:
 async def cancel_order(request: web.Request) -> web.Response:
     directory, record = await _own_record(request)
     redis = request.app[REDIS]
-    req = record.request
-    shard = keys.shard_of_order(req.order_id)
-    assert shard is not None
-    lot_keys = [keys.lot_codes(req.sku, lot, shard) for lot in await _held_lots(redis, req, shard)]
-    before, after = await scripts.CANCEL(
-        redis,
-        [keys.order(req.order_id, shard), keys.line(req.sku, shard),
-         keys.sku_counts(req.sku, shard), keys.lots(req.sku, shard),
-         keys.bought(req.sku, shard), keys.stream(shard), *lot_keys],
-        [now_ms(), req.sku, req.buyer, req.qty, req.order_id],
-    )
-    if after != b"cancelled":
-        raise errors.NotCancellable(
-            f"order {req.order_id} is {before.decode()}", order_id=req.order_id
-        )
-    fresh = await records.read(redis, req.order_id)
+    order_id = record.request.order_id
+    before, after = await unwind(redis, record, "cancel", now_ms())
+    if after != "cancelled":
+        raise errors.NotCancellable(f"order {order_id} is {before}", order_id=order_id)
+    fresh = await records.read(redis, order_id)
     assert fresh is not None
     payload, ctype = encode_body(request, record_view(directory, fresh, None))
     return web.Response(body=payload, status=200, content_type=ctype)
-
-
-async def _held_lots(redis: Any, req: StreamOrder, shard: int) -> list[str]:
-    raw = await redis.hget(keys.order(req.order_id, shard), "lots")
-    if not raw:
-        return []
-    return [str(lot) for lot, _ in msgspec.msgpack.decode(raw)]
 
 
 async def confirm_order(request: web.Request) -> web.Response:
@@ -155,8 +136,9 @@ async def confirm_order(request: web.Request) -> web.Response:
     shard = keys.shard_of_order(req.order_id)
     assert shard is not None
     after = await scripts.CONFIRM(
-        redis, [keys.order(req.order_id, shard), keys.sku_counts(req.sku, shard)],
-        [now_ms(), req.qty],
+        redis, [keys.order(req.order_id, shard), keys.sku_counts(req.sku, shard),
+                keys.expiries(shard)],
+        [now_ms(), req.qty, req.order_id],
     )
     if after != b"confirmed":
         raise errors.NotHeld(f"order {req.order_id} is not held", order_id=req.order_id)

@@ -1,11 +1,12 @@
 -- claim.lua: apply one shard batch's matching plan atomically, or refuse it whole; then settle
 -- the batch: publish the outcomes to the front doors that wait, count, and XACK its entries.
 -- KEYS     every key the plan touches; the plan refers to them by index (1-based):
---          the shard's stream and stats hash; per SKU its counters, lots, line and bought
+--          the shard's stream, stats hash and expiry index; per SKU its counters, lots, line
+--          and bought
 --          hashes; per order its record; per filled lot its code list.
 -- ARGV[1]  now, unix milliseconds
 -- ARGV[2]  msgpack plan:
---          {stream, stats, group, ack = {entry ids},
+--          {stream, stats, expiries, group, ack = {entry ids},
 --           skus   = {{counters, lots, line, bought, expected_ver}, ...},
 --           orders = {{record, sku_index, expected_status, action, order_id, buyer, qty,
 --                      detail, score, fills, queue_expiry_ms, reply_channel}, ...}}
@@ -61,6 +62,7 @@ for i, o in ipairs(plan.orders) do
   end
   if was == 'queued' and action ~= QUEUE then
     redis.call('ZREM', KEYS[sku[3]], oid)
+    redis.call('ZREM', KEYS[plan.expiries], oid)
   end
   local status, codes, reason, expiry = '', {}, '', 0
   if action == FILL or action == HOLD then
@@ -81,6 +83,7 @@ for i, o in ipairs(plan.orders) do
       totals.held = totals.held + o[7]
       redis.call('HSET', record, 'st', status, 'u', now, 'codes', cmsgpack.pack(codes),
         'lots', cmsgpack.pack(taken), 'hexp', expiry)
+      redis.call('ZADD', KEYS[plan.expiries], expiry, oid)
       codes = {}
     else
       status = 'fulfilled'
@@ -95,6 +98,7 @@ for i, o in ipairs(plan.orders) do
     status, reason, expiry = 'queued', o[8], o[11]
     redis.call('ZADD', KEYS[sku[3]], o[9], oid)
     redis.call('HSET', record, 'st', status, 'why', reason, 'u', now, 'qexp', expiry)
+    redis.call('ZADD', KEYS[plan.expiries], expiry, oid)
     queued[#queued + 1] = {i, KEYS[sku[3]]}
   else
     status, reason = 'rejected', o[8]

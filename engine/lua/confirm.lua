@@ -1,8 +1,10 @@
 -- confirm.lua: turn a held order into a fulfilled one (its codes become visible).
 -- KEYS[1]  the order record
 -- KEYS[2]  the SKU's counters hash
+-- KEYS[3]  the shard's expiry index
 -- ARGV[1]  now, unix milliseconds
 -- ARGV[2]  qty of the order
+-- ARGV[3]  order id
 -- Returns  "confirmed" when the order went from held to fulfilled now; otherwise the status
 --          it has ("" when unknown, "held_expired" when past its hold), and the caller answers
 --          409 not_held. A held order past its expiry is not confirmed: the expiry sweep
@@ -18,4 +20,5 @@ local qty = tonumber(ARGV[2])
 redis.call('HINCRBY', KEYS[2], 'held', -qty)
 redis.call('HINCRBY', KEYS[2], 'issued', qty)
 redis.call('HSET', KEYS[1], 'st', 'fulfilled', 'u', ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[3])
 return 'confirmed'

@@ -1,0 +1,65 @@
+-- unwind.lua: end a waiting order early: cancel it (DELETE) or expire it (its time is up).
+-- Pending orders are only marked (the worker skips them); queued ones leave their line; held
+-- ones give their codes back to their lots, front first, and the line is run again.
+-- KEYS[1]  the order record
+-- KEYS[2]  the SKU's waiting line (sold out)
+-- KEYS[3]  the SKU's overflow line
+-- KEYS[4]  the shard's expiry index
+-- KEYS[5]  the SKU's counters hash
+-- KEYS[6]  the SKU's lots hash
+-- KEYS[7]  the SKU's bought hash
+-- KEYS[8]  the shard's order stream
+-- KEYS[9..] the code lists of the lots a held order's codes came from, in the order of the
+--          record's 'lots' field
+-- ARGV[1]  now, unix milliseconds
+-- ARGV[2]  "cancel" or "expire"
+-- ARGV[3]  order id
+-- ARGV[4]  SKU id
+-- ARGV[5]  buyer
+-- ARGV[6]  qty
+-- Returns  {status_before, status_after}; status_after equals status_before when nothing
+--          changed: a final order, or (expire) one that is not due yet.
+local record, now, mode, oid = KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local fields = redis.call('HMGET', record, 'st', 'qexp', 'hexp', 'codes', 'lots')
+local st = fields[1]
+if not st then
+  return {'', ''}
+end
+local ending = mode == 'cancel' and 'cancelled' or 'expired'
+if st == 'pending' and mode == 'cancel' then
+  -- nothing else to undo: the worker finds it cancelled and leaves it
+elseif st == 'queued' then
+  if mode == 'expire' and tonumber(fields[2] or '0') > now then
+    return {st, st}
+  end
+  redis.call('ZREM', KEYS[2], oid)
+  redis.call('ZREM', KEYS[3], oid)
+  redis.call('HINCRBY', KEYS[5], 'ver', 1)
+elseif st == 'held' then
+  if mode == 'expire' and tonumber(fields[3] or '0') > now then
+    return {st, st}
+  end
+  local codes = cmsgpack.unpack(fields[4])
+  local lots = cmsgpack.unpack(fields[5])
+  local at = 1
+  for i, pair in ipairs(lots) do
+    local lot, n = pair[1], pair[2]
+    for j = at + n - 1, at, -1 do
+      redis.call('LPUSH', KEYS[8 + i], codes[j])
+    end
+    at = at + n
+    redis.call('HINCRBY', KEYS[6], lot, n)
+  end
+  local qty = tonumber(ARGV[6])
+  redis.call('HINCRBY', KEYS[5], 'held', -qty)
+  redis.call('HINCRBY', KEYS[5], 'available', qty)
+  redis.call('HINCRBY', KEYS[5], 'ver', 1)
+  redis.call('HINCRBY', KEYS[7], ARGV[5], -qty)
+  redis.call('HDEL', record, 'codes')
+  redis.call('XADD', KEYS[8], '*', 'kick', ARGV[4])
+else
+  return {st, st}
+end
+redis.call('ZREM', KEYS[4], oid)
+redis.call('HSET', record, 'st', ending, 'why', ending, 'u', now)
+return {st, ending}

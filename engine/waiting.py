@@ -1,0 +1,100 @@
+"""The life of waiting orders: cancel or expire one, release overflow tickets at the rate,
+and sweep what is due. The worker runs the release and the sweep for the shards it owns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from engine import keys, records, scripts
+from engine.admission import TokenBucket
+from engine.config import Settings
+from engine.wire import msgpack_encode
+
+SWEEP_BATCH = 200
+
+
+async def unwind(redis: Redis, record: records.OrderRecord, mode: str, now: int
+                 ) -> tuple[str, str]:
+    """Cancel ("cancel") or expire ("expire") a waiting order; (status before, after)."""
+    req = record.request
+    shard = keys.shard_of_order(req.order_id)
+    if shard is None:
+        return "", ""
+    raw = await redis.hget(keys.order(req.order_id, shard), "lots")
+    lots = [str(lot) for lot, _ in msgspec.msgpack.decode(raw)] if raw else []
+    before, after = await scripts.UNWIND(
+        redis,
+        [keys.order(req.order_id, shard), keys.line(req.sku, shard),
+         keys.overflow_line(req.sku, shard), keys.expiries(shard),
+         keys.sku_counts(req.sku, shard), keys.lots(req.sku, shard),
+         keys.bought(req.sku, shard), keys.stream(shard),
+         *(keys.lot_codes(req.sku, lot, shard) for lot in lots)],
+        [now, mode, req.order_id, req.sku, req.buyer, req.qty],
+    )
+    return before.decode(), after.decode()
+
+
+async def sweep(redis: Redis, shard: int, now: int) -> int:
+    """Expire the shard's queued and held orders whose time is up; how many expired."""
+    due: Any = await redis.zrangebyscore(keys.expiries(shard), "-inf", now, start=0,
+                                    num=SWEEP_BATCH)
+    expired = 0
+    for raw in due:
+        record = await records.read(redis, raw.decode())
+        if record is None:
+            await redis.zrem(keys.expiries(shard), raw)
+            continue
+        _, after = await unwind(redis, record, "expire", now)
+        expired += after == "expired"
+    return expired
+
+
+class Releaser:
+    """Admits overflow tickets in line order at the capacity rates: the fleet-wide global
+    bucket (in Redis, shared by every worker) and the SKU's bucket (its shard's owner is the
+    only one releasing that SKU, so a local bucket is fleet-wide too)."""
+
+    def __init__(self, settings: Settings, now_s: float) -> None:
+        self.settings = settings
+        self.sku_buckets = {
+            s.id: TokenBucket(s.limit.rate, s.limit.burst, now_s)
+            for s in settings.skus if s.limit is not None
+        }
+
+    async def release(self, redis: Redis, shard: int, now_ms: int, now_s: float) -> int:
+        members: Any = await redis.smembers(keys.overflowing(shard))
+        skus = sorted(m.decode() for m in members)
+        released = 0
+        for sku in skus:
+            waiting = int(await redis.zcard(keys.overflow_line(sku, shard)))
+            want = await self._budget(redis, sku, min(waiting, 1000), now_ms, now_s)
+            if want <= 0:
+                continue
+            head: Any = await redis.zrange(keys.overflow_line(sku, shard), 0, want - 1)
+            ids = [i.decode() for i in head]
+            n = await scripts.RELEASE(
+                redis,
+                [keys.overflow_line(sku, shard), keys.stream(shard), keys.expiries(shard),
+                 keys.overflowing(shard), *(keys.order(i, shard) for i in ids)],
+                [sku, msgpack_encode(ids)],
+            )
+            released += int(n)
+        return released
+
+    async def _budget(self, redis: Redis, sku: str, want: int, now_ms: int,
+                      now_s: float) -> int:
+        if want <= 0:
+            return 0
+        bucket = self.sku_buckets.get(sku)
+        if bucket is not None:
+            want = min(want, int(bucket.tokens_now(now_s)))
+        glob = self.settings.limits.global_
+        if glob is not None and want > 0:
+            want = int(await scripts.TAKE(redis, [keys.bucket("global")],
+                                          [now_ms, glob.rate, glob.burst, want]))
+        if bucket is not None and want > 0:
+            bucket.take(now_s, want)
+        return want
