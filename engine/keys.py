@@ -157,3 +157,8 @@ def front_door(door_id: str) -> str:
 
 def front_doors_pattern() -> str:
     return f"{PREFIX}:door:*"
+
+
+def drain(shard: int) -> str:
+    """Hash: line (`overflow:<sku>` or `line:<sku>`) -> orders served per second, measured."""
+    return f"{tag(shard)}:drain"

@@ -60,5 +60,7 @@ async def position(redis: Redis, record: OrderRecord) -> int | None:
     shard = keys.shard_of_order(record.request.order_id)
     if shard is None:
         return None
-    rank = await redis.zrank(keys.line(record.request.sku, shard), record.request.order_id)
+    sku = record.request.sku
+    line = keys.overflow_line(sku, shard) if record.reason == "overflow" else keys.line(sku, shard)
+    rank = await redis.zrank(line, record.request.order_id)
     return None if rank is None else int(rank) + 1  # type: ignore[arg-type]

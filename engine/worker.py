@@ -24,7 +24,8 @@ from engine.book import Snapshot
 from engine.claim import StalePlan, apply_plan, build_plan
 from engine.clock import now_ms
 from engine.config import Settings
-from engine.matching_types import MatchOrder
+from engine.drain import DrainMeter, line_name
+from engine.matching_types import FILL, MatchOrder
 from engine.settle import replay
 from engine.shard_view import ShardView
 from engine.waiting import Releaser, sweep
@@ -51,6 +52,7 @@ class Worker:
         self.worker_id = f"w-{secrets.token_hex(4)}"
         self.owned: set[int] = set()
         self.views: dict[int, ShardView] = {}
+        self.meters: dict[int, DrainMeter] = {}
         self.releaser = Releaser(settings, time.monotonic())
         self._last_lease = 0.0
         self._last_reclaim = 0.0
@@ -88,10 +90,21 @@ class Worker:
         """One round for every owned shard: (tickets released, orders expired)."""
         released = expired = 0
         now = now_ms()
+        clock = time.monotonic()
         for shard in sorted(self.owned):
-            released += await self.releaser.release(self.redis, shard, now, time.monotonic())
+            meter = self.meter(shard)
+            released += await self.releaser.release(self.redis, shard, now, clock, meter)
             expired += await sweep(self.redis, shard, now)
+            meter.tick(clock)
+            if meter.due(clock):
+                await meter.publish(self.redis, shard)
         return released, expired
+
+    def meter(self, shard: int) -> DrainMeter:
+        meter = self.meters.get(shard)
+        if meter is None:
+            meter = self.meters[shard] = DrainMeter(time.monotonic())
+        return meter
 
     async def drain(self, max_batches: int = 10_000) -> int:
         """Burst mode for tests and tools: process until every stream is empty; batches run."""
@@ -249,6 +262,10 @@ class Worker:
                 await asyncio.sleep(min(0.001 * attempt, 0.05))
                 continue
             view.applied(snapshot, batch, decisions, set(requests))
+            meter = self.meter(shard)
+            for order, decision in zip(batch, decisions, strict=True):
+                if order.order_id not in requests and decision.action == FILL:
+                    meter.record(line_name("sold_out", order.sku))
             if decided:
                 await replay(self.redis, decided, {o.order_id: o.reply_to for o in orders})
             await self._rerun_long_lines(shard, snapshot)

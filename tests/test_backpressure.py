@@ -171,3 +171,29 @@ async def test_every_v1_answer_has_ratelimit_headers(engine_factory: EngineFacto
     for resp in answers:
         assert resp.headers["RateLimit-Policy"].startswith('"orders";q=')
         assert resp.headers["RateLimit"].startswith('"orders";r=')
+
+
+async def test_eta_matches_the_real_wait_in_a_steady_drain(
+    engine_factory: EngineFactory, redis: Redis,
+) -> None:
+    engine = await engine_factory(make_settings(
+        limits={"global": {"rate": 20, "burst": 1}}, redis={"shards": 1}))
+    await engine.import_codes("card-100", codes("ETA", 200))
+    base = str(engine.http.make_url("")).rstrip("/")
+    await post_many(base, [{"sku": "card-100", "qty": 1, "buyer": f"e{i}", "wait_ms": 0}
+                           for i in range(80)])
+    await asyncio.sleep(1.5)  # the line has been draining long enough to be measured
+    status, probe = await engine.order(buyer="probe", wait_ms=0)
+    asked = time.monotonic()
+    assert status == 202 and probe["queue"]["reason"] == "overflow"
+    eta = probe["queue"]["eta_s"]
+    assert eta is not None, probe
+
+    async def served() -> bool:
+        record = await records.read(redis, probe["order_id"])
+        return record is not None and record.status == "fulfilled"
+
+    await _until(served, timeout=30, every=0.02)
+    waited = time.monotonic() - asked
+    print(f"eta {eta} s, waited {waited:.2f} s at position {probe['queue']['position']}")
+    assert abs(eta - waited) <= 0.25 * waited

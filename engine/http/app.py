@@ -13,11 +13,14 @@ from engine import matching, store
 from engine.admission import Admission
 from engine.config import Settings
 from engine.directory import Directory
-from engine.http import admin, health, orders
+from engine.drain import DrainRates
+from engine.http import admin, health, orders, pages
+from engine.http.fleet import fleet_ctx
 from engine.http.problems import problems_middleware
 from engine.http.state import (
     ADMISSION,
     DIRECTORY,
+    DRAIN,
     INGEST,
     METRICS,
     REDIS,
@@ -47,6 +50,7 @@ def create_app(settings: Settings, redis_url: str | None = None) -> web.Applicat
     app[DIRECTORY] = DirectoryRef(Directory(settings))
     app[ADMISSION] = AdmissionRef(Admission(settings, time.monotonic()))
     app[METRICS] = Metrics()
+    app[DRAIN] = DrainRates()
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         url = redis_url or store.resolve_url(settings)
@@ -64,5 +68,6 @@ def create_app(settings: Settings, redis_url: str | None = None) -> web.Applicat
         await redis.aclose()
 
     app.cleanup_ctx.append(redis_ctx)
-    app.add_routes(orders.routes() + admin.routes() + health.routes())
+    app.cleanup_ctx.append(fleet_ctx)
+    app.add_routes(orders.routes() + admin.routes() + health.routes() + pages.routes())
     return app

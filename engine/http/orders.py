@@ -15,7 +15,7 @@ from engine.http.auth import storefront_of
 from engine.http.codec import decode_body, encode_body
 from engine.http.placing import Placement, place, placement
 from engine.http.render import record_view
-from engine.http.state import ADMISSION, DIRECTORY, REDIS
+from engine.http.state import ADMISSION, DIRECTORY, DRAIN, REDIS
 from engine.waiting import unwind
 from engine.wire import (
     MAX_METADATA_BYTES,
@@ -112,7 +112,8 @@ async def _own_record(request: web.Request) -> tuple[Directory, records.OrderRec
 async def get_order(request: web.Request) -> web.Response:
     directory, record = await _own_record(request)
     position = await records.position(request.app[REDIS], record)
-    payload, ctype = encode_body(request, record_view(directory, record, position))
+    view = record_view(directory, record, position, request.app[DRAIN])
+    payload, ctype = encode_body(request, view)
     return web.Response(body=payload, status=200, content_type=ctype)
 
 

@@ -18,7 +18,7 @@ from engine.clock import now_ms
 from engine.config import Storefront
 from engine.directory import Directory
 from engine.http.render import order_view, record_view
-from engine.http.state import ADMISSION, DIRECTORY, INGEST, METRICS, REDIS, REPLIES
+from engine.http.state import ADMISSION, DIRECTORY, DRAIN, INGEST, METRICS, REDIS, REPLIES
 from engine.ingest import Admitted
 from engine.wire import BatchItem, OrderRequest, Reply, StreamOrder, msgpack_encode
 
@@ -91,13 +91,13 @@ async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, 
     if waiter is None:
         result = await admitted
         app[METRICS].admitted.inc()
-        return _answer(directory, p, _reply_of(order, p, result))
+        return _answer(app, p, _reply_of(order, p, result))
     # One await: the worker's reply implies the admission succeeded; a failed admission, a
     # ticket or a full line is passed on to the same future.
     admitted.add_done_callback(functools.partial(_relay, waiter, order, p))
     reply = await hub.wait(order.order_id, waiter, wait_ms)
     app[METRICS].admitted.inc()
-    return _answer(directory, p, reply or _reply_of(order, p, Admitted("pending")))
+    return _answer(app, p, reply or _reply_of(order, p, Admitted("pending")))
 
 
 async def _admit_again(app: web.Application, p: Placement, overflow: bool) -> tuple[int, Any]:
@@ -105,7 +105,7 @@ async def _admit_again(app: web.Application, p: Placement, overflow: bool) -> tu
     admitted = await app[INGEST].admit(p.order, p.shard, again=True, overflow=overflow,
                                        ttl_ms=p.ttl_ms)
     if admitted.status in ("pending", "queued", "full"):
-        return _answer(directory, p, _reply_of(p.order, p, admitted))
+        return _answer(app, p, _reply_of(p.order, p, admitted))
     record = await records.read(app[REDIS], p.order.order_id)
     if record is None:
         raise errors.Internal("admitted order has no record")
@@ -136,8 +136,9 @@ def _full(p: Placement) -> errors.Problem:
     )
 
 
-def _answer(directory: Directory, p: Placement, reply: Reply) -> tuple[int, Any]:
+def _answer(app: web.Application, p: Placement, reply: Reply) -> tuple[int, Any]:
     order = p.order
+    directory = app[DIRECTORY].current
     if reply.status == "full":
         return 429, _full(p)
     if reply.status == "rejected":
@@ -148,6 +149,6 @@ def _answer(directory: Directory, p: Placement, reply: Reply) -> tuple[int, Any]
     view = order_view(
         directory, order, status=reply.status, created_ms=order.created_ms,
         updated_ms=reply.updated_ms, codes=reply.codes, reason=reply.reason,
-        position=reply.position, expires_ms=reply.expires_ms,
+        position=reply.position, expires_ms=reply.expires_ms, drain=app[DRAIN],
     )
     return STATUS_HTTP.get(reply.status, 200), view

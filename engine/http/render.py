@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine.clock import rfc3339
 from engine.directory import Directory
+from engine.drain import DrainRates
 from engine.records import OrderRecord
 from engine.wire import Order, QueueInfo, StreamOrder
 
@@ -19,6 +20,7 @@ def order_view(
     reason: str = "",
     position: int | None = None,
     expires_ms: int = 0,
+    drain: DrainRates | None = None,
 ) -> Order:
     order = Order(
         order_id=request.order_id,
@@ -39,7 +41,7 @@ def order_view(
         order.queue = QueueInfo(
             reason=reason or "sold_out",
             position=position or None,
-            eta_s=None,
+            eta_s=drain.eta_s(reason, request.sku, position) if drain is not None else None,
             expires_at=rfc3339(expires_ms) if expires_ms else None,
             page=directory.page_path(request.order_id),
         )
@@ -48,7 +50,8 @@ def order_view(
     return order
 
 
-def record_view(directory: Directory, record: OrderRecord, position: int | None) -> Order:
+def record_view(directory: Directory, record: OrderRecord, position: int | None,
+                drain: DrainRates | None = None) -> Order:
     expires = record.hold_expires_ms if record.status == "held" else record.queue_expires_ms
     return order_view(
         directory,
@@ -60,4 +63,5 @@ def record_view(directory: Directory, record: OrderRecord, position: int | None)
         reason=record.reason,
         position=position,
         expires_ms=expires,
+        drain=drain,
     )

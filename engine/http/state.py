@@ -7,6 +7,7 @@ from redis.asyncio import Redis
 
 from engine.admission import Admission
 from engine.directory import Directory
+from engine.drain import DrainRates
 from engine.ingest import Ingest
 from engine.metrics import Metrics
 from engine.replies import ReplyHub
@@ -35,3 +36,4 @@ class AdmissionRef:
 
 
 ADMISSION = web.AppKey("admission", AdmissionRef)
+DRAIN = web.AppKey("drain", DrainRates)
