@@ -52,7 +52,7 @@ def make_batch(
         lots = []
         for n in range(n_lots):
             count = stock // n_lots + (1 if n < stock % n_lots else 0)
-            # One lot in four never expires; the rest expire within a month, some on the hour.
+            # One lot in four never expires; the rest expire on the hour, within a month.
             expires = 0 if rng.random() < 0.25 else NOW + 3600 * rng.randint(1, 720)
             lots.append(Lot(f"{sku}-lot-{n}", count, expires))
         rng.shuffle(lots)

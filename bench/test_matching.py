@@ -15,13 +15,14 @@ import functools
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench.conftest import KERNELS
 from bench.data import make_batch
+from engine import matching
 from engine.matching_py import match_batch as match_batch_py
 from engine.matching_types import Decision, Lot, MatchOrder, SkuBook
 
 SIZES = [64, 512, 4096]
 SKUS = [1, 16, 1000]
+KERNELS = {"py": matching.match_batch_py, "c": matching.match_batch_c}  # c: None if not built
 
 
 @functools.cache

@@ -9,9 +9,9 @@ How a call goes:
 1. load: one pass over the orders reads each MatchOrder's fields straight out of the tuple,
    gives every SKU a dense code (first appearance), reads that SKU's book once (lots with
    count > 0, sorted by expiry with 0 last, then lot id, then book position) and gives every
-   (SKU, buyer) of a limited SKU an allowance slot. SKUs and slots are found in small C hash
-   tables keyed by the str's cached hash, with str equality, so a lookup is what a dict does
-   without making an int object per entry;
+   (SKU, buyer) of a limited SKU an allowance slot. SKUs and slots are found in one C hash
+   table keyed by the str's cached hash, with str equality: what a dict lookup does, without
+   an int object per entry;
 2. sort: the batch is put in serving order, (-tier, arrival, index), as a whole: SKUs share
    no state, so the order restricted to each SKU is that SKU's serving order, and the SKU
    needs no place in the key. Each order becomes one 64-bit key sorted by an LSD radix sort,
@@ -20,18 +20,22 @@ How a call goes:
 3. decide: the rules run in C over those arrays; the Decisions are built in place.
 
 Output objects, the larger part of the cost: a FILL gets its own Decision and its own fills
-list; the (lot_id, 1) pair is one tuple per lot shared by the fills that take one code from
-that lot (tuples are immutable). QUEUE and REJECT decisions of one call share one Decision per
-(action, reason), and with it one empty fills list: callers read Decisions, never mutate them.
+list; a (lot_id, n) pair with n <= 8 is one tuple per lot, shared by the fills that take n
+codes from that lot (tuples are immutable). QUEUE and REJECT decisions of one call share one
+Decision per (action, reason), and with it one empty fills list: callers read Decisions and
+never mutate them.
 
 The fast path takes the vocabulary types themselves (exact MatchOrder, SkuBook and Lot; str
 SKUs, buyers and lot ids; int fields that fit in 64 bits; dict books and allowances; list or
 tuple sequences), which is what the worker builds. Anything else goes to the pure twin, so the
-answer is the same on any input; and since no Python code of the caller's can run while the
-kernel works (str hashing and equality are C), the borrowed references it holds stay valid.
+answer is the same on any input. Reading the batch runs no Python code (str hashing and
+equality are C, nothing is allocated), so the references it borrows stay valid; deciding
+allocates, and so may run the collector and finalizers, but by then the kernel only needs the
+lot ids, which it holds.
 """
 
-from libc.stdint cimport int32_t, int64_t, uint64_t
+cimport cython
+from libc.stdint cimport INT64_MAX, INT64_MIN, int32_t, int64_t, uint64_t
 
 from cpython.object cimport PyObject
 
@@ -77,7 +81,7 @@ cdef extern from *:
     typedef struct {
         int64_t count;
         int64_t expires;
-        PyObject *lot_id;   /* borrowed from the caller's Lot */
+        PyObject *lot_id;   /* held: decide allocates, and a finalizer could drop the Lot */
         PyObject *small[KG_SMALL_FILL];  /* owned (lot_id, n) fills for n = 1.., on first use */
     } kg_lot;
 
@@ -181,6 +185,15 @@ cdef extern from *:
         return (size_t)(h ^ (h >> 29)) & mask;
     }
 
+    /* The hash of an exact str: the cached one, read in place where the layout is known. */
+    static inline Py_hash_t kg_str_hash(PyObject *o) {
+    #if PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+        Py_hash_t h = ((PyASCIIObject *)o)->hash;
+        if (h != -1) return h;
+    #endif
+        return PyObject_Hash(o);
+    }
+
     static inline int kg_found(const kg_table *t, const kg_entry *e) { return e->gen == t->gen; }
 
     /* The entry of (key, tag), or the empty entry where it goes (kg_found tells which). */
@@ -242,19 +255,25 @@ cdef extern from *:
     static inline int kg_bitlen(uint64_t x) { return x ? 64 - __builtin_clzll(x) : 0; }
     static inline uint64_t kg_shl(uint64_t x, int s) { return s >= 64 ? 0 : x << s; }
 
-    /* Stable LSD radix sort of keys on bits [lo, hi), 8 bits a pass; a digit every key shares
-       is skipped. Leaves the result in a. */
+    /* Stable LSD radix sort of keys on bits [lo, hi), in as few passes of up to 11 bits as
+       it takes (two for the usual batch); a digit every key shares is skipped. Leaves the
+       result in a. */
+    #define KG_RADIX_MAX_BITS 11
     static void kg_radix(uint64_t *a, uint64_t *tmp, Py_ssize_t n, int lo, int hi) {
-        Py_ssize_t count[256], i, sum, c;
-        uint64_t all_or = 0, all_and = ~(uint64_t)0, *src = a, *dst = tmp, *t;
-        int shift, d;
+        Py_ssize_t count[1 << KG_RADIX_MAX_BITS], i, sum, c;
+        uint64_t all_or = 0, all_and = ~(uint64_t)0, *src = a, *dst = tmp, *t, mask;
+        int passes, width, shift, d;
+        if (hi <= lo) return;
+        passes = (hi - lo + KG_RADIX_MAX_BITS - 1) / KG_RADIX_MAX_BITS;
+        width = (hi - lo + passes - 1) / passes;
+        mask = ((uint64_t)1 << width) - 1;
         for (i = 0; i < n; i++) { all_or |= a[i]; all_and &= a[i]; }
-        for (shift = lo; shift < hi; shift += 8) {
-            if ((((all_or ^ all_and) >> shift) & 0xff) == 0) continue;
-            memset(count, 0, sizeof(count));
-            for (i = 0; i < n; i++) count[(src[i] >> shift) & 0xff]++;
-            for (sum = 0, d = 0; d < 256; d++) { c = count[d]; count[d] = sum; sum += c; }
-            for (i = 0; i < n; i++) dst[count[(src[i] >> shift) & 0xff]++] = src[i];
+        for (shift = lo; shift < hi; shift += width) {
+            if ((((all_or ^ all_and) >> shift) & mask) == 0) continue;
+            memset(count, 0, ((size_t)mask + 1) * sizeof(Py_ssize_t));
+            for (i = 0; i < n; i++) count[(src[i] >> shift) & mask]++;
+            for (sum = 0, d = 0; d <= (int)mask; d++) { c = count[d]; count[d] = sum; sum += c; }
+            for (i = 0; i < n; i++) dst[count[(src[i] >> shift) & mask]++] = src[i];
             t = src; src = dst; dst = t;
         }
         if (src != a) memcpy(a, src, (size_t)n * sizeof(uint64_t));
@@ -389,6 +408,7 @@ cdef extern from *:
     int kg_table_init(kg_table* t, size_t cap)
     void kg_table_clear(kg_table* t)
     bint kg_found(const kg_table* t, const kg_entry* e)
+    Py_hash_t kg_str_hash(PyObject* o) except? -1
     kg_entry* kg_find(kg_table* t, Py_hash_t hash, PyObject* key, int32_t tag)
     int kg_insert(kg_table* t, kg_entry* slot, Py_hash_t hash, PyObject* key, int32_t tag,
                   int32_t value)
@@ -407,12 +427,12 @@ cdef extern from "Python.h":
     bint PyList_CheckExact(PyObject* o)
     bint PyTuple_CheckExact(PyObject* o)
     bint PyDict_CheckExact(PyObject* o)
+    Py_ssize_t PyDict_GET_SIZE(PyObject* o)
     PyObject* PyTuple_GET_ITEM(PyObject* t, Py_ssize_t i)
     Py_ssize_t PyTuple_GET_SIZE(PyObject* t)
     PyObject* PySequence_Fast_GET_ITEM(PyObject* o, Py_ssize_t i)
     Py_ssize_t PySequence_Fast_GET_SIZE(PyObject* o)
     PyObject* PyDict_GetItemWithError(PyObject* d, PyObject* key) except? NULL
-    Py_hash_t PyObject_Hash(PyObject* o) except? -1
     PyObject* PyList_New(Py_ssize_t n)
     void PyList_SET_ITEM(PyObject* lst, Py_ssize_t i, PyObject* v)
     PyObject* Py_None
@@ -426,7 +446,7 @@ cdef extern from "Python.h":
 cdef enum:
     _OK = 0
     _UNSUPPORTED = 1
-    _SMALL_BATCH = 32  # below this an insertion sort beats the radix passes
+    _SMALL_BATCH = 32  # up to this many orders, an insertion sort: no radix count tables
     _SKU_TAG = -1      # the tag of SKU entries; slot entries are tagged with their SKU code
     _MIN_CAP = 256     # arrays for at least this many orders
     _KEEP_CAP = 1 << 16  # arrays kept between calls up to this many orders (~10 MB)
@@ -455,9 +475,10 @@ kg_decision_alloc = (
 )
 
 
+@cython.final
 cdef class _Batch:
-    """The C arrays of a call; kept for the next call, so a call neither allocates nor
-    page-faults them in (freeing and re-touching ~0.5 MB cost more than the sort at 4096)."""
+    """The C arrays of a call, kept for the next: at 4096 orders, freeing them and faulting
+    ~0.5 MB back in on every call cost more than the sort."""
 
     cdef Py_ssize_t cap, n
     cdef kg_order* ords
@@ -471,6 +492,7 @@ cdef class _Batch:
     cdef uint64_t* tmp
     cdef int32_t* perm
     cdef kg_table table      # SKU -> code, and (SKU code, buyer) -> allowance slot
+    cdef int64_t tmin, tmax, amin, amax  # the batch's tier and arrival ranges
 
     def __cinit__(self, Py_ssize_t n):
         self.cap = n
@@ -507,10 +529,11 @@ cdef class _Batch:
         kg_table_clear(&self.table)
 
     cdef void end(self):
-        """Drop the fills the lots made; the rest holds only borrowed pointers."""
+        """Drop what the lots hold; the rest holds only borrowed pointers."""
         cdef Py_ssize_t j, k
         if self.lots != NULL:
             for j in range(self.nlots):
+                Py_DECREF(self.lots[j].lot_id)
                 for k in range(KG_SMALL_FILL):
                     Py_XDECREF(self.lots[j].small[k])
         self.nlots = 0
@@ -526,6 +549,7 @@ cdef class _Batch:
             self.cap_lots *= 2
         self.lots[self.nlots].count = count
         self.lots[self.nlots].expires = expires
+        Py_INCREF(lot_id)
         self.lots[self.nlots].lot_id = lot_id
         for k in range(KG_SMALL_FILL):
             self.lots[self.nlots].small[k] = NULL
@@ -582,7 +606,7 @@ cdef class _Batch:
 
     cdef int slot_of(self, int32_t code, PyObject* buyer) except -2:
         """The allowance slot of (SKU, buyer), read from the book on first sight; -1: odd."""
-        cdef Py_hash_t h = PyObject_Hash(buyer)
+        cdef Py_hash_t h = kg_str_hash(buyer)
         cdef kg_entry* e = kg_find(&self.table, h, buyer, code)
         cdef kg_book* bk
         cdef PyObject* left
@@ -590,7 +614,9 @@ cdef class _Batch:
         if kg_found(&self.table, e):
             return e.value
         bk = &self.books[code]
-        left = PyDict_GetItemWithError(bk.allowances, buyer)
+        left = NULL
+        if PyDict_GET_SIZE(bk.allowances):  # nobody has bought the SKU yet: nothing to look up
+            left = PyDict_GetItemWithError(bk.allowances, buyer)
         if left == NULL:
             value = bk.buyer_limit
         elif kg_int64(left, &value):
@@ -611,6 +637,7 @@ cdef class _Batch:
         cdef kg_entry* e
         cdef Py_hash_t h
         cdef int32_t c
+        cdef int64_t tmin = INT64_MAX, tmax = INT64_MIN, amin = INT64_MAX, amax = INT64_MIN
         for i in range(self.n):
             o = PySequence_Fast_GET_ITEM(items, i)
             if Py_TYPE(o) != _order_t or PyTuple_GET_SIZE(o) != 6:
@@ -624,7 +651,11 @@ cdef class _Batch:
                 return _UNSUPPORTED
             if ord.qty < 1:
                 raise ValueError(_qty_error.format(qty=ord.qty))
-            h = PyObject_Hash(sku)
+            tmin = min(tmin, ord.tier)
+            tmax = max(tmax, ord.tier)
+            amin = min(amin, ord.arrival)
+            amax = max(amax, ord.arrival)
+            h = kg_str_hash(sku)
             e = kg_find(&self.table, h, sku, _SKU_TAG)
             if kg_found(&self.table, e):
                 c = e.value
@@ -644,29 +675,19 @@ cdef class _Batch:
             ord.slot = self.slot_of(c, buyer)
             if ord.slot < 0:
                 return _UNSUPPORTED
+        self.tmin, self.tmax, self.amin, self.amax = tmin, tmax, amin, amax
         return _OK
 
     cdef void sort(self):
         """Fill perm with the serving order: tier desc, arrival asc, input index."""
         cdef Py_ssize_t i, n = self.n
-        cdef int64_t tmin = self.ords[0].tier, tmax = tmin
-        cdef int64_t amin = self.ords[0].arrival, amax = amin
+        cdef int64_t tmax = self.tmax, amin = self.amin
         cdef int tb, ab, ib
         cdef uint64_t imask
         cdef kg_order* o
-        for i in range(1, n):
-            o = &self.ords[i]
-            if o.tier < tmin:
-                tmin = o.tier
-            elif o.tier > tmax:
-                tmax = o.tier
-            if o.arrival < amin:
-                amin = o.arrival
-            elif o.arrival > amax:
-                amax = o.arrival
         # Unsigned differences are exact: max >= min, so they fit in 64 bits.
-        tb = kg_bitlen(<uint64_t>tmax - <uint64_t>tmin)
-        ab = kg_bitlen(<uint64_t>amax - <uint64_t>amin)
+        tb = kg_bitlen(<uint64_t>tmax - <uint64_t>self.tmin)
+        ab = kg_bitlen(<uint64_t>self.amax - <uint64_t>amin)
         ib = kg_bitlen(<uint64_t>(n - 1))
         if tb + ab + ib > 64:
             for i in range(n):
