@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from engine import __version__, errors
+from engine.http.pages import PageState
 from engine.stock import ImportResult, SkuLevel
 from engine.wire import BatchRequest, Order, OrderRequest
 
@@ -67,9 +68,15 @@ IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
                "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$"}}
 
 
+TOKEN = {"name": "t", "in": "query", "required": True, "schema": {"type": "string"}}
+LANG = {"name": "lang", "in": "query", "required": False,
+        "schema": {"type": "string", "enum": ["en", "zh"]}}
+
+
 def build() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [OrderRequest, BatchRequest, Order, ImportResult, SkuLevel], ref_template=REF
+        [OrderRequest, BatchRequest, Order, ImportResult, SkuLevel, PageState],
+        ref_template=REF
     )
     components["Problem"] = _problem_schema()
     components["BatchResults"] = {"type": "object", "required": ["results"], "properties": {
@@ -114,6 +121,27 @@ def build() -> dict[str, Any]:
                           params=[SKU, {"name": "lot", "in": "query", "required": True,
                                         "schema": {"type": "string"}}]),
         },
+        "/q/{order_id}": {"get": _op(
+            "Buyer's waiting page (HTML, signed link)",
+            {"200": {"description": "the page", "content": {"text/html": {}}},
+             "404": {"description": "link not valid (HTML page)"}},
+            security="", params=[ORDER_ID, TOKEN, LANG])},
+        "/q/{order_id}/state": {"get": _op("State the waiting page polls (never codes)",
+                                           _ok(200, "PageState"), 404, security="",
+                                           params=[ORDER_ID, TOKEN, LANG])},
+        "/status": {"get": _op(
+            "Maintenance and pause notices (HTML; JSON for Accept: application/json)",
+            {"200": {"description": "notices", "content": {"text/html": {}, "application/json": {
+                "schema": {"type": "object", "required": ["maintenance", "pauses"],
+                           "properties": {"maintenance": {"type": ["object", "null"]},
+                                          "pauses": {"type": "array",
+                                                     "items": {"type": "object"}}}}}}}},
+            security="", params=[LANG])},
+        "/assets/{name}": {"get": _op("Stylesheet and script of the buyer pages",
+                                      {"200": {"description": "text/css or text/javascript"}},
+                                      404, security="",
+                                      params=[{"name": "name", "in": "path", "required": True,
+                                               "schema": {"type": "string"}}])},
         "/healthz": {"get": _op("Process alive", {"200": {"description": "ok"}}, security="")},
         "/readyz": {"get": _op("Ready to take orders", {"200": {"description": "ready"},
                                                          "503": {"description": "not ready"}},
