@@ -113,12 +113,10 @@ def reply_channel(process_id: str) -> str:
     return f"{PREFIX}:reply:{process_id}"
 
 
-def worker_heartbeat(worker_id: str) -> str:
-    return f"{PREFIX}:hb:{worker_id}"
-
-
-def worker_heartbeats_pattern() -> str:
-    return f"{PREFIX}:hb:*"
+def workers() -> str:
+    """Sorted set: worker id -> last heartbeat (unix ms). A set, not a key per worker, so
+    counting the living never scans the keyspace."""
+    return f"{PREFIX}:workers"
 
 
 def orders_pattern(shard: int) -> str:
@@ -150,13 +148,9 @@ def bucket(name: str) -> str:
     return f"{PREFIX}:bucket:{name}"
 
 
-def front_door(door_id: str) -> str:
-    """Heartbeat of one front-door process (for the fleet's share of the rates)."""
-    return f"{PREFIX}:door:{door_id}"
-
-
-def front_doors_pattern() -> str:
-    return f"{PREFIX}:door:*"
+def front_doors() -> str:
+    """Sorted set: front-door id -> last heartbeat (unix ms), for the fleet's share of rates."""
+    return f"{PREFIX}:doors"
 
 
 def drain(shard: int) -> str:

@@ -39,6 +39,26 @@ async def unwind(redis: Redis, record: records.OrderRecord, mode: str, now: int
     return before.decode(), after.decode()
 
 
+async def trim_stream(redis: Redis, shard: int) -> None:
+    """Drop acknowledged entries from the front of the shard's stream, never one that is
+    still pending or not yet delivered (no blind MAXLEN: those are admitted orders)."""
+    stream = keys.stream(shard)
+    pending: Any = await redis.xpending(stream, keys.GROUP)
+    if pending["pending"]:
+        floor = pending["min"]
+    else:
+        groups: Any = await redis.xinfo_groups(stream)
+        delivered = [g["last-delivered-id"] for g in groups if g["name"] in (keys.GROUP,
+                                                                                keys.GROUP.encode())]
+        if not delivered:
+            return
+        floor = delivered[0]
+        # MINID keeps entries >= floor: step past the last delivered one, which is acked.
+        ms, _, seq = (floor.decode() if isinstance(floor, bytes) else floor).partition("-")
+        floor = f"{ms}-{int(seq) + 1}"
+    await redis.xtrim(stream, minid=floor, approximate=False)
+
+
 async def sweep(redis: Redis, shard: int, now: int) -> int:
     """Expire the shard's queued and held orders whose time is up; how many expired."""
     due: Any = await redis.zrangebyscore(keys.expiries(shard), "-inf", now, start=0,

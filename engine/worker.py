@@ -25,10 +25,11 @@ from engine.claim import StalePlan, apply_plan, build_plan
 from engine.clock import now_ms
 from engine.config import Settings
 from engine.drain import DrainMeter, line_name
+from engine.heartbeat import heartbeat
 from engine.matching_types import FILL, MatchOrder
 from engine.settle import replay
 from engine.shard_view import ShardView
-from engine.waiting import Releaser, sweep
+from engine.waiting import Releaser, sweep, trim_stream
 from engine.wire import StreamOrder, decode_stream_order
 
 log = logging.getLogger("kamigate.worker")
@@ -98,6 +99,7 @@ class Worker:
             meter.tick(clock)
             if meter.due(clock):
                 await meter.publish(self.redis, shard)
+                await trim_stream(self.redis, shard)
         return released, expired
 
     def meter(self, shard: int) -> DrainMeter:
@@ -142,8 +144,7 @@ class Worker:
                 await self._take_shard(shard)
             elif held != 1:
                 self.owned.discard(shard)
-        await self.redis.set(keys.worker_heartbeat(self.worker_id), self.worker_id,
-                             px=max(ttl_ms, 5000))
+        await heartbeat(self.redis, keys.workers(), self.worker_id, max(ttl_ms, 5000))
         idle_ms = self.settings.worker.reclaim_idle_ms
         if loop.time() - self._last_reclaim >= idle_ms / 2000:
             # Entries read by a consumer that lost its lease without dying (a long pause)

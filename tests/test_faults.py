@@ -16,6 +16,7 @@ from tests.conftest import (
     Engine,
     EngineFactory,
     codes,
+    make_settings,
     post_many,
     settings_dict,
     worker_process,
@@ -158,3 +159,36 @@ async def test_entry_delivered_twice_is_claimed_once(engine: Engine, redis: Redi
     assert record is not None and record.codes == body["codes"]
     levels = await redis.hgetall(keys.sku_counts("card-100", keys.shard_of_sku("card-100", 4)))
     assert int(levels[b"issued"]) == n
+
+
+async def test_acknowledged_entries_are_trimmed_and_pending_ones_kept(
+    engine_factory: EngineFactory, redis: Redis,
+) -> None:
+    from engine import keys
+    from engine.waiting import trim_stream
+
+    engine = await engine_factory(make_settings(redis={"shards": 1}))
+    await engine.import_codes("card-100", codes("TRIM", 50))
+    base = str(engine.http.make_url("")).rstrip("/")
+    await post_many(base, [{"sku": "card-100", "qty": 1, "buyer": f"t{i}"} for i in range(50)])
+    await engine.stop_worker()
+    assert int(await redis.xlen(keys.stream(0))) >= 50
+    # delivered but never acknowledged (a worker died holding it), and not delivered at all
+    await redis.xadd(keys.stream(0), {"kick": "card-100"})
+    await redis.xreadgroup(keys.GROUP, "dead-worker", {keys.stream(0): ">"}, count=1)
+    await redis.xadd(keys.stream(0), {"kick": "card-100"})
+    await trim_stream(redis, 0)
+    kept = await redis.xrange(keys.stream(0))
+    assert len(kept) == 2 and all(b"kick" in fields for _, fields in kept)
+    await engine.start_worker()  # takes the shard over, reclaims the pending one
+
+    async def drained() -> bool:
+        pending = await redis.xpending(keys.stream(0), keys.GROUP)
+        return int(pending["pending"]) == 0
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await drained():
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.1)
+    await trim_stream(redis, 0)
+    assert int(await redis.xlen(keys.stream(0))) == 0

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from engine import keys
 from engine.admission import Admission
+from engine.heartbeat import alive, heartbeat
 from engine.http.state import ADMISSION, DIRECTORY, DRAIN, REDIS
 
 log = logging.getLogger("kamigate.fleet")
@@ -22,17 +23,11 @@ INTERVAL_S = 0.5
 HEARTBEAT_TTL_MS = 3000
 
 
-async def _count_doors(app: web.Application) -> int:
-    redis = app[REDIS]
-    found = [k async for k in redis.scan_iter(match=keys.front_doors_pattern(), count=1000)]
-    return max(1, len(found))
-
-
 async def _round(app: web.Application, door_id: str) -> None:
     redis = app[REDIS]
     settings = app[DIRECTORY].current.settings
-    await redis.set(keys.front_door(door_id), "1", px=HEARTBEAT_TTL_MS)
-    share = 1 / await _count_doors(app)
+    await heartbeat(redis, keys.front_doors(), door_id, HEARTBEAT_TTL_MS)
+    share = 1 / max(1, await alive(redis, keys.front_doors(), HEARTBEAT_TTL_MS))
     current = app[ADMISSION].current
     if current.share != share or current.settings is not settings:
         # A new share (a door came or went) or a new config: new buckets, whole.
@@ -57,4 +52,4 @@ async def fleet_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     with contextlib.suppress(RedisError, OSError):
-        await app[REDIS].delete(keys.front_door(door_id))
+        await app[REDIS].zrem(keys.front_doors(), door_id)

@@ -10,8 +10,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from engine import keys, matching, openapi, stock
+from engine.heartbeat import alive
 from engine.http.state import DIRECTORY, METRICS, REDIS
 from engine.wire import json_encode
+
+WORKER_TTL_MS = 5000
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -28,9 +31,9 @@ async def readyz(request: web.Request) -> web.Response:
         started = time.perf_counter()
         await redis.ping()
         checks["redis"] = {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 2)}
-        workers = [k async for k in redis.scan_iter(match=keys.worker_heartbeats_pattern())]
-        checks["workers"] = len(workers)
-        ready = bool(workers)
+        workers = await alive(redis, keys.workers(), WORKER_TTL_MS)
+        checks["workers"] = workers
+        ready = workers > 0
     except (RedisError, OSError) as exc:
         checks["redis"] = {"ok": False, "error": type(exc).__name__}
         ready = False
