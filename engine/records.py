@@ -24,6 +24,7 @@ class OrderRecord(msgspec.Struct):
     reason: str
     queue_expires_ms: int
     hold_expires_ms: int
+    admitted_ms: int = 0  # when it entered the stream (after the overflow line, if any)
 
 
 def _int(value: bytes | None) -> int:
@@ -44,6 +45,7 @@ def parse(fields: Mapping[Any, Any]) -> OrderRecord | None:
         reason=fields.get(b"why", b"").decode(),
         queue_expires_ms=_int(fields.get(b"qexp")),
         hold_expires_ms=_int(fields.get(b"hexp")),
+        admitted_ms=_int(fields.get(b"a")),
     )
 
 

@@ -102,7 +102,7 @@ class Releaser:
                 redis,
                 [keys.overflow_line(sku, shard), keys.stream(shard), keys.expiries(shard),
                  keys.overflowing(shard), *(keys.order(i, shard) for i in ids)],
-                [sku, msgpack_encode(ids)],
+                [sku, msgpack_encode(ids), now_ms],
             )
             released += int(n)
             meter.record(line_name("overflow", sku), int(n))

@@ -59,7 +59,7 @@ for i, item in ipairs(batch) do
         out[i] = {'queued', redis.call('ZRANK', line, item[1]) + 1}
       end
     else
-      redis.call('HSET', record, 'r', payload, 'st', 'pending', 'seq', seq, 'c', now)
+      redis.call('HSET', record, 'r', payload, 'st', 'pending', 'seq', seq, 'c', now, 'a', now)
       redis.call('XADD', KEYS[1], '*', 's', seq, 'p', payload)
       out[i] = {'pending', 0}
     end

@@ -6,6 +6,7 @@
 -- KEYS[4+i] the record of ticket i
 -- ARGV[1]  SKU id
 -- ARGV[2]  msgpack array of the ticket order ids, in line order (as read just before)
+-- ARGV[3]  now, unix milliseconds (recorded as the moment each ticket was admitted)
 -- Returns  the number of tickets released. A ticket cancelled or expired since the line was
 --          read is skipped; the stream entry keeps the ticket's original arrival number.
 local ids = cmsgpack.unpack(ARGV[2])
@@ -15,7 +16,7 @@ for i, oid in ipairs(ids) do
   if redis.call('ZSCORE', KEYS[1], oid) then
     local fields = redis.call('HMGET', record, 'st', 'why', 'r', 'seq')
     if fields[1] == 'queued' and fields[2] == 'overflow' then
-      redis.call('HSET', record, 'st', 'pending')
+      redis.call('HSET', record, 'st', 'pending', 'a', ARGV[3])
       redis.call('HDEL', record, 'why', 'qexp')
       redis.call('XADD', KEYS[2], '*', 's', fields[4], 'p', fields[3])
       redis.call('ZREM', KEYS[3], oid)
