@@ -98,7 +98,7 @@ class BucketTable:
 class Outcome:
     """What the door does with one order, and what it tells the client in headers."""
 
-    __slots__ = ("limit", "remaining", "reset_s", "retry_after", "verdict")
+    __slots__ = ("cached", "limit", "remaining", "reset_s", "retry_after", "verdict")
 
     def __init__(self, verdict: Verdict, retry_after: float, limit: float, remaining: float,
                  reset_s: float) -> None:
@@ -107,9 +107,12 @@ class Outcome:
         self.limit = limit
         self.remaining = remaining
         self.reset_s = reset_s
+        self.cached: dict[str, str] | None = None
 
     def headers(self, window_s: int = 1) -> dict[str, str]:
         """IETF RateLimit-Policy / RateLimit (structured fields) for the tightest bucket."""
+        if self.cached is not None:
+            return self.cached
         headers = {
             "RateLimit-Policy": f'"orders";q={max(1, int(self.limit))};w={window_s}',
             "RateLimit": f'"orders";r={max(0, int(self.remaining))};t={math.ceil(self.reset_s)}',
@@ -117,6 +120,10 @@ class Outcome:
         if self.verdict != Verdict.ADMIT:
             headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
         return headers
+
+
+UNLIMITED = Outcome(Verdict.ADMIT, 0.0, 1e9, 1e9, 0.0)
+UNLIMITED.cached = UNLIMITED.headers()  # the same for every answer when no bucket is set
 
 
 class Admission:
@@ -138,9 +145,17 @@ class Admission:
         self.per_sku = {
             s.id: BucketTable(s.limit, share) for s in settings.skus if s.limit is not None
         }
+        self._unlimited = self.unlimited
+
+    @property
+    def unlimited(self) -> bool:
+        return not (self.per_buyer or self.per_ip or self.per_storefront or self.global_
+                    or self.per_sku)
 
     def decide(self, now: float, storefront: str, sku: str, buyer: str,
                buyer_ip: str | None) -> Outcome:
+        if self._unlimited:
+            return UNLIMITED
         abuse = []
         if self.per_buyer is not None:
             abuse.append(self.per_buyer.get(f"{storefront}\0{buyer}", now))
@@ -166,6 +181,8 @@ class Admission:
 
     def policy_headers(self, storefront: str | None) -> dict[str, str]:
         """RateLimit headers for answers that take no token (reads, cancels)."""
+        if self._unlimited:
+            return UNLIMITED.headers()
         now = time.monotonic()
         bucket = None
         if storefront is not None and self.per_storefront is not None:

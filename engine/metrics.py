@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import Iterator
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -41,18 +42,52 @@ class FleetCollector(Collector):
         )
 
 
+class RouteLatency:
+    """Request latency per route, counted without locks: the front door is one thread, and
+    prometheus_client's Histogram takes a lock per observation on the hot path."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, list[int]] = {}
+        self.sums: dict[str, float] = {}
+
+    def observe(self, route: str, seconds: float) -> None:
+        counts = self.counts.get(route)
+        if counts is None:
+            counts = self.counts[route] = [0] * (len(LATENCY_BUCKETS) + 1)
+            self.sums[route] = 0.0
+        counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.sums[route] += seconds
+
+
+class DoorCollector(Collector):
+    """This front door's own counters, kept as plain numbers and read at scrape time."""
+
+    def __init__(self) -> None:
+        self.latency = RouteLatency()
+        self.admitted = 0
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("kamigate_orders_admitted", "Orders admitted to a stream",
+                                  value=self.admitted)
+        family = HistogramMetricFamily("kamigate_request_seconds", "Request latency by route",
+                                       labels=["route"])
+        for route, counts in sorted(self.latency.counts.items()):
+            running, buckets = 0, []
+            for bound, n in zip((*LATENCY_BUCKETS, math.inf), counts, strict=True):
+                running += n
+                buckets.append(("+Inf" if bound == math.inf else str(bound), running))
+            family.add_metric([route], buckets, self.latency.sums[route])
+        yield family
+
+
 class Metrics:
     """One registry per front-door app, so tests can build many apps in one process."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.admitted = Counter("kamigate_orders_admitted", "Orders admitted to a stream",
-                                registry=r)
         self.rejected = Counter("kamigate_requests_rejected", "Requests answered with a problem",
                                 ["code"], registry=r)
-        self.latency = Histogram("kamigate_request_seconds", "Request latency by route",
-                                 ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self.stock = Gauge("kamigate_stock_codes", "Codes per SKU by state", ["sku", "state"],
                            registry=r)
         self.queue_length = Gauge("kamigate_queue_length", "Orders waiting in a SKU's line",
@@ -61,13 +96,7 @@ class Metrics:
                                 ["shard"], registry=r)
         self.config_version = Gauge("kamigate_config_info", "The running config",
                                     ["sha256"], registry=r)
-        self._latency_children: dict[str, Any] = {}
         self.fleet = FleetCollector()
         r.register(self.fleet)
-
-    def latency_of(self, route: str) -> Any:
-        """The route's histogram child, looked up once (labels() costs on every call)."""
-        child = self._latency_children.get(route)
-        if child is None:
-            child = self._latency_children[route] = self.latency.labels(route)
-        return child
+        self.door = DoorCollector()
+        r.register(self.door)

@@ -90,13 +90,13 @@ async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, 
     admitted = ingest.admit(order, p.shard, overflow=overflow, ttl_ms=p.ttl_ms)
     if waiter is None:
         result = await admitted
-        app[METRICS].admitted.inc()
+        app[METRICS].door.admitted += 1
         return _answer(app, p, _reply_of(order, p, result))
     # One await: the worker's reply implies the admission succeeded; a failed admission, a
     # ticket or a full line is passed on to the same future.
     admitted.add_done_callback(functools.partial(_relay, waiter, order, p))
     reply = await hub.wait(order.order_id, waiter, wait_ms)
-    app[METRICS].admitted.inc()
+    app[METRICS].door.admitted += 1
     return _answer(app, p, reply or _reply_of(order, p, Admitted("pending")))
 
 

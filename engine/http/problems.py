@@ -47,7 +47,7 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
     finally:
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
-        request.app[METRICS].latency_of(name).observe(time.perf_counter() - started)
+        request.app[METRICS].door.latency.observe(name, time.perf_counter() - started)
 
 
 async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
