@@ -6,11 +6,13 @@ import asyncio
 import logging
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from engine import embedded
 from engine.config import Settings
+from engine.connection import FastConnection, FastUnixConnection
 
 log = logging.getLogger("kamigate.store")
 
@@ -33,13 +35,18 @@ def resolve_url(settings: Settings) -> str:
 
 
 def client(url: str, *, timeout: float | None = 5.0) -> Redis:
-    return Redis.from_url(
+    redis = Redis.from_url(
         url,
         decode_responses=False,
         socket_timeout=timeout,
         socket_connect_timeout=5.0,
         health_check_interval=0,
     )
+    pool = redis.connection_pool
+    faster = {Connection: FastConnection, UnixDomainSocketConnection: FastUnixConnection}
+    # TLS and other connection kinds keep redis-py's own class.
+    pool.connection_class = faster.get(pool.connection_class, pool.connection_class)
+    return redis
 
 
 async def connect(url: str, *, retries: int = 20, delay: float = 0.25) -> Redis:
