@@ -5,7 +5,11 @@ redis-server); then drives each in turn with the same load tool (wrk, one connec
 prints orders/s, p50 and p99 with the ratio to the ceiling. Then the batch route: 1,000 orders
 per call, orders claimed end to end per second.
 
-Usage:  python -m bench.e2e [--seconds 10] [--connections 64] [--rounds 3]
+Rounds alternate the two targets (A B, B A, ...) and the ratio is taken per round, then the
+median over rounds: the machine is shared and drifts, and a ratio of two runs a few seconds
+apart is steadier than either number.
+
+Usage:  python -m bench.e2e [--seconds 3] [--connections 64] [--rounds 8]
 Needs:  wrk (apt-get install wrk).
 """
 
@@ -144,11 +148,22 @@ async def batch_route(port: int, seconds: float, concurrency: int = 4) -> float:
         return done / (time.monotonic() - started)
 
 
+def _measure(port: int, pids: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
+    """One wrk run, with the CPU each process spent per request."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    run = wrk(port, args.seconds, args.connections)
+    run["cpu_us"] = {
+        name: round((cpu_seconds(pid) - before[name]) * 1e6 / max(run["requests"], 1), 1)
+        for name, pid in pids.items()
+    }
+    return run
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -172,38 +187,36 @@ def main() -> int:
                              hello_port) as hello:
                 need = args.rounds * args.seconds * 20000 + 200_000
                 asyncio.run(_import(kg_port, need))
+                pids = {"front door": door.pid, "worker": worker.pid,
+                        "redis": redis.process.pid if redis.process else 0}
                 for r in range(args.rounds):
-                    hello_cpu = cpu_seconds(hello.pid)
-                    ceiling = wrk(hello_port, args.seconds, args.connections)
-                    ceiling["cpu_us_per_order"] = {"server": round(
-                        (cpu_seconds(hello.pid) - hello_cpu) * 1e6 / ceiling["requests"], 1)}
-                    rows["ceiling"].append(ceiling)
-                    before = asyncio.run(_fulfilled(kg_port))
-                    pids = {"front door": door.pid, "worker": worker.pid,
-                            "redis": redis.process.pid if redis.process else 0}
-                    cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                    run = wrk(kg_port, args.seconds, args.connections)
-                    time.sleep(0.5)
-                    run["fulfilled"] = asyncio.run(_fulfilled(kg_port)) - before
-                    run["cpu_us_per_order"] = {
-                        name: round((cpu_seconds(pid) - cpu[name]) * 1e6 / max(run["requests"], 1),
-                                    1)
-                        for name, pid in pids.items()
-                    }
-                    rows["kamigate"].append(run)
-                    print(f"round {r + 1}: ceiling {ceiling['rps']:.0f}/s "
-                          f"(CPU us/request {ceiling['cpu_us_per_order']}), "
+                    # A B, then B A: neither side always runs first on a drifting machine.
+                    order = ("ceiling", "kamigate") if r % 2 == 0 else ("kamigate", "ceiling")
+                    for target in order:
+                        if target == "ceiling":
+                            rows["ceiling"].append(_measure(hello_port, {"server": hello.pid},
+                                                            args))
+                        else:
+                            before = asyncio.run(_fulfilled(kg_port))
+                            run = _measure(kg_port, pids, args)
+                            time.sleep(0.3)
+                            run["fulfilled"] = asyncio.run(_fulfilled(kg_port)) - before
+                            rows["kamigate"].append(run)
+                    ceiling, run = rows["ceiling"][-1], rows["kamigate"][-1]
+                    print(f"round {r + 1}: ratio {run['rps'] / ceiling['rps']:.3f}; ceiling "
+                          f"{ceiling['rps']:.0f}/s (CPU us/request {ceiling['cpu_us']}), "
                           f"kamigate {run['rps']:.0f}/s ({run['fulfilled']} fulfilled, "
-                          f"{run['non2xx']} non-2xx); CPU us/order "
-                          f"{run['cpu_us_per_order']}", flush=True)
-                batch.append(asyncio.run(batch_route(kg_port, args.seconds)))
+                          f"{run['non2xx']} non-2xx; CPU us/order {run['cpu_us']})",
+                          flush=True)
+                for _ in range(3):
+                    batch.append(asyncio.run(batch_route(kg_port, args.seconds)))
         finally:
             redis.stop()
     ratios = [k["rps"] / c["rps"] for k, c in zip(rows["kamigate"], rows["ceiling"], strict=True)]
     med = statistics.median
     print()
     print(f"kernel: {env_note}; {args.rounds} rounds of {args.seconds}s, wrk -t1 "
-          f"-c{args.connections}; medians")
+          f"-c{args.connections}; medians (ratio range {min(ratios):.2f}-{max(ratios):.2f})")
     print(f"{'target':<28}{'orders/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'ratio':>8}")
     c, k = rows["ceiling"], rows["kamigate"]
     print(f"{'hello-world POST (ceiling)':<28}{med(x['rps'] for x in c):>12.0f}"
