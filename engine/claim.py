@@ -60,12 +60,15 @@ def build_plan(
     now: int,
     channels: Mapping[str, str],
     ack: Sequence[bytes],
+    notify: Mapping[str, str] | None = None,
 ) -> Plan:
     """The claim plan of a batch: only the orders whose state changes are in it, and the
     batch's stream entries to acknowledge once it is applied."""
+    notify = notify or {}
     table = _KeyTable()
     stream, stats = table(keys.stream(shard)), table(keys.stats(shard))
     expiry_index = table(keys.expiries(shard))
+    outbox = table(keys.outbox(shard))
     sku_rows: list[list[object]] = []
     sku_index: dict[str, int] = {}
     rows: list[list[object]] = []
@@ -104,9 +107,11 @@ def build_plan(
             table(keys.order(order.order_id, shard)), sku_index[sku],
             "queued" if was_queued else "pending", action, order.order_id, order.buyer,
             order.qty, detail, score, fills, expiry, channels.get(order.order_id, ""),
+            1 if notify.get(order.order_id) else 0,
         ])
     payload = msgpack_encode({
-        "stream": stream, "stats": stats, "expiries": expiry_index, "group": keys.GROUP,
+        "stream": stream, "stats": stats, "expiries": expiry_index, "outbox": outbox,
+        "group": keys.GROUP,
         "ack": [i.decode() for i in ack], "bucket": size_bucket(len(rows)),
         "skus": sku_rows, "orders": rows,
     })

@@ -63,6 +63,14 @@ class Worker(Base, frozen=True):
     line_scan: Annotated[int, Meta(ge=1, le=100000)] = 1000
 
 
+class Webhooks(Base, frozen=True):
+    timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
+    first_retry_s: Annotated[float, Meta(gt=0)] = 1.0
+    max_retry_s: Annotated[float, Meta(gt=0)] = 3600.0
+    give_up_after_s: Annotated[float, Meta(gt=0)] = 86400.0 * 2
+    concurrency: Annotated[int, Meta(ge=1, le=1000)] = 32
+
+
 class Limits(Base, frozen=True):
     global_: Rate | None = msgspec.field(default=None, name="global")
     per_storefront: Rate | None = None
@@ -124,6 +132,7 @@ class Settings(Base, frozen=True):
     redis: Redis = Redis()
     orders: Orders = Orders()
     worker: Worker = Worker()
+    webhooks: Webhooks = Webhooks()
     limits: Limits = Limits()
     waiting_room: WaitingRoom = WaitingRoom()
     storefronts: tuple[Storefront, ...] = ()

@@ -26,6 +26,7 @@ from engine.config import (
     Sku,
     Storefront,
     WaitingRoom,
+    Webhooks,
     Worker,
 )
 
@@ -34,6 +35,7 @@ SECTIONS: dict[str, Any] = {
     "redis": Redis,
     "orders": Orders,
     "worker": Worker,
+    "webhooks": Webhooks,
     "limits": Limits,
     "waiting_room": WaitingRoom,
     "maintenance": Maintenance,

@@ -121,13 +121,13 @@ class Ingest:
             payloads = [msgpack_encode(a.order) for a in items]
             index = msgpack_encode([
                 (a.order.order_id, len(p), int(a.again), int(a.overflow), a.order.tier,
-                 a.order.sku, a.ttl_ms)
+                 a.order.sku, a.ttl_ms, 1 if a.order.notify_url else 0)
                 for a, p in zip(items, payloads, strict=True)
             ])
             calls.append((
                 scripts.ADMIT,
                 [keys.stream(shard), keys.sequence(shard), keys.expiries(shard),
-                 keys.overflowing(shard), *order_keys],
+                 keys.overflowing(shard), keys.outbox(shard), *order_keys],
                 [now, index, b"".join(payloads), self.capacity],
             ))
         try:

@@ -164,6 +164,31 @@ def front_doors() -> str:
     return f"{PREFIX}:doors"
 
 
+def outbox(shard: int) -> str:
+    """Stream of order changes to send to storefronts' notify_url (the webhook outbox)."""
+    return f"{tag(shard)}:outbox"
+
+
+def webhook_retries(shard: int) -> str:
+    """Sorted set: outbox entry id -> when to try it again (unix ms)."""
+    return f"{tag(shard)}:webhook:retry"
+
+
+def webhook_waiting(shard: int) -> str:
+    """Hash: order id -> its undelivered outbox entry ids, in order (comma-joined)."""
+    return f"{tag(shard)}:webhook:waiting"
+
+
+def webhook_attempts(shard: int) -> str:
+    """Hash: order id -> "<attempts>:<first failure, unix ms>" of its undelivered events."""
+    return f"{tag(shard)}:webhook:attempts"
+
+
+def webhook_dead(shard: int) -> str:
+    """Stream of webhook events given up on (with the reason), for operators."""
+    return f"{tag(shard)}:webhook:dead"
+
+
 def drain(shard: int) -> str:
     """Hash: line (`overflow:<sku>` or `line:<sku>`) -> orders served per second, measured."""
     return f"{tag(shard)}:drain"

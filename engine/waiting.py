@@ -32,7 +32,7 @@ async def unwind(redis: Redis, record: records.OrderRecord, mode: str, now: int
         [keys.order(req.order_id, shard), keys.line(req.sku, shard),
          keys.overflow_line(req.sku, shard), keys.expiries(shard),
          keys.sku_counts(req.sku, shard), keys.lots(req.sku, shard),
-         keys.bought(req.sku, shard), keys.stream(shard),
+         keys.bought(req.sku, shard), keys.stream(shard), keys.outbox(shard),
          *(keys.lot_codes(req.sku, lot, shard) for lot in lots)],
         [now, mode, req.order_id, req.sku, req.buyer, req.qty],
     )
@@ -101,7 +101,8 @@ class Releaser:
             n = await scripts.RELEASE(
                 redis,
                 [keys.overflow_line(sku, shard), keys.stream(shard), keys.expiries(shard),
-                 keys.overflowing(shard), *(keys.order(i, shard) for i in ids)],
+                 keys.overflowing(shard), keys.outbox(shard),
+                 *(keys.order(i, shard) for i in ids)],
                 [sku, msgpack_encode(ids), now_ms],
             )
             released += int(n)

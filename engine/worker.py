@@ -30,6 +30,7 @@ from engine.matching_types import FILL, MatchOrder
 from engine.settle import replay
 from engine.shard_view import ShardView
 from engine.waiting import Releaser, sweep, trim_stream
+from engine.webhooks import Dispatcher
 from engine.wire import StreamOrder, decode_stream_order
 
 log = logging.getLogger("kamigate.worker")
@@ -37,6 +38,7 @@ log = logging.getLogger("kamigate.worker")
 Entry = tuple[bytes, dict[bytes, bytes]]
 MAX_STALE_RETRIES = 50
 CHORE_INTERVAL_S = 0.05
+WEBHOOK_INTERVAL_S = 0.1
 
 
 class Worker:
@@ -55,6 +57,7 @@ class Worker:
         self.views: dict[int, ShardView] = {}
         self.meters: dict[int, DrainMeter] = {}
         self.releaser = Releaser(settings, time.monotonic())
+        self.dispatcher = Dispatcher(settings, redis, self.worker_id)
         self._last_lease = 0.0
         self._last_reclaim = 0.0
         self.batches = 0
@@ -64,6 +67,7 @@ class Worker:
         """Serve until `stop` is set; Redis outages are waited out, never fatal."""
         log.info("worker %s started; %s", self.worker_id, matching.describe())
         chores = asyncio.create_task(self._chores(stop))
+        hooks = asyncio.create_task(self._webhooks(stop))
         try:
             while not stop.is_set():
                 try:
@@ -73,10 +77,21 @@ class Worker:
                     self.owned.clear()
                     await asyncio.sleep(0.25)
         finally:
-            chores.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await chores
+            for task in (chores, hooks):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.dispatcher.close()
         await self.release()
+
+    async def _webhooks(self, stop: asyncio.Event) -> None:
+        """Send the outbox of the owned shards; a slow receiver delays only this loop."""
+        while not stop.is_set():
+            try:
+                await self.dispatcher.round(sorted(self.owned))
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("webhook round skipped (%s)", type(exc).__name__)
+            await asyncio.sleep(WEBHOOK_INTERVAL_S)
 
     async def _chores(self, stop: asyncio.Event) -> None:
         """Beside the batches: admit overflow tickets at the rate, expire what is due."""
@@ -247,14 +262,17 @@ class Worker:
                 for o in live
             ]
             channels = {o.order_id: o.reply_to for o in live}
+            notify = {o.order_id: o.notify_url for o in live if o.notify_url}
             for state in snapshot.skus.values():
                 channels.update((t.request.order_id, t.request.reply_to) for t in state.tickets)
+                notify.update((t.request.order_id, t.request.notify_url)
+                              for t in state.tickets if t.request.notify_url)
             now = now_ms()
             books = snapshot.books(policies, now // 1000, batch)
             decisions = matching.match_batch(batch, books)
             requests = {o.order_id: o for o in live}
             plan = build_plan(shard, policies, snapshot, batch, requests, decisions, now,
-                              channels, ack)
+                              channels, ack, notify)
             try:
                 await apply_plan(self.redis, plan, now)
             except StalePlan as stale:

@@ -267,7 +267,7 @@ def stock_cases() -> list[StockCase]:
 
 
 # -- checks --------------------------------------------------------------------------------------
-ALLOWED_KEY = re.compile(r"^kg:(workers|doors|\{s\d+\}:(orders|owner|drain))$")
+ALLOWED_KEY = re.compile(r"^kg:(workers|doors|\{s\d+\}:(orders|owner|drain|outbox))$")
 
 
 async def assert_nothing_written(redis: Redis) -> None:

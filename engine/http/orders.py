@@ -138,7 +138,7 @@ async def confirm_order(request: web.Request) -> web.Response:
     assert shard is not None
     after = await scripts.CONFIRM(
         redis, [keys.order(req.order_id, shard), keys.sku_counts(req.sku, shard),
-                keys.expiries(shard)],
+                keys.expiries(shard), keys.outbox(shard)],
         [now_ms(), req.qty, req.order_id],
     )
     if after != b"confirmed":

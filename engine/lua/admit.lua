@@ -4,12 +4,15 @@
 -- KEYS[2]    the shard's arrival counter
 -- KEYS[3]    the shard's expiry index (sorted set: order id by expiry, unix ms)
 -- KEYS[4]    the shard's set of SKUs whose overflow line is not empty
--- KEYS[3+2i], KEYS[4+2i]  the record of order i and its SKU's overflow line
+-- KEYS[5]    the shard's webhook outbox
+-- KEYS[4+2i], KEYS[5+2i]  the record of order i and its SKU's overflow line
 -- ARGV[1]    now, unix milliseconds
--- ARGV[2]    msgpack array of {order_id, payload_length, check, overflow, tier, sku, ttl_ms}:
+-- ARGV[2]    msgpack array of {order_id, payload_length, check, overflow, tier, sku, ttl_ms,
+--            notify}:
 --            check = 1 when the order may have been admitted before (an idempotent re-admit):
 --            only then is the record looked up first, since a fresh random id cannot exist;
---            overflow = 1 when the door found a capacity bucket empty
+--            overflow = 1 when the door found a capacity bucket empty; notify = 1 when the
+--            order has a notify_url (marked 'nu' on its record; its changes go to the outbox)
 -- ARGV[3]    the payloads (msgpack StreamOrder each), concatenated: Lua's cmsgpack has no
 --            binary type, so binary payloads travel beside the msgpack index
 -- ARGV[4]    the waiting room's capacity per line (0 = no waiting room)
@@ -22,8 +25,8 @@ local now = tonumber(ARGV[1])
 local batch = cmsgpack.unpack(ARGV[2])
 local blob = ARGV[3]
 local capacity = tonumber(ARGV[4])
-if #KEYS ~= 2 * #batch + 4 then
-  return redis.error_reply('ERR admit: ' .. #batch .. ' orders but ' .. (#KEYS - 4) .. ' keys')
+if #KEYS ~= 2 * #batch + 5 then
+  return redis.error_reply('ERR admit: ' .. #batch .. ' orders but ' .. (#KEYS - 5) .. ' keys')
 end
 local at = 1
 local out = {}
@@ -32,7 +35,7 @@ local out = {}
 local seq = redis.call('INCRBY', KEYS[2], #batch) - #batch
 local waiting = {}
 for i, item in ipairs(batch) do
-  local record, line = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+  local record, line = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
   local payload = string.sub(blob, at, at + item[2] - 1)
   at = at + item[2]
   seq = seq + 1
@@ -56,11 +59,20 @@ for i, item in ipairs(batch) do
         redis.call('ZADD', KEYS[3], expiry, item[1])
         redis.call('SADD', KEYS[4], item[6])
         waiting[line] = length + 1
-        out[i] = {'queued', redis.call('ZRANK', line, item[1]) + 1}
+        local position = redis.call('ZRANK', line, item[1]) + 1
+        out[i] = {'queued', position}
+        if item[8] == 1 then
+          redis.call('HSET', record, 'nu', 1)
+          redis.call('XADD', KEYS[5], '*', 'o', item[1], 'st', 'queued', 'u', now,
+            'why', 'overflow', 'x', expiry, 'p', position)
+        end
       end
     else
       redis.call('HSET', record, 'r', payload, 'st', 'pending', 'seq', seq, 'c', now, 'a', now)
       redis.call('XADD', KEYS[1], '*', 's', seq, 'p', payload)
+      if item[8] == 1 then
+        redis.call('HSET', record, 'nu', 1)
+      end
       out[i] = {'pending', 0}
     end
   end

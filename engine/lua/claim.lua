@@ -1,15 +1,16 @@
 -- claim.lua: apply one shard batch's matching plan atomically, or refuse it whole; then settle
 -- the batch: publish the outcomes to the front doors that wait, count, and XACK its entries.
 -- KEYS     every key the plan touches; the plan refers to them by index (1-based):
---          the shard's stream, stats hash and expiry index; per SKU its counters, lots, line
---          and bought
+--          the shard's stream, stats hash, expiry index and webhook outbox; per SKU its
+--          counters, lots, line and bought
 --          hashes; per order its record; per filled lot its code list.
 -- ARGV[1]  now, unix milliseconds
 -- ARGV[2]  msgpack plan:
---          {stream, stats, expiries, group, ack = {entry ids},
+--          {stream, stats, expiries, outbox, group, ack = {entry ids},
 --           skus   = {{counters, lots, line, bought, expected_ver}, ...},
 --           orders = {{record, sku_index, expected_status, action, order_id, buyer, qty,
---                      detail, score, fills, queue_expiry_ms, reply_channel}, ...}}
+--                      detail, score, fills, queue_expiry_ms, reply_channel, notify}, ...}}
+--          notify = 1 when the order has a notify_url: its new state goes to the outbox
 --          action 1 = FILL, 2 = QUEUE, 3 = REJECT, 4 = HOLD
 --          detail: the reject or queue reason, or the hold expiry (ms) for HOLD
 --          score: the line score for QUEUE (new tickets), else 0
@@ -149,6 +150,13 @@ for i, o in ipairs(plan.orders) do
 end
 for channel, list in pairs(by_channel) do
   redis.call('PUBLISH', channel, cmsgpack.pack(list))
+end
+for i, o in ipairs(plan.orders) do
+  if o[13] == 1 then
+    local r = results[i]
+    redis.call('XADD', KEYS[plan.outbox], '*', 'o', r[1], 'st', r[2], 'u', now, 'why', r[5],
+      'x', r[7], 'p', r[6])
+  end
 end
 local stats_key = KEYS[plan.stats]
 for status, n in pairs(stats) do

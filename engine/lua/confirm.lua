@@ -2,6 +2,7 @@
 -- KEYS[1]  the order record
 -- KEYS[2]  the SKU's counters hash
 -- KEYS[3]  the shard's expiry index
+-- KEYS[4]  the shard's webhook outbox
 -- ARGV[1]  now, unix milliseconds
 -- ARGV[2]  qty of the order
 -- ARGV[3]  order id
@@ -21,4 +22,8 @@ redis.call('HINCRBY', KEYS[2], 'held', -qty)
 redis.call('HINCRBY', KEYS[2], 'issued', qty)
 redis.call('HSET', KEYS[1], 'st', 'fulfilled', 'u', ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[3])
+if redis.call('HEXISTS', KEYS[1], 'nu') == 1 then
+  redis.call('XADD', KEYS[4], '*', 'o', ARGV[3], 'st', 'fulfilled', 'u', ARGV[1], 'why', '',
+    'x', 0, 'p', 0)
+end
 return 'confirmed'

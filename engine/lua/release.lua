@@ -3,7 +3,8 @@
 -- KEYS[2]  the shard's order stream
 -- KEYS[3]  the shard's expiry index
 -- KEYS[4]  the shard's set of SKUs with a non-empty overflow line
--- KEYS[4+i] the record of ticket i
+-- KEYS[5]  the shard's webhook outbox
+-- KEYS[5+i] the record of ticket i
 -- ARGV[1]  SKU id
 -- ARGV[2]  msgpack array of the ticket order ids, in line order (as read just before)
 -- ARGV[3]  now, unix milliseconds (recorded as the moment each ticket was admitted)
@@ -12,14 +13,18 @@
 local ids = cmsgpack.unpack(ARGV[2])
 local released = 0
 for i, oid in ipairs(ids) do
-  local record = KEYS[4 + i]
+  local record = KEYS[5 + i]
   if redis.call('ZSCORE', KEYS[1], oid) then
-    local fields = redis.call('HMGET', record, 'st', 'why', 'r', 'seq')
+    local fields = redis.call('HMGET', record, 'st', 'why', 'r', 'seq', 'nu')
     if fields[1] == 'queued' and fields[2] == 'overflow' then
       redis.call('HSET', record, 'st', 'pending', 'a', ARGV[3])
       redis.call('HDEL', record, 'why', 'qexp')
       redis.call('XADD', KEYS[2], '*', 's', fields[4], 'p', fields[3])
       redis.call('ZREM', KEYS[3], oid)
+      if fields[5] then
+        redis.call('XADD', KEYS[5], '*', 'o', oid, 'st', 'pending', 'u', ARGV[3], 'why', '',
+          'x', 0, 'p', 0)
+      end
       released = released + 1
     end
     redis.call('ZREM', KEYS[1], oid)

@@ -9,7 +9,8 @@
 -- KEYS[6]  the SKU's lots hash
 -- KEYS[7]  the SKU's bought hash
 -- KEYS[8]  the shard's order stream
--- KEYS[9..] the code lists of the lots a held order's codes came from, in the order of the
+-- KEYS[9]  the shard's webhook outbox
+-- KEYS[10..] the code lists of the lots a held order's codes came from, in the order of the
 --          record's 'lots' field
 -- ARGV[1]  now, unix milliseconds
 -- ARGV[2]  "cancel" or "expire"
@@ -20,7 +21,7 @@
 -- Returns  {status_before, status_after}; status_after equals status_before when nothing
 --          changed: a final order, or (expire) one that is not due yet.
 local record, now, mode, oid = KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local fields = redis.call('HMGET', record, 'st', 'qexp', 'hexp', 'codes', 'lots')
+local fields = redis.call('HMGET', record, 'st', 'qexp', 'hexp', 'codes', 'lots', 'nu')
 local st = fields[1]
 if not st then
   return {'', ''}
@@ -45,7 +46,7 @@ elseif st == 'held' then
   for i, pair in ipairs(lots) do
     local lot, n = pair[1], pair[2]
     for j = at + n - 1, at, -1 do
-      redis.call('LPUSH', KEYS[8 + i], codes[j])
+      redis.call('LPUSH', KEYS[9 + i], codes[j])
     end
     at = at + n
     redis.call('HINCRBY', KEYS[6], lot, n)
@@ -62,4 +63,8 @@ else
 end
 redis.call('ZREM', KEYS[4], oid)
 redis.call('HSET', record, 'st', ending, 'why', ending, 'u', now)
+if fields[6] then
+  redis.call('XADD', KEYS[9], '*', 'o', oid, 'st', ending, 'u', now, 'why', ending, 'x', 0,
+    'p', 0)
+end
 return {st, ending}
