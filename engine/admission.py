@@ -147,6 +147,23 @@ class Admission:
         }
         self._unlimited = self.unlimited
 
+    def throttle(self, rate: float | None, now: float) -> None:
+        """Follow the fleet's throttled rate (None: back to the configured global bucket)."""
+        configured = self.settings.limits.global_
+        if rate is None:
+            if configured is None:
+                self.global_ = None
+            elif self.global_ is not None:
+                self.global_.rate = configured.rate * self.share
+        else:
+            share = rate * self.share
+            if self.global_ is None:
+                self.global_ = TokenBucket(share, max(1.0, share), now)
+            else:
+                self.global_.rate = share
+                self.global_.burst = min(self.global_.burst, max(1.0, share))
+        self._unlimited = self.unlimited
+
     @property
     def unlimited(self) -> bool:
         return not (self.per_buyer or self.per_ip or self.per_storefront or self.global_

@@ -83,6 +83,14 @@ class WaitingRoom(Base, frozen=True):
     capacity: Annotated[int, Meta(ge=0)] = 100000
 
 
+class Backpressure(Base, frozen=True):
+    """When the workers fall behind, admission follows what they drain, then recovers."""
+
+    max_lag: Annotated[int, Meta(ge=0)] = 50_000  # stream entries not yet claimed; 0 = off
+    max_delay_ms: Annotated[float, Meta(ge=0)] = 1000.0  # admission to claim; 0 = off
+    min_rate: Annotated[float, Meta(gt=0)] = 10.0  # never throttle below this (orders/s)
+
+
 class Storefront(Base, frozen=True):
     id: Ident
     key_sha256: Annotated[str, Meta(pattern=HEX64)]
@@ -135,6 +143,7 @@ class Settings(Base, frozen=True):
     webhooks: Webhooks = Webhooks()
     limits: Limits = Limits()
     waiting_room: WaitingRoom = WaitingRoom()
+    backpressure: Backpressure = Backpressure()
     storefronts: tuple[Storefront, ...] = ()
     admins: tuple[Admin, ...] = ()
     skus: tuple[Sku, ...] = ()

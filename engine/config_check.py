@@ -16,6 +16,7 @@ import msgspec
 
 from engine.config import (
     Admin,
+    Backpressure,
     Calendar,
     Limits,
     Maintenance,
@@ -38,6 +39,7 @@ SECTIONS: dict[str, Any] = {
     "webhooks": Webhooks,
     "limits": Limits,
     "waiting_room": WaitingRoom,
+    "backpressure": Backpressure,
     "maintenance": Maintenance,
 }
 LISTS: dict[str, Any] = {"storefronts": Storefront, "admins": Admin, "skus": Sku, "pauses": Pause}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -12,6 +13,9 @@ from engine import keys
 
 WINDOW_S = 3.0
 MIN_SPAN_S = 0.2
+DELAY_WEIGHT = 0.05
+DELAY_FIELD = "delay_ms"
+DELAY_FRESH_MS = 3000
 PUBLISH_EVERY_S = 0.5
 IDLE_RATE = 0.01  # below this a line is not moving: no ETA
 
@@ -30,8 +34,13 @@ class DrainMeter:
 
     def __init__(self, now: float) -> None:
         self.rates: dict[str, float] = {}
+        self.delay_ms = 0.0  # admission to claim, smoothed
         self._events: dict[str, deque[tuple[float, int]]] = {}
         self._published = now
+
+    def delay(self, ms: float) -> None:
+        """One claimed order waited `ms` since its admission."""
+        self.delay_ms += DELAY_WEIGHT * (ms - self.delay_ms)
 
     def record(self, line: str, n: int = 1, now: float | None = None) -> None:
         if n > 0:
@@ -57,12 +66,11 @@ class DrainMeter:
             return True
         return False
 
-    async def publish(self, redis: Redis, shard: int) -> None:
-        if self.rates:
-            await redis.hset(keys.drain(shard), mapping={
-                k: f"{v:.4f}" for k, v in self.rates.items()
-            })
-            await redis.pexpire(keys.drain(shard), 60_000)
+    async def publish(self, redis: Redis, shard: int, now_ms: int) -> None:
+        fields: dict[Any, Any] = {k: f"{v:.4f}" for k, v in self.rates.items()}
+        fields[DELAY_FIELD] = f"{self.delay_ms:.1f}:{now_ms}"
+        await redis.hset(keys.drain(shard), mapping=fields)
+        await redis.pexpire(keys.drain(shard), 60_000)
 
 
 class DrainRates:
@@ -70,15 +78,25 @@ class DrainRates:
 
     def __init__(self) -> None:
         self.rates: dict[str, float] = {}
+        self.delay_ms = 0.0  # the slowest shard's admission-to-claim delay
 
     async def refresh(self, redis: Redis, shards: int) -> None:
         pipe = redis.pipeline(transaction=False)
         for shard in range(shards):
             pipe.hgetall(keys.drain(shard))
         merged: dict[str, float] = {}
+        delays = [0.0]
+        now = time.time() * 1000
         for found in await pipe.execute():
-            merged.update({k.decode(): float(v) for k, v in found.items()})
+            for k, v in found.items():
+                if k.decode() == DELAY_FIELD:
+                    value, _, at = v.decode().partition(":")
+                    if now - float(at or 0) < DELAY_FRESH_MS:
+                        delays.append(float(value))
+                else:
+                    merged[k.decode()] = float(v)
         self.rates = merged
+        self.delay_ms = max(delays)
 
     def eta_s(self, reason: str, sku: str, position: int | None) -> float | None:
         """Seconds until the ticket at `position` is served; None when the line is still."""

@@ -189,6 +189,11 @@ def webhook_dead(shard: int) -> str:
     return f"{tag(shard)}:webhook:dead"
 
 
+def throttle() -> str:
+    """The fleet's throttled admission rate while workers are behind (absent: no throttle)."""
+    return f"{PREFIX}:throttle"
+
+
 def drain(shard: int) -> str:
     """Hash: line (`overflow:<sku>` or `line:<sku>`) -> orders served per second, measured."""
     return f"{tag(shard)}:drain"

@@ -94,6 +94,12 @@ class Metrics:
                                   ["sku"], registry=r)
         self.stream_lag = Gauge("kamigate_stream_lag", "Entries not yet acknowledged per shard",
                                 ["shard"], registry=r)
+        self.throttled = Gauge("kamigate_backpressure", "1 while admission follows the workers",
+                               registry=r)
+        self.admission_rate = Gauge("kamigate_admission_rate",
+                                    "Fleet admission rate in force (-1: unlimited)", registry=r)
+        self.backlog = Gauge("kamigate_stream_backlog",
+                             "Order-stream entries not yet trimmed, all shards", registry=r)
         self.config_version = Gauge("kamigate_config_info", "The running config",
                                     ["sha256"], registry=r)
         self.fleet = FleetCollector()

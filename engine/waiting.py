@@ -117,12 +117,17 @@ class Releaser:
         if bucket is not None:
             want = min(want, int(bucket.tokens_now(now_s)))
         glob = self.settings.limits.global_
-        if glob is not None and want > 0:
+        rate = glob.rate if glob is not None else None
+        burst = glob.burst if glob is not None else 1
+        throttled = await redis.get(keys.throttle())
+        if throttled is not None:  # the workers are behind: release at what they drain
+            rate = float(throttled) if rate is None else min(rate, float(throttled))
+        if rate is not None and want > 0:
             # The release path may bank a quarter second of tokens beyond the burst, so a
             # late round (a busy event loop) releases what it owes instead of losing it.
-            cap = max(glob.burst, glob.rate * CATCH_UP_S)
+            cap = max(burst, rate * CATCH_UP_S)
             want = int(await scripts.TAKE(redis, [keys.bucket("global")],
-                                          [now_ms, glob.rate, cap, want]))
+                                          [now_ms, rate, cap, want]))
         if bucket is not None and want > 0:
             bucket.take(now_s, want)
         return want

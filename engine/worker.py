@@ -113,7 +113,7 @@ class Worker:
             expired += await sweep(self.redis, shard, now)
             meter.tick(clock)
             if meter.due(clock):
-                await meter.publish(self.redis, shard)
+                await meter.publish(self.redis, shard, now)
                 await trim_stream(self.redis, shard)
         return released, expired
 
@@ -238,6 +238,11 @@ class Worker:
             arrivals[order.order_id] = arrival
         await self._claim(shard, orders, arrivals, kicks, [e[0] for e in entries], fresh)
         self.batches += 1
+        # How long orders waited in the stream: the entry id is the moment of admission.
+        meter, now = self.meter(shard), now_ms()
+        for entry_id, fields in entries:
+            if b"p" in fields:
+                meter.delay(now - int(entry_id.split(b"-")[0]))
 
     async def _claim(
         self, shard: int, orders: list[StreamOrder], arrivals: dict[str, int], kicks: set[str],

@@ -15,12 +15,15 @@ from redis.exceptions import RedisError
 
 from engine import keys
 from engine.admission import Admission
+from engine.backpressure import Throttle
+from engine.config import Settings
 from engine.heartbeat import alive, heartbeat
-from engine.http.state import ADMISSION, DIRECTORY, DRAIN, REDIS
+from engine.http.state import ADMISSION, DIRECTORY, DRAIN, METRICS, REDIS
 
 log = logging.getLogger("kamigate.fleet")
 INTERVAL_S = 0.5
 HEARTBEAT_TTL_MS = 3000
+THROTTLE_TTL_MS = 3000  # releasers fall back to the configured rate if doors go quiet
 
 
 async def _round(app: web.Application, door_id: str) -> None:
@@ -33,10 +36,55 @@ async def _round(app: web.Application, door_id: str) -> None:
         # A new share (a door came or went) or a new config: new buckets, whole.
         app[ADMISSION].current = Admission(settings, time.monotonic(), share)
     await app[DRAIN].refresh(redis, settings.redis.shards)
+    await _follow_downstream(app, settings)
+
+
+class Downstream:
+    """What the door last saw of the workers, and the throttle it keeps."""
+
+    def __init__(self) -> None:
+        self.throttle = Throttle()
+        self.claimed = -1
+        self.at = 0.0
+        self.lag = 0
+        self.drained_per_s = 0.0
+
+
+DOWNSTREAM = web.AppKey("downstream", Downstream)
+
+
+async def _follow_downstream(app: web.Application, settings: Settings) -> None:
+    """Measure the backlog and the drain; throttle admission while the workers are behind."""
+    redis, down = app[REDIS], app[DOWNSTREAM]
+    pipe = redis.pipeline(transaction=False)
+    for shard in range(settings.redis.shards):
+        pipe.xlen(keys.stream(shard))
+        pipe.hget(keys.stats(shard), "claim_orders")
+    found = await pipe.execute()
+    down.lag = sum(int(n) for n in found[0::2])
+    claimed = sum(int(n or 0) for n in found[1::2])
+    now = time.monotonic()
+    if down.claimed >= 0 and now > down.at:
+        down.drained_per_s = max(0.0, (claimed - down.claimed) / (now - down.at))
+    down.claimed, down.at = claimed, now
+    configured = settings.limits.global_.rate if settings.limits.global_ else None
+    rate = down.throttle.step(settings.backpressure, down.lag, app[DRAIN].delay_ms,
+                              down.drained_per_s, configured)
+    app[ADMISSION].current.throttle(rate, now)
+    if rate is None:
+        await redis.delete(keys.throttle())
+    else:
+        await redis.set(keys.throttle(), f"{rate:.3f}", px=THROTTLE_TTL_MS)
+    metrics = app[METRICS]
+    metrics.throttled.set(0 if rate is None else 1)
+    metrics.admission_rate.set(-1 if rate is None and configured is None
+                               else (rate if rate is not None else configured or 0))
+    metrics.backlog.set(down.lag)
 
 
 async def fleet_ctx(app: web.Application) -> AsyncIterator[None]:
     door_id = secrets.token_hex(6)
+    app[DOWNSTREAM] = Downstream()
 
     async def loop() -> None:
         while True:
