@@ -54,7 +54,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 # -- serve / worker / up -------------------------------------------------------------------------
 def _serve(settings: config.Settings, redis_url: str | None = None,
-           banner: str | None = None) -> None:
+           banner: str | None = None, reuse_port: bool = False) -> None:
     from aiohttp import web
 
     from engine.http.app import create_app
@@ -77,16 +77,35 @@ def _serve(settings: config.Settings, redis_url: str | None = None,
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     web.run_app(app, host=settings.server.host, port=settings.server.port,
-                access_log=None, print=None, loop=loop)
+                access_log=None, print=None, loop=loop, reuse_port=reuse_port or None)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _load(_config_path(args))
+    processes = args.processes
+    if processes < 1:
+        print("kamigate: --processes must be at least 1", file=sys.stderr)
+        return 1
+    # N processes share the port (SO_REUSEPORT, the kernel spreads connections); each takes
+    # 1/N of the fleet's rates, so the configured limits hold for the whole fleet.
+    others = [
+        subprocess.Popen([sys.executable, "-m", "engine", "serve", "--config",
+                          _config_path(args), "--reuse-port"])
+        for _ in range(processes - 1)
+    ]
     try:
-        _serve(settings)
+        _serve(settings, reuse_port=args.reuse_port or processes > 1)
     except store.StoreError as exc:
         print(f"kamigate: {exc}", file=sys.stderr)
         return 1
+    finally:
+        for proc in others:
+            proc.terminate()
+        for proc in others:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     return 0
 
 
@@ -301,6 +320,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="port for the demo config (default 8080)")
     up.set_defaults(func=cmd_up)
     serve = sub.add_parser("serve", parents=[common], help="the HTTP front door")
+    serve.add_argument("--processes", type=int, default=1,
+                       help="front-door processes sharing the port (SO_REUSEPORT)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
     worker = sub.add_parser("worker", parents=[common], help="stream workers")
     worker.set_defaults(func=cmd_worker)

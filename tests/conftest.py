@@ -191,6 +191,8 @@ def write_config(path: Path, settings_raw: dict[str, Any]) -> Path:
     lines: list[str] = []
 
     def value(v: Any) -> str:
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
         return msgspec.json.encode(v).decode()
 
     for name, section in settings_raw.items():

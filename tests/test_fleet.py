@@ -1,0 +1,91 @@
+"""Several front-door processes (kamigate serve --processes 2) hold the configured rates for
+the whole fleet, not per process."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from redis.asyncio import Redis
+
+from engine import records
+from engine.embedded import RedisProcess, free_port
+from tests.conftest import (
+    ADMIN_KEY,
+    SHOP_A_KEY,
+    auth,
+    post_many,
+    settings_dict,
+    worker_process,
+    write_config,
+)
+
+
+async def _ready(base: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(f"{base}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("the front doors never became ready")
+
+
+async def test_two_front_doors_hold_the_global_rate_together(
+    redis: Redis, redis_server: RedisProcess, tmp_path: Path,
+) -> None:
+    rate, burst = 100, 5
+    port = free_port()
+    raw: dict[str, Any] = settings_dict(
+        server={"port": port, "public_url": f"http://127.0.0.1:{port}"},
+        redis={"url": redis_server.url, "shards": 1},
+        limits={"global": {"rate": rate, "burst": burst}},
+    )
+    config = write_config(tmp_path / "fleet.toml", raw)
+    doors = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--config", str(config),
+                              "--processes", "2"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with worker_process(config):
+            await _ready(base)
+            await asyncio.sleep(1.5)  # both doors have seen each other: each takes half
+            async with aiohttp.ClientSession() as session:
+                codes = "\n".join(f"FLEET-{i}" for i in range(1500))
+                async with session.post(f"{base}/admin/skus/card-100/stock?lot=f", data=codes,
+                                        headers={**auth(ADMIN_KEY),
+                                                 "Content-Type": "text/plain"}) as resp:
+                    assert resp.status == 200
+            started = time.monotonic()
+            answers = []
+            for slice_ in range(20):  # 5x the rate for two seconds, many connections
+                answers += await post_many(base, [
+                    {"sku": "card-100", "qty": 1, "buyer": f"f{slice_}-{i}", "wait_ms": 0}
+                    for i in range(5 * rate // 10)], key=SHOP_A_KEY, limit=50)
+                await asyncio.sleep(max(0.0, started + (slice_ + 1) / 10 - time.monotonic()))
+            assert not [s for s, _ in answers if s >= 500]
+            order_ids = [b["order_id"] for _, b in answers]
+            deadline = time.monotonic() + 40
+            stamps: list[int] = []
+            while time.monotonic() < deadline:
+                found = [await records.read(redis, oid) for oid in order_ids]
+                if all(r is not None and r.status == "fulfilled" for r in found):
+                    stamps = sorted(r.admitted_ms for r in found if r is not None)
+                    break
+                await asyncio.sleep(0.5)
+            assert len(stamps) == 1000, "not every order was served"
+    finally:
+        doors.terminate()
+        doors.wait(20)
+    admitted_rate = (len(stamps) - 2 * burst) / ((stamps[-1] - stamps[0]) / 1000)
+    print(f"fleet admitted {admitted_rate:.1f}/s for a configured {rate}/s")
+    assert abs(admitted_rate - rate) / rate <= 0.10
