@@ -40,7 +40,7 @@ STOREFRONT_KEY = "bench-shop-key"
 ADMIN_KEY = "bench-admin-key"
 
 
-def _config(data_dir: Path, port: int, redis_url: str) -> Path:
+def _config(data_dir: Path, port: int, redis_url: str, extra: str = "") -> Path:
     text = f"""
 [server]
 port = {port}
@@ -61,7 +61,7 @@ key_sha256 = "{config.sha256_hex(ADMIN_KEY)}"
 [[skus]]
 id = "bench-sku"
 max_qty = 10
-"""
+""" + extra
     path = data_dir / "bench.toml"
     path.write_text(text)
     return path

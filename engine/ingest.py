@@ -9,6 +9,7 @@ load the batches grow instead of the number of round trips.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from engine.wire import StreamOrder, msgpack_encode
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 MAX_IN_FLIGHT = 2
+FULL_MEMORY_S = 0.1
 
 
 class Admitted(msgspec.Struct, frozen=True):
@@ -57,6 +59,7 @@ class Ingest:
         self._reserves: list[tuple[Call, asyncio.Future[KeyReservation]]] = []
         self._scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
+        self._full_until: dict[str, float] = {}
 
     def admit(self, order: StreamOrder, shard: int, again: bool = False,
               overflow: bool = False, ttl_ms: int = 0) -> asyncio.Future[Admitted]:
@@ -69,6 +72,12 @@ class Ingest:
         self._admits.setdefault(shard, []).append(Admit(order, future, again, overflow, ttl_ms))
         self._schedule()
         return future
+
+    def line_full(self, sku: str) -> bool:
+        """The SKU's overflow line answered "full" a moment ago: answer 429 without asking
+        Redis again, so an overload is turned away at the cost of a hello-world answer."""
+        until = self._full_until.get(sku)
+        return until is not None and until > time.monotonic()
 
     def reserve_key(
         self, storefront: str, key: str, order_id: str, digest: str
@@ -147,6 +156,8 @@ class Ingest:
                     _set_exception(a.future, result)
                 continue
             for a, (status, position) in zip(items, result, strict=True):
+                if status == b"full":
+                    self._full_until[a.order.sku] = time.monotonic() + FULL_MEMORY_S
                 _set_result(a.future, Admitted(status.decode(), int(position)))
 
     async def close(self) -> None:
