@@ -9,44 +9,19 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
-from engine import __version__, config, demo, embedded, matching, store
+from engine import __version__, commands, config, demo, embedded, matching, store
+from engine.cli_support import config_path, load_file, run_async
 from engine.runtime import tune_gc
 
 log = logging.getLogger("kamigate")
-DEFAULT_CONFIG = "kamigate.toml"
-
-
-def _config_path(args: argparse.Namespace) -> str:
-    return str(args.config or os.environ.get("KAMIGATE_CONFIG") or DEFAULT_CONFIG)
-
-
-def _load(path: str) -> config.Settings:
-    try:
-        return config.load(path)
-    except config.ConfigError as exc:
-        print(f"kamigate: {path} is not a usable config:", file=sys.stderr)
-        for error in exc.errors:
-            print(f"  - {error}", file=sys.stderr)
-        raise SystemExit(1) from None
-
-
-def _run(coro: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    try:
-        import uvloop
-
-        return uvloop.run(coro())
-    except ImportError:
-        return asyncio.run(coro())
 
 
 # -- config --------------------------------------------------------------------------------------
 def cmd_config_check(args: argparse.Namespace) -> int:
-    path = args.file or _config_path(args)
-    settings = _load(path)
+    path = args.file or config_path(args)
+    settings = load_file(path)
     print(f"{path}: ok ({len(settings.skus)} SKUs, {len(settings.storefronts)} storefronts, "
           f"sha256 {settings.sha256()[:12]})")
     return 0
@@ -81,7 +56,7 @@ def _serve(settings: config.Settings, redis_url: str | None = None,
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = _load(_config_path(args))
+    settings = load_file(config_path(args))
     processes = args.processes
     if processes < 1:
         print("kamigate: --processes must be at least 1", file=sys.stderr)
@@ -90,7 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # 1/N of the fleet's rates, so the configured limits hold for the whole fleet.
     others = [
         subprocess.Popen([sys.executable, "-m", "engine", "serve", "--config",
-                          _config_path(args), "--reuse-port"])
+                          config_path(args), "--reuse-port"])
         for _ in range(processes - 1)
     ]
     try:
@@ -112,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from engine.worker import run_worker
 
-    settings = _load(_config_path(args))
+    settings = load_file(config_path(args))
     print(matching.describe(), flush=True)
 
     async def main() -> int:
@@ -128,7 +103,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             return 1
         return 0
 
-    return _run(main)
+    return run_async(main)
 
 
 def _start_worker(config_path: str) -> subprocess.Popen[bytes]:
@@ -138,10 +113,10 @@ def _start_worker(config_path: str) -> subprocess.Popen[bytes]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    path = _config_path(args)
+    path = config_path(args)
     if args.demo and not Path(path).exists():
         path = str(demo.write_config(".kamigate", args.port or 8080))
-    settings = _load(path)
+    settings = load_file(path)
     redis_process = None
     url = settings.redis.url
     if url == "embedded":
@@ -158,7 +133,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"embedded Redis: {url} (AOF {settings.redis.appendfsync}, data in "
                   f"{Path(settings.redis.data_dir).resolve()})", flush=True)
     if args.demo:
-        _run(lambda: _load_demo_stock(settings, url))
+        run_async(lambda: _load_demo_stock(settings, url))
     worker = _start_worker(path)
     base = settings.server.public_url
     banner = f"kamigate {__version__} listening on {base}; {matching.describe()}"
@@ -194,120 +169,6 @@ async def _load_demo_stock(settings: config.Settings, url: str) -> int:
     return 0
 
 
-# -- stock and reconcile -------------------------------------------------------------------------
-def cmd_stock_import(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from engine import stock
-
-    settings = _load(_config_path(args))
-    if args.sku not in {s.id for s in settings.skus}:
-        print(f"kamigate: no SKU {args.sku!r} is configured", file=sys.stderr)
-        return 1
-    file = Path(args.file)
-    if not file.exists():
-        print(f"kamigate: no such file {file}", file=sys.stderr)
-        return 1
-    expires_at = 0
-    if args.expires_at:
-        from engine.clock import parse_rfc3339
-
-        try:
-            expires_at = parse_rfc3339(args.expires_at) // 1000
-        except ValueError:
-            print("kamigate: --expires-at must be an RFC 3339 timestamp", file=sys.stderr)
-            return 1
-
-    async def main() -> int:
-        redis = await store.connect(store.resolve_url(settings))
-        total = file.stat().st_size
-        try:
-            with Progress(TextColumn("importing {task.fields[sku]}"), BarColumn(),
-                          TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
-                          transient=False) as bar:
-                task = bar.add_task("import", total=total, sku=args.sku)
-                importer = stock.Importer(redis, settings.redis.shards, args.sku,
-                                          args.lot or stock.default_lot(), expires_at,
-                                          csv=file.suffix.lower() == ".csv")
-                with file.open("rb") as fh:
-                    batch: list[str] = []
-                    for raw in fh:
-                        batch.append(raw.decode("utf-8", errors="replace"))
-                        if len(batch) >= stock.CHUNK:
-                            await importer.feed(batch)
-                            bar.update(task, completed=fh.tell())
-                            batch = []
-                    await importer.feed(batch)
-                result = await importer.finish()
-                bar.update(task, completed=total)
-        finally:
-            await redis.aclose()
-        print(f"{result.sku} lot {result.lot}: added {result.added}, duplicates "
-              f"{result.duplicates}, invalid {result.invalid}, available {result.available}")
-        return 0
-
-    try:
-        return _run(main)
-    except store.StoreError as exc:
-        print(f"kamigate: {exc}", file=sys.stderr)
-        return 1
-
-
-def cmd_reconcile(args: argparse.Namespace) -> int:
-    from engine.reconcile import reconcile
-
-    settings = _load(_config_path(args))
-
-    async def main() -> int:
-        redis = await store.connect(store.resolve_url(settings))
-        try:
-            report = await reconcile(redis, settings.redis.shards, [s.id for s in settings.skus])
-        finally:
-            await redis.aclose()
-        for violation in report.violations:
-            print(f"VIOLATION {violation}")
-        print(f"reconcile: {report.skus} SKUs, {report.codes_checked} codes checked, "
-              f"{len(report.violations)} violations")
-        return 0 if report.ok else 1
-
-    try:
-        return _run(main)
-    except store.StoreError as exc:
-        print(f"kamigate: {exc}", file=sys.stderr)
-        return 1
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from engine import stock
-
-    settings = _load(_config_path(args))
-
-    async def main() -> int:
-        redis = await store.connect(store.resolve_url(settings))
-        try:
-            found = await stock.levels(redis, settings.redis.shards, [s.id for s in settings.skus])
-        finally:
-            await redis.aclose()
-        table = Table(title=f"kamigate — {matching.describe()}")
-        for column in ("SKU", "available", "held", "issued", "voided", "queued", "lots"):
-            table.add_column(column, justify="left" if column == "SKU" else "right")
-        for level in found:
-            table.add_row(level.sku, str(level.available), str(level.held), str(level.issued),
-                          str(level.voided), str(level.queued), str(len(level.lots)))
-        Console().print(table)
-        print(f"config sha256 {settings.sha256()[:12]}")
-        return 0
-
-    try:
-        return _run(main)
-    except store.StoreError as exc:
-        print(f"kamigate: {exc}", file=sys.stderr)
-        return 1
-
-
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="kamigate", description=__doc__)
     top.add_argument("--version", action="version", version=f"kamigate {__version__}")
@@ -334,7 +195,7 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("file", help="one code per line (.txt) or code[,expires_at] (.csv)")
     imp.add_argument("--lot")
     imp.add_argument("--expires-at")
-    imp.set_defaults(func=cmd_stock_import)
+    imp.set_defaults(func=commands.cmd_stock_import)
 
     cfg = sub.add_parser("config", help="config tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
@@ -343,9 +204,9 @@ def parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_config_check)
 
     rec = sub.add_parser("reconcile", parents=[common], help="check stock invariants")
-    rec.set_defaults(func=cmd_reconcile)
+    rec.set_defaults(func=commands.cmd_reconcile)
     status = sub.add_parser("status", parents=[common], help="SKUs, stock and queues")
-    status.set_defaults(func=cmd_status)
+    status.set_defaults(func=commands.cmd_status)
     return top
 
 

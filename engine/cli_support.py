@@ -1,0 +1,43 @@
+"""What every kamigate command shares: finding and loading the config, running async code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from engine import config
+
+DEFAULT_CONFIG = "kamigate.toml"
+
+
+def config_path(args: argparse.Namespace) -> str:
+    return str(args.config or os.environ.get("KAMIGATE_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_file(path: str) -> config.Settings:
+    try:
+        return config.load(path)
+    except config.ConfigError as exc:
+        print(f"kamigate: {path} is not a usable config:", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  - {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def run_async(coro: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    try:
+        import uvloop
+
+        return uvloop.run(coro())
+    except ImportError:
+        return asyncio.run(coro())
+
+
+
+
+def load_settings(args: argparse.Namespace) -> config.Settings:
+    return load_file(config_path(args))
