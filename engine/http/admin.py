@@ -12,7 +12,7 @@ from engine import errors, stock
 from engine.clock import parse_rfc3339
 from engine.config import SKU_PATTERN
 from engine.http.auth import admin_of
-from engine.http.codec import encode_body
+from engine.http.codec import respond
 from engine.http.state import DIRECTORY, REDIS
 
 _SKU = re.compile(SKU_PATTERN)
@@ -80,8 +80,7 @@ async def import_stock(request: web.Request) -> web.Response:
                 batch = []
         await importer.feed(batch)
     result = await importer.finish()
-    payload, content_type = encode_body(request, result)
-    return web.Response(body=payload, status=200, content_type=content_type)
+    return respond(request, result)
 
 
 async def void_stock(request: web.Request) -> web.Response:
@@ -94,10 +93,7 @@ async def void_stock(request: web.Request) -> web.Response:
     voided, available = await stock.void_lot(
         request.app[REDIS], directory.settings.redis.shards, sku, lot
     )
-    payload, ctype = encode_body(
-        request, {"sku": sku, "lot": lot, "voided": voided, "available": available}
-    )
-    return web.Response(body=payload, status=200, content_type=ctype)
+    return respond(request, {"sku": sku, "lot": lot, "voided": voided, "available": available})
 
 
 async def list_skus(request: web.Request) -> web.Response:
@@ -105,8 +101,7 @@ async def list_skus(request: web.Request) -> web.Response:
     admin_of(request, directory, "viewer")
     found = await stock.levels(request.app[REDIS], directory.settings.redis.shards,
                                directory.skus)
-    payload, ctype = encode_body(request, {"skus": found})
-    return web.Response(body=payload, status=200, content_type=ctype)
+    return respond(request, {"skus": found})
 
 
 async def get_sku(request: web.Request) -> web.Response:
@@ -114,8 +109,7 @@ async def get_sku(request: web.Request) -> web.Response:
     admin_of(request, directory, "viewer")
     sku = _sku(request)
     [found] = await stock.levels(request.app[REDIS], directory.settings.redis.shards, [sku])
-    payload, ctype = encode_body(request, found)
-    return web.Response(body=payload, status=200, content_type=ctype)
+    return respond(request, found)
 
 
 def routes() -> list[web.RouteDef]:

@@ -64,3 +64,10 @@ def encode_body(request: web.Request, body: Any) -> tuple[bytes, str]:
     if MSGPACK in request.headers.get("Accept", ""):
         return msgpack_encode(body), MSGPACK
     return json_encode(body), "application/json"
+
+
+def respond(request: web.Request, body: Any, status: int = 200,
+            headers: dict[str, str] | None = None) -> web.Response:
+    """The body encoded as the client accepts (JSON or msgpack), as a response."""
+    payload, ctype = encode_body(request, body)
+    return web.Response(body=payload, status=status, content_type=ctype, headers=headers)

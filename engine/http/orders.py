@@ -12,7 +12,7 @@ from engine.clock import now_ms
 from engine.config import is_ip
 from engine.directory import Directory
 from engine.http.auth import storefront_of
-from engine.http.codec import decode_body, encode_body
+from engine.http.codec import decode_body, respond
 from engine.http.placing import Placement, place, placement
 from engine.http.render import record_view
 from engine.http.state import ADMISSION, DIRECTORY, DRAIN, REDIS
@@ -52,8 +52,7 @@ def _respond(request: web.Request, status: int, body: Any, headers: dict[str, st
         raise body
     if status == 200:
         headers["Idempotent-Replayed"] = "true"
-    payload, ctype = encode_body(request, body)
-    return web.Response(body=payload, status=status, content_type=ctype, headers=headers)
+    return respond(request, body, status, headers)
 
 
 async def create_order(request: web.Request) -> web.Response:
@@ -94,9 +93,8 @@ async def create_batch(request: web.Request) -> web.Response:
     answers = await asyncio.gather(*(place(app, p, wait) for _, p, wait in pending))
     for (i, _, _), (_, body) in zip(pending, answers, strict=True):
         results[i] = body.body() if isinstance(body, errors.Problem) else body
-    payload, ctype = encode_body(request, {"results": results})
-    return web.Response(body=payload, status=200, content_type=ctype,
-                        headers=app[ADMISSION].current.policy_headers(storefront.id))
+    return respond(request, {"results": results},
+                   headers=app[ADMISSION].current.policy_headers(storefront.id))
 
 
 async def _own_record(request: web.Request) -> tuple[Directory, records.OrderRecord]:
@@ -113,8 +111,7 @@ async def get_order(request: web.Request) -> web.Response:
     directory, record = await _own_record(request)
     position = await records.position(request.app[REDIS], record)
     view = record_view(directory, record, position, request.app[DRAIN])
-    payload, ctype = encode_body(request, view)
-    return web.Response(body=payload, status=200, content_type=ctype)
+    return respond(request, view)
 
 
 async def cancel_order(request: web.Request) -> web.Response:
@@ -126,8 +123,7 @@ async def cancel_order(request: web.Request) -> web.Response:
         raise errors.NotCancellable(f"order {order_id} is {before}", order_id=order_id)
     fresh = await records.read(redis, order_id)
     assert fresh is not None
-    payload, ctype = encode_body(request, record_view(directory, fresh, None))
-    return web.Response(body=payload, status=200, content_type=ctype)
+    return respond(request, record_view(directory, fresh, None))
 
 
 async def confirm_order(request: web.Request) -> web.Response:
@@ -145,8 +141,7 @@ async def confirm_order(request: web.Request) -> web.Response:
         raise errors.NotHeld(f"order {req.order_id} is not held", order_id=req.order_id)
     fresh = await records.read(redis, req.order_id)
     assert fresh is not None
-    payload, ctype = encode_body(request, record_view(directory, fresh, None))
-    return web.Response(body=payload, status=200, content_type=ctype)
+    return respond(request, record_view(directory, fresh, None))
 
 
 def routes() -> list[web.RouteDef]:
