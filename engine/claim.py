@@ -69,51 +69,63 @@ def build_plan(
     stream, stats = table(keys.stream(shard)), table(keys.stats(shard))
     expiry_index = table(keys.expiries(shard))
     outbox = table(keys.outbox(shard))
-    sku_rows: list[list[object]] = []
-    sku_index: dict[str, int] = {}
+    versions: dict[str, list[object]] = {}
+    deltas: dict[tuple[int, str], int] = {}
+    counts: dict[str, int] = {}
     rows: list[list[object]] = []
+
+    def add(key: int, field: str, n: int) -> None:
+        deltas[key, field] = deltas.get((key, field), 0) + n
+
     for order, decision in zip(orders, decisions, strict=True):
         was_queued = order.order_id not in requests
         if was_queued and decision.action == QUEUE:
             continue  # a ticket that stays in line: nothing to write
         sku = order.sku
-        if sku not in sku_index:
-            sku_rows.append([
-                table(keys.sku_counts(sku, shard)),
-                table(keys.lots(sku, shard)),
-                table(keys.line(sku, shard)),
-                table(keys.bought(sku, shard)),
-                snapshot.skus[sku].ver,
-            ])
-            sku_index[sku] = len(sku_rows)
+        counters = table(keys.sku_counts(sku, shard))
+        if sku not in versions:
+            versions[sku] = [counters, snapshot.skus[sku].ver]
+            add(counters, "ver", 1)
         request = requests.get(order.order_id)
         hold_s = request.hold_s if request is not None else 0
-        fills = [[lot, table(keys.lot_codes(sku, lot, shard)), n] for lot, n in decision.fills]
+        fills = [[table(keys.lot_codes(sku, lot, shard)), n] for lot, n in decision.fills]
         detail: object = REASONS[decision.reason]
-        score, expiry = 0, 0
+        score, expiry, lots_text = 0, 0, ""
         if decision.action == FILL:
             action = ACTION_HOLD if hold_s > 0 else ACTION_FILL
+            lot_hash = table(keys.lots(sku, shard))
+            for lot, n in decision.fills:
+                add(lot_hash, lot, -n)
+            add(counters, "available", -order.qty)
+            add(counters, "held" if hold_s > 0 else "issued", order.qty)
+            add(table(keys.bought(sku, shard)), order.buyer, order.qty)
             if hold_s > 0:
                 detail = now + hold_s * 1000
+                lots_text = ",".join(f"{lot}:{n}" for lot, n in decision.fills)
+            status = "held" if hold_s > 0 else "fulfilled"
         elif decision.action == QUEUE:
-            action = ACTION_QUEUE
+            action, status = ACTION_QUEUE, "queued"
             score = line_score(order.tier, order.arrival)
             policy = settings_skus.get(sku)
-            ttl_s = getattr(policy, "queue_ttl_s", 1800)
-            expiry = now + ttl_s * 1000
+            expiry = now + getattr(policy, "queue_ttl_s", 1800) * 1000
         else:
-            action = ACTION_REJECT
+            action, status = ACTION_REJECT, "rejected"
+        counts[status] = counts.get(status, 0) + 1
         rows.append([
-            table(keys.order(order.order_id, shard)), sku_index[sku],
-            "queued" if was_queued else "pending", action, order.order_id, order.buyer,
-            order.qty, detail, score, fills, expiry, channels.get(order.order_id, ""),
-            1 if notify.get(order.order_id) else 0,
+            table(keys.order(order.order_id, shard)), table(keys.line(sku, shard)),
+            "queued" if was_queued else "pending", action, order.order_id, order.qty, detail,
+            score, fills, expiry, channels.get(order.order_id, ""),
+            1 if notify.get(order.order_id) else 0, lots_text,
         ])
+    if rows:
+        counts.update({"claim_batches": 1, "claim_orders": len(rows),
+                       f"claim_size_le_{size_bucket(len(rows))}": 1})
     payload = msgpack_encode({
         "stream": stream, "stats": stats, "expiries": expiry_index, "outbox": outbox,
-        "group": keys.GROUP,
-        "ack": [i.decode() for i in ack], "bucket": size_bucket(len(rows)),
-        "skus": sku_rows, "orders": rows,
+        "group": keys.GROUP, "ack": [i.decode() for i in ack],
+        "skus": list(versions.values()), "orders": rows,
+        "deltas": [[k, f, n] for (k, f), n in deltas.items() if n],
+        "counts": [[f, n] for f, n in counts.items()],
     })
     return Plan(table.names, payload, len(rows))
 

@@ -11,8 +11,6 @@ from redis.asyncio import Redis
 from engine import keys
 from engine.wire import StreamOrder, decode_stream_order
 
-_decode_codes = msgspec.msgpack.Decoder(list[str]).decode
-
 
 class OrderRecord(msgspec.Struct):
     request: StreamOrder
@@ -41,7 +39,7 @@ def parse(fields: Mapping[Any, Any]) -> OrderRecord | None:
         arrival=_int(fields.get(b"seq")),
         created_ms=_int(fields.get(b"c")),
         updated_ms=_int(fields.get(b"u")),
-        codes=_decode_codes(codes) if codes else [],
+        codes=codes.decode().split("\n") if codes else [],
         reason=fields.get(b"why", b"").decode(),
         queue_expires_ms=_int(fields.get(b"qexp")),
         hold_expires_ms=_int(fields.get(b"hexp")),

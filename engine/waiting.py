@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from redis.asyncio import Redis
 
 from engine import keys, records, scripts
@@ -26,7 +25,8 @@ async def unwind(redis: Redis, record: records.OrderRecord, mode: str, now: int
     if shard is None:
         return "", ""
     raw: Any = await redis.hget(keys.order(req.order_id, shard), "lots")
-    lots = [str(lot) for lot, _ in msgspec.msgpack.decode(raw)] if raw else []
+    # "lot:n,lot:n" (a lot id never holds a comma; its last colon ends it)
+    lots = [part.rpartition(":")[0] for part in raw.decode().split(",")] if raw else []
     before, after = await scripts.UNWIND(
         redis,
         [keys.order(req.order_id, shard), keys.line(req.sku, shard),

@@ -40,11 +40,14 @@ elseif st == 'held' then
   if mode == 'expire' and tonumber(fields[3] or '0') > now then
     return {st, st}
   end
-  local codes = cmsgpack.unpack(fields[4])
-  local lots = cmsgpack.unpack(fields[5])
-  local at = 1
-  for i, pair in ipairs(lots) do
-    local lot, n = pair[1], pair[2]
+  local codes = {}
+  for code in string.gmatch(fields[4], '[^\n]+') do
+    codes[#codes + 1] = code
+  end
+  local at, i = 1, 0
+  for lot, count in string.gmatch(fields[5], '([^,]+):(%d+)') do
+    i = i + 1
+    local n = tonumber(count)
     for j = at + n - 1, at, -1 do
       redis.call('LPUSH', KEYS[9 + i], codes[j])
     end
