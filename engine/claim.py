@@ -115,7 +115,7 @@ def build_plan(
             table(keys.order(order.order_id, shard)), table(keys.line(sku, shard)),
             "queued" if was_queued else "pending", action, order.order_id, order.qty, detail,
             score, fills, expiry, channels.get(order.order_id, ""),
-            1 if notify.get(order.order_id) else 0, lots_text,
+            1 if notify.get(order.order_id) else 0, lots_text, order.arrival,
         ])
     if rows:
         counts.update({"claim_batches": 1, "claim_orders": len(rows),

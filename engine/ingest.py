@@ -123,16 +123,17 @@ class Ingest:
         groups = list(admits.items())
         now = now_ms()
         for shard, items in groups:
-            order_keys: list[KeyArg] = []
+            order_keys: list[KeyArg] = [keys.order(a.order.order_id, shard) for a in items]
+            lines: dict[str, int] = {}
             for a in items:
-                order_keys += [keys.order(a.order.order_id, shard),
-                               keys.overflow_line(a.order.sku, shard)]
+                lines.setdefault(a.order.sku, len(lines) + 1)
             payloads = [msgpack_encode(a.order) for a in items]
             index = msgpack_encode([
                 (a.order.order_id, len(p), int(a.again), int(a.overflow), a.order.tier,
-                 a.order.sku, a.ttl_ms, 1 if a.order.notify_url else 0)
+                 a.order.sku, a.ttl_ms, 1 if a.order.notify_url else 0, lines[a.order.sku])
                 for a, p in zip(items, payloads, strict=True)
             ])
+            order_keys += [keys.overflow_line(sku, shard) for sku in lines]
             calls.append((
                 scripts.ADMIT,
                 [keys.stream(shard), keys.sequence(shard), keys.expiries(shard),

@@ -43,7 +43,7 @@ def parse(fields: Mapping[Any, Any]) -> OrderRecord | None:
         reason=fields.get(b"why", b"").decode(),
         queue_expires_ms=_int(fields.get(b"qexp")),
         hold_expires_ms=_int(fields.get(b"hexp")),
-        admitted_ms=_int(fields.get(b"a")),
+        admitted_ms=_int(fields.get(b"a") or fields.get(b"c")),
     )
 
 

@@ -5,14 +5,15 @@
 -- KEYS[3]    the shard's expiry index (sorted set: order id by expiry, unix ms)
 -- KEYS[4]    the shard's set of SKUs whose overflow line is not empty
 -- KEYS[5]    the shard's webhook outbox
--- KEYS[4+2i], KEYS[5+2i]  the record of order i and its SKU's overflow line
+-- KEYS[5+i]  the record of order i (i = 1..n)
+-- KEYS[5+n+j] the overflow line of the j-th SKU of the call
 -- ARGV[1]    now, unix milliseconds
--- ARGV[2]    msgpack array of {order_id, payload_length, check, overflow, tier, sku, ttl_ms,
---            notify}:
---            check = 1 when the order may have been admitted before (an idempotent re-admit):
---            only then is the record looked up first, since a fresh random id cannot exist;
---            overflow = 1 when the door found a capacity bucket empty; notify = 1 when the
---            order has a notify_url (marked 'nu' on its record; its changes go to the outbox)
+-- ARGV[2]    msgpack array, one per order, of {order_id, payload_length, check, overflow,
+--            tier, sku, ttl_ms, notify, line}: check = 1 when the order may have been
+--            admitted before (an idempotent re-admit): only then is the record looked up
+--            first, since a fresh random id cannot exist; overflow = 1 when the door found a
+--            capacity bucket empty; notify = 1 when the order has a notify_url (marked 'nu'
+--            on its record; its changes go to the outbox); line = j, its SKU's line key
 -- ARGV[3]    the payloads (msgpack StreamOrder each), concatenated: Lua's cmsgpack has no
 --            binary type, so binary payloads travel beside the msgpack index
 -- ARGV[4]    the waiting room's capacity per line (0 = no waiting room)
@@ -25,17 +26,15 @@ local now = tonumber(ARGV[1])
 local batch = cmsgpack.unpack(ARGV[2])
 local blob = ARGV[3]
 local capacity = tonumber(ARGV[4])
-if #KEYS ~= 2 * #batch + 5 then
-  return redis.error_reply('ERR admit: ' .. #batch .. ' orders but ' .. (#KEYS - 5) .. ' keys')
-end
+local n = #batch
 local at = 1
 local out = {}
 -- One INCRBY reserves the arrival numbers of the whole call; an order admitted before (a
 -- re-admit) leaves a gap, which is harmless: arrival only orders, it never counts.
-local seq = redis.call('INCRBY', KEYS[2], #batch) - #batch
+local seq = redis.call('INCRBY', KEYS[2], n) - n
 local waiting = {}
 for i, item in ipairs(batch) do
-  local record, line = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
+  local record, line = KEYS[5 + i], KEYS[5 + n + item[9]]
   local payload = string.sub(blob, at, at + item[2] - 1)
   at = at + item[2]
   seq = seq + 1
@@ -68,11 +67,13 @@ for i, item in ipairs(batch) do
         end
       end
     else
-      redis.call('HSET', record, 'r', payload, 'st', 'pending', 'seq', seq, 'c', now, 'a', now)
-      redis.call('XADD', KEYS[1], '*', 's', seq, 'p', payload)
+      -- arrival ('seq') is written when the order becomes a ticket; admission time is 'c'
       if item[8] == 1 then
-        redis.call('HSET', record, 'nu', 1)
+        redis.call('HSET', record, 'r', payload, 'st', 'pending', 'c', now, 'nu', 1)
+      else
+        redis.call('HSET', record, 'r', payload, 'st', 'pending', 'c', now)
       end
+      redis.call('XADD', KEYS[1], '*', 's', seq, 'p', payload)
       out[i] = {'pending', 0}
     end
   end

@@ -8,7 +8,8 @@
 --          {stream, stats, expiries, outbox, group, ack = {entry ids},
 --           skus   = {{counters, expected_ver}, ...},
 --           orders = {{record, line, expected_status, action, order_id, qty, detail, score,
---                      fills, queue_expiry_ms, reply_channel, notify, lots_text}, ...},
+--                      fills, queue_expiry_ms, reply_channel, notify, lots_text,
+--                      arrival}, ...},
 --           deltas = {{hash key, field, increment}, ...}   -- counters, lots, bought, summed
 --           counts = {{stats field, increment}, ...}}
 --          action 1 = FILL, 2 = QUEUE, 3 = REJECT, 4 = HOLD
@@ -88,7 +89,8 @@ for i, o in ipairs(plan.orders) do
   elseif action == QUEUE then
     status, reason, expiry = 'queued', o[7], o[10]
     redis.call('ZADD', line, o[8], oid)
-    redis.call('HSET', record, 'st', status, 'why', reason, 'u', now, 'qexp', expiry)
+    redis.call('HSET', record, 'st', status, 'why', reason, 'u', now, 'qexp', expiry,
+      'seq', o[14])
     redis.call('ZADD', expiries, expiry, oid)
     queued[#queued + 1] = {i, line}
   else
