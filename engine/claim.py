@@ -50,6 +50,24 @@ class _KeyTable:
         return index
 
 
+class _SkuKeys:
+    """A SKU's key indexes in the claim call, looked up once per batch."""
+
+    def __init__(self, table: _KeyTable, sku: str, shard: int) -> None:
+        self._table, self._sku, self._shard = table, sku, shard
+        self.counters = table(keys.sku_counts(sku, shard))
+        self.lots = table(keys.lots(sku, shard))
+        self.line = table(keys.line(sku, shard))
+        self.bought = table(keys.bought(sku, shard))
+        self._codes: dict[str, int] = {}
+
+    def codes(self, lot: str) -> int:
+        index = self._codes.get(lot)
+        if index is None:
+            index = self._codes[lot] = self._table(keys.lot_codes(self._sku, lot, self._shard))
+        return index
+
+
 def build_plan(
     shard: int,
     settings_skus: Mapping[str, object],
@@ -77,28 +95,30 @@ def build_plan(
     def add(key: int, field: str, n: int) -> None:
         deltas[key, field] = deltas.get((key, field), 0) + n
 
+    sku_keys: dict[str, _SkuKeys] = {}
     for order, decision in zip(orders, decisions, strict=True):
         was_queued = order.order_id not in requests
         if was_queued and decision.action == QUEUE:
             continue  # a ticket that stays in line: nothing to write
         sku = order.sku
-        counters = table(keys.sku_counts(sku, shard))
-        if sku not in versions:
-            versions[sku] = [counters, snapshot.skus[sku].ver]
-            add(counters, "ver", 1)
+        k = sku_keys.get(sku)
+        if k is None:
+            k = sku_keys[sku] = _SkuKeys(table, sku, shard)
+            versions[sku] = [k.counters, snapshot.skus[sku].ver]
+            add(k.counters, "ver", 1)
+        counters = k.counters
         request = requests.get(order.order_id)
         hold_s = request.hold_s if request is not None else 0
-        fills = [[table(keys.lot_codes(sku, lot, shard)), n] for lot, n in decision.fills]
+        fills = [[k.codes(lot), n] for lot, n in decision.fills]
         detail: object = REASONS[decision.reason]
         score, expiry, lots_text = 0, 0, ""
         if decision.action == FILL:
             action = ACTION_HOLD if hold_s > 0 else ACTION_FILL
-            lot_hash = table(keys.lots(sku, shard))
             for lot, n in decision.fills:
-                add(lot_hash, lot, -n)
+                add(k.lots, lot, -n)
             add(counters, "available", -order.qty)
             add(counters, "held" if hold_s > 0 else "issued", order.qty)
-            add(table(keys.bought(sku, shard)), order.buyer, order.qty)
+            add(k.bought, order.buyer, order.qty)
             if hold_s > 0:
                 detail = now + hold_s * 1000
                 lots_text = ",".join(f"{lot}:{n}" for lot, n in decision.fills)
@@ -112,7 +132,7 @@ def build_plan(
             action, status = ACTION_REJECT, "rejected"
         counts[status] = counts.get(status, 0) + 1
         rows.append([
-            table(keys.order(order.order_id, shard)), table(keys.line(sku, shard)),
+            table(keys.order(order.order_id, shard)), k.line,
             "queued" if was_queued else "pending", action, order.order_id, order.qty, detail,
             score, fills, expiry, channels.get(order.order_id, ""),
             1 if notify.get(order.order_id) else 0, lots_text, order.arrival,

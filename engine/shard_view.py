@@ -75,25 +75,27 @@ class ShardView:
     def applied(self, snapshot: Snapshot, batch: Sequence[MatchOrder],
                 decisions: Sequence[Decision], new_ids: set[str]) -> None:
         """Fold a claim that succeeded into the view, as claim.lua changed Redis."""
-        changed: set[str] = set()
+        taken: dict[str, dict[str, int]] = {}
         for order, decision in zip(batch, decisions, strict=True):
             is_new = order.order_id in new_ids
             if not is_new and decision.action == QUEUE:
                 continue  # a ticket that stays: not in the plan
             state = snapshot.skus[order.sku]
-            changed.add(order.sku)
+            from_lots = taken.setdefault(order.sku, {})
             if decision.action == FILL:
-                taken = dict(decision.fills)
-                state.lots = [Lot(lot.lot_id, lot.count - taken.get(lot.lot_id, 0),
-                                  lot.expires_at) for lot in state.lots]
+                for lot_id, n in decision.fills:
+                    from_lots[lot_id] = from_lots.get(lot_id, 0) + n
                 state.available -= order.qty
                 state.bought[order.buyer] = state.bought.get(order.buyer, 0) + order.qty
             if is_new and decision.action == QUEUE:
                 state.line_length += 1
             elif not is_new:
                 state.line_length -= 1
-        for sku in changed:
+        for sku, from_lots in taken.items():
             state = snapshot.skus[sku]
+            if from_lots:
+                state.lots = [Lot(lot.lot_id, lot.count - from_lots.get(lot.lot_id, 0),
+                                  lot.expires_at) for lot in state.lots]
             state.ver += 1
             if len(state.bought) > MAX_BUYERS_CACHED:
                 state.bought = {}
