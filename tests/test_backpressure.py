@@ -201,3 +201,28 @@ async def test_eta_matches_the_real_wait_in_a_steady_drain(
     waited = time.monotonic() - asked
     print(f"eta {eta} s, waited {waited:.2f} s at position {probe['queue']['position']}")
     assert abs(eta - waited) <= 0.25 * waited
+
+
+async def test_tickets_survive_front_door_and_worker_restarts(
+    engine_factory: EngineFactory, redis: Redis,
+) -> None:
+    settings = make_settings(limits={"global": {"rate": 0.5, "burst": 1}})
+    first = await engine_factory(settings)
+    await first.import_codes("card-100", codes("RS", 5))
+    await first.stop_worker()  # nothing releases the ticket before the restart
+    await first.order(wait_ms=0)
+    _, ticket = await first.order(buyer="survivor", wait_ms=0)
+    assert ticket["status"] == "queued" and ticket["queue"]["reason"] == "overflow"
+    await first.close()  # front door and worker both gone
+
+    second = await engine_factory(settings, worker=False)
+    resp = await second.http.get(f"/v1/orders/{ticket['order_id']}", headers=auth(SHOP_A_KEY))
+    again = await resp.json()
+    assert again["status"] == "queued" and again["queue"]["position"] == 1
+    await second.start_worker()
+
+    async def served() -> bool:
+        record = await records.read(redis, ticket["order_id"])
+        return record is not None and record.status == "fulfilled"
+
+    await _until(served, timeout=10)
