@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -102,7 +103,15 @@ class Metrics:
                              "Order-stream entries not yet trimmed, all shards", registry=r)
         self.config_version = Gauge("kamigate_config_info", "The running config",
                                     ["sha256"], registry=r)
+        self._rejected_by_code: dict[str, Any] = {}
         self.fleet = FleetCollector()
         r.register(self.fleet)
         self.door = DoorCollector()
         r.register(self.door)
+
+    def rejected_of(self, code: str) -> Any:
+        """The counter child of a problem code, looked up once (labels() costs each time)."""
+        child = self._rejected_by_code.get(code)
+        if child is None:
+            child = self._rejected_by_code[code] = self.rejected.labels(code)
+        return child

@@ -47,6 +47,12 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
     if gate.verdict == Verdict.LIMITED:
         raise errors.RateLimited("too many orders from this buyer or address; retry later",
                                  retry_after=int(gate.headers()["Retry-After"]))
+    if app[INGEST].line_full(req.sku):
+        # Turned away before any order is built: an overload costs the door little.
+        problem = errors.RateLimited("over capacity and the waiting line is full; retry later",
+                                     retry_after=1)
+        problem.extra_headers = gate.headers()
+        raise problem
     order = StreamOrder(
         order_id=keys.new_order_id(shard), storefront=storefront.id, sku=req.sku, qty=req.qty,
         buyer=req.buyer, tier=req.tier, created_ms=now, reply_to=app[REPLIES].channel,

@@ -54,7 +54,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except errors.Problem as problem:
-        request.app[METRICS].rejected.labels(problem.code).inc()
+        request.app[METRICS].rejected_of(problem.code).inc()
         return problem_response(problem)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -63,7 +63,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         if kind is None:
             kind = errors.InvalidRequest if exc.status < 500 else errors.Internal
         translated = kind(exc.reason or kind.title)
-        request.app[METRICS].rejected.labels(translated.code).inc()
+        request.app[METRICS].rejected_of(translated.code).inc()
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return problem_response(translated, allow)
     except (RedisError, OSError, TimeoutError) as exc:
