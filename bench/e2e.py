@@ -94,6 +94,42 @@ def _process(args: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
             proc.kill()
 
 
+class Stack:
+    """What a benchmark runs against: kamigate (door, worker, Redis) and the ceiling."""
+
+    def __init__(self, redis: RedisProcess, kg_port: int, hello_port: int,
+                 door: subprocess.Popen[bytes], worker: subprocess.Popen[bytes],
+                 hello: subprocess.Popen[bytes]) -> None:
+        self.redis, self.kg_port, self.hello_port = redis, kg_port, hello_port
+        self.door, self.worker, self.hello = door, worker, hello
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {"front door": self.door.pid, "worker": self.worker.pid,
+                "redis": self.redis.process.pid if self.redis.process else 0}
+
+
+@contextmanager
+def stack(extra_config: str = "") -> Iterator[Stack]:
+    """Start the ceiling server and kamigate (one door, one worker, a redis-server) on
+    loopback; stop them all afterwards."""
+    py = sys.executable
+    with tempfile.TemporaryDirectory(prefix="kg-bench-") as tmp:
+        data = Path(tmp)
+        redis = RedisProcess(data / "redis")
+        redis.start()
+        kg_port, hello_port = free_port(), free_port()
+        cfg = str(_config(data, kg_port, redis.url, extra_config))
+        try:
+            with _process([py, "-m", "engine", "worker", "--config", cfg], 0) as worker, \
+                    _process([py, "-m", "engine", "serve", "--config", cfg], kg_port) as door, \
+                    _process([py, "-m", "bench.hello_server", "--port", str(hello_port)],
+                             hello_port) as hello:
+                yield Stack(redis, kg_port, hello_port, door, worker, hello)
+        finally:
+            redis.stop()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -169,49 +205,30 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("bench.e2e needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
-    py = sys.executable
     rows: dict[str, list[dict[str, Any]]] = {"ceiling": [], "kamigate": []}
     batch: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="kg-bench-") as tmp:
-        data = Path(tmp)
-        redis = RedisProcess(data / "redis")
-        redis.start()
-        kg_port, hello_port = free_port(), free_port()
-        cfg = _config(data, kg_port, redis.url)
-        env_note = "compiled" if not os.environ.get("KAMIGATE_NO_EXTENSIONS") else "pure"
-        try:
-            with _process([py, "-m", "engine", "worker", "--config", str(cfg)], 0) as worker, \
-                    _process([py, "-m", "engine", "serve", "--config", str(cfg)],
-                             kg_port) as door, \
-                    _process([py, "-m", "bench.hello_server", "--port", str(hello_port)],
-                             hello_port) as hello:
-                need = args.rounds * args.seconds * 20000 + 200_000
-                asyncio.run(_import(kg_port, need))
-                pids = {"front door": door.pid, "worker": worker.pid,
-                        "redis": redis.process.pid if redis.process else 0}
-                for r in range(args.rounds):
-                    # A B, then B A: neither side always runs first on a drifting machine.
-                    order = ("ceiling", "kamigate") if r % 2 == 0 else ("kamigate", "ceiling")
-                    for target in order:
-                        if target == "ceiling":
-                            rows["ceiling"].append(_measure(hello_port, {"server": hello.pid},
-                                                            args))
-                        else:
-                            before = asyncio.run(_fulfilled(kg_port))
-                            run = _measure(kg_port, pids, args)
-                            time.sleep(0.3)
-                            run["fulfilled"] = asyncio.run(_fulfilled(kg_port)) - before
-                            rows["kamigate"].append(run)
-                    ceiling, run = rows["ceiling"][-1], rows["kamigate"][-1]
-                    print(f"round {r + 1}: ratio {run['rps'] / ceiling['rps']:.3f}; ceiling "
-                          f"{ceiling['rps']:.0f}/s (CPU us/request {ceiling['cpu_us']}), "
-                          f"kamigate {run['rps']:.0f}/s ({run['fulfilled']} fulfilled, "
-                          f"{run['non2xx']} non-2xx; CPU us/order {run['cpu_us']})",
-                          flush=True)
-                for _ in range(3):
-                    batch.append(asyncio.run(batch_route(kg_port, args.seconds)))
-        finally:
-            redis.stop()
+    env_note = "compiled" if not os.environ.get("KAMIGATE_NO_EXTENSIONS") else "pure"
+    with stack() as s:
+        asyncio.run(_import(s.kg_port, args.rounds * args.seconds * 20000 + 200_000))
+        for r in range(args.rounds):
+            # A B, then B A: neither side always runs first on a drifting machine.
+            order = ("ceiling", "kamigate") if r % 2 == 0 else ("kamigate", "ceiling")
+            for target in order:
+                if target == "ceiling":
+                    rows["ceiling"].append(_measure(s.hello_port, {"server": s.hello.pid}, args))
+                else:
+                    before = asyncio.run(_fulfilled(s.kg_port))
+                    run = _measure(s.kg_port, s.pids, args)
+                    time.sleep(0.3)
+                    run["fulfilled"] = asyncio.run(_fulfilled(s.kg_port)) - before
+                    rows["kamigate"].append(run)
+            ceiling, run = rows["ceiling"][-1], rows["kamigate"][-1]
+            print(f"round {r + 1}: ratio {run['rps'] / ceiling['rps']:.3f}; ceiling "
+                  f"{ceiling['rps']:.0f}/s (CPU us/request {ceiling['cpu_us']}), "
+                  f"kamigate {run['rps']:.0f}/s ({run['fulfilled']} fulfilled, "
+                  f"{run['non2xx']} non-2xx; CPU us/order {run['cpu_us']})", flush=True)
+        for _ in range(3):
+            batch.append(asyncio.run(batch_route(s.kg_port, args.seconds)))
     ratios = [k["rps"] / c["rps"] for k, c in zip(rows["kamigate"], rows["ceiling"], strict=True)]
     med = statistics.median
     print()

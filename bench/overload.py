@@ -13,13 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-from bench.e2e import _config, _fulfilled, _import, _measure, _process
-from engine.embedded import RedisProcess, free_port
+from bench.e2e import _fulfilled, _import, _measure, stack
 
 
 def main() -> int:
@@ -31,7 +27,6 @@ def main() -> int:
     parser.add_argument("--capacity", type=int, default=20000, help="waiting-line room")
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
-    py = sys.executable
     extra = f"""
 [limits]
 global = {{ rate = {args.rate}, burst = {int(args.rate)} }}
@@ -39,39 +34,23 @@ global = {{ rate = {args.rate}, burst = {int(args.rate)} }}
 capacity = {args.capacity}
 """
     ratios, answers, ceilings, fulfil_ratios = [], [], [], []
-    with tempfile.TemporaryDirectory(prefix="kg-overload-") as tmp:
-        data = Path(tmp)
-        redis = RedisProcess(data / "redis")
-        redis.start()
-        kg_port, hello_port = free_port(), free_port()
-        cfg = _config(data, kg_port, redis.url, extra)
-        try:
-            with _process([py, "-m", "engine", "worker", "--config", str(cfg)], 0) as worker, \
-                    _process([py, "-m", "engine", "serve", "--config", str(cfg)],
-                             kg_port) as door, \
-                    _process([py, "-m", "bench.hello_server", "--port", str(hello_port)],
-                             hello_port) as hello:
-                asyncio.run(_import(kg_port, int(args.rate * args.seconds * args.rounds * 2)
-                                    + 100_000))
-                pids = {"front door": door.pid, "worker": worker.pid}
-                for r in range(args.rounds):
-                    order = ("ceiling", "kamigate") if r % 2 == 0 else ("kamigate", "ceiling")
-                    for target in order:
-                        if target == "ceiling":
-                            ceilings.append(_measure(hello_port, {"server": hello.pid},
-                                                     args)["rps"])
-                        else:
-                            before, t0 = asyncio.run(_fulfilled(kg_port)), time.monotonic()
-                            run = _measure(kg_port, pids, args)
-                            done = asyncio.run(_fulfilled(kg_port)) - before
-                            answers.append(run["rps"])
-                            fulfil_ratios.append(done / (time.monotonic() - t0) / args.rate)
-                    ratios.append(answers[-1] / ceilings[-1])
-                    print(f"round {r + 1}: answers {answers[-1]:.0f}/s vs ceiling "
-                          f"{ceilings[-1]:.0f}/s = {ratios[-1]:.2f}; fulfilled at "
-                          f"{fulfil_ratios[-1]:.0%} of the configured rate", flush=True)
-        finally:
-            redis.stop()
+    with stack(extra) as s:
+        asyncio.run(_import(s.kg_port, int(args.rate * args.seconds * args.rounds * 2) + 100_000))
+        for r in range(args.rounds):
+            order = ("ceiling", "kamigate") if r % 2 == 0 else ("kamigate", "ceiling")
+            for target in order:
+                if target == "ceiling":
+                    ceilings.append(_measure(s.hello_port, {"server": s.hello.pid}, args)["rps"])
+                else:
+                    before, t0 = asyncio.run(_fulfilled(s.kg_port)), time.monotonic()
+                    run = _measure(s.kg_port, s.pids, args)
+                    done = asyncio.run(_fulfilled(s.kg_port)) - before
+                    answers.append(run["rps"])
+                    fulfil_ratios.append(done / (time.monotonic() - t0) / args.rate)
+            ratios.append(answers[-1] / ceilings[-1])
+            print(f"round {r + 1}: answers {answers[-1]:.0f}/s vs ceiling "
+                  f"{ceilings[-1]:.0f}/s = {ratios[-1]:.2f}; fulfilled at "
+                  f"{fulfil_ratios[-1]:.0%} of the configured rate", flush=True)
     med = statistics.median
     print(f"\nconfigured {args.rate:.0f}/s, offered {med(answers) / args.rate:.0f}x; "
           f"{args.rounds} rounds of {args.seconds}s, wrk -t1 -c{args.connections}; medians")
