@@ -34,6 +34,7 @@ import aiohttp
 
 from engine import config
 from engine.embedded import RedisProcess, free_port
+from loadtests.payloads import order
 
 HERE = Path(__file__).parent
 STOREFRONT_KEY = "bench-shop-key"
@@ -166,15 +167,12 @@ async def _fulfilled(port: int) -> int:
 async def batch_route(port: int, seconds: float, concurrency: int = 4) -> float:
     """Orders claimed end to end per second through POST /v1/orders/batch (1,000 per call)."""
     done = 0
-    counter = 0
     deadline = time.monotonic() + seconds
     async with aiohttp.ClientSession() as s:
         async def loop() -> None:
-            nonlocal done, counter
+            nonlocal done
             while time.monotonic() < deadline:
-                counter += 1
-                body = {"orders": [{"sku": "bench-sku", "qty": 1, "buyer": f"x{counter}-{i}"}
-                                   for i in range(1000)]}
+                body = {"orders": [order("bench-sku") for _ in range(1000)]}
                 async with s.post(f"http://127.0.0.1:{port}/v1/orders/batch", json=body,
                                   headers={"Authorization": f"Bearer {STOREFRONT_KEY}"}) as r:
                     results = (await r.json())["results"]
