@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from engine import keys, records, scripts
 from engine.admission import TokenBucket
@@ -39,17 +40,19 @@ async def unwind(redis: Redis, record: records.OrderRecord, mode: str, now: int
     return before.decode(), after.decode()
 
 
-async def trim_stream(redis: Redis, shard: int) -> None:
-    """Drop acknowledged entries from the front of the shard's stream, never one that is
-    still pending or not yet delivered (no blind MAXLEN: those are admitted orders)."""
-    stream = keys.stream(shard)
-    pending: Any = await redis.xpending(stream, keys.GROUP)
+async def trim_stream(redis: Redis, stream: str, group: str) -> None:
+    """Drop acknowledged entries from the front of a stream, never one that is still pending
+    or not yet delivered (no blind MAXLEN: those are admitted orders or unsent webhooks)."""
+    try:
+        pending: Any = await redis.xpending(stream, group)
+        groups: Any = [] if pending["pending"] else await redis.xinfo_groups(stream)
+    except ResponseError:  # no such stream or group yet: nothing to trim
+        return
     if pending["pending"]:
         floor = pending["min"]
     else:
-        groups: Any = await redis.xinfo_groups(stream)
-        delivered = [g["last-delivered-id"] for g in groups if g["name"] in (keys.GROUP,
-                                                                                keys.GROUP.encode())]
+        delivered = [g["last-delivered-id"] for g in groups
+                     if g["name"] in (group, group.encode())]
         if not delivered:
             return
         floor = delivered[0]

@@ -30,6 +30,7 @@ from engine.matching_types import FILL, MatchOrder
 from engine.settle import replay
 from engine.shard_view import ShardView
 from engine.waiting import Releaser, sweep, trim_stream
+from engine.webhooks import GROUP as WEBHOOK_GROUP
 from engine.webhooks import Dispatcher
 from engine.wire import StreamOrder, decode_stream_order
 
@@ -114,7 +115,8 @@ class Worker:
             meter.tick(clock)
             if meter.due(clock):
                 await meter.publish(self.redis, shard, now)
-                await trim_stream(self.redis, shard)
+                await trim_stream(self.redis, keys.stream(shard), keys.GROUP)
+                await trim_stream(self.redis, keys.outbox(shard), WEBHOOK_GROUP)
         return released, expired
 
     def meter(self, shard: int) -> DrainMeter:

@@ -177,7 +177,7 @@ async def test_acknowledged_entries_are_trimmed_and_pending_ones_kept(
     await redis.xadd(keys.stream(0), {"kick": "card-100"})
     await redis.xreadgroup(keys.GROUP, "dead-worker", {keys.stream(0): ">"}, count=1)
     await redis.xadd(keys.stream(0), {"kick": "card-100"})
-    await trim_stream(redis, 0)
+    await trim_stream(redis, keys.stream(0), keys.GROUP)
     kept = await redis.xrange(keys.stream(0))
     assert len(kept) == 2 and all(b"kick" in fields for _, fields in kept)
     await engine.start_worker()  # takes the shard over, reclaims the pending one
@@ -190,5 +190,5 @@ async def test_acknowledged_entries_are_trimmed_and_pending_ones_kept(
     while not await drained():
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.1)
-    await trim_stream(redis, 0)
+    await trim_stream(redis, keys.stream(0), keys.GROUP)
     assert int(await redis.xlen(keys.stream(0))) == 0

@@ -156,3 +156,47 @@ async def engine_redis_len(engine: Any, key: str) -> int:
         return int(await client.xlen(key))
     finally:
         await client.aclose()
+
+
+async def test_delivered_events_are_trimmed_from_the_outbox(
+    engine_factory: EngineFactory,
+) -> None:
+    from engine import keys
+    from engine.waiting import trim_stream
+    from engine.webhooks import GROUP
+
+    receiver = Receiver()
+    server = await _serve(receiver)
+    try:
+        engine = await engine_factory(_settings(redis={"shards": 1}))
+        await engine.import_codes("card-100", codes("TR", 3))
+        hook = str(server.make_url("/hook"))
+        for i in range(3):
+            await engine.order(notify_url=hook, buyer=f"t{i}")
+        await _until(lambda: len(receiver.events) >= 3)
+        from engine import store
+
+        client = store.client(engine.url)
+        try:
+            await _until_async(lambda: _pending_zero(client), 10)
+            await trim_stream(client, keys.outbox(0), GROUP)
+            assert int(await client.xlen(keys.outbox(0))) == 0
+        finally:
+            await client.aclose()
+    finally:
+        await server.close()
+
+
+async def _pending_zero(client: Any) -> bool:
+    from engine import keys
+    from engine.webhooks import GROUP
+
+    pending = await client.xpending(keys.outbox(0), GROUP)
+    return int(pending["pending"]) == 0
+
+
+async def _until_async(predicate: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
