@@ -93,7 +93,9 @@ class Metrics:
                            registry=r)
         self.queue_length = Gauge("kamigate_queue_length", "Orders waiting in a SKU's line",
                                   ["sku"], registry=r)
-        self.stream_lag = Gauge("kamigate_stream_lag", "Entries not yet acknowledged per shard",
+        self.stream_lag = Gauge("kamigate_stream_lag",
+                                "Entries in the order stream per shard (unclaimed, plus up to "
+                                "0.5 s of claimed ones not yet trimmed)",
                                 ["shard"], registry=r)
         self.throttled = Gauge("kamigate_backpressure", "1 while admission follows the workers",
                                registry=r)
