@@ -203,6 +203,13 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("file", nargs="?")
     check.set_defaults(func=cmd_config_check)
 
+    maint = sub.add_parser("maintenance", parents=[common],
+                           help="close order writes (read_only), everything (full), or reopen")
+    maint.add_argument("mode", choices=["off", "read_only", "full"])
+    maint.add_argument("--reason", help="shown to storefronts and buyers")
+    maint.add_argument("--eta", help="when it ends (RFC 3339); sets Retry-After")
+    maint.add_argument("--starts-at", help="schedule it (RFC 3339); announced beforehand")
+    maint.set_defaults(func=commands.cmd_maintenance)
     rec = sub.add_parser("reconcile", parents=[common], help="check stock invariants")
     rec.set_defaults(func=commands.cmd_reconcile)
     status = sub.add_parser("status", parents=[common], help="SKUs, stock and queues")

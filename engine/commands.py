@@ -119,3 +119,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     return _with_store(settings, body)
 
 
+
+
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    """`kamigate maintenance MODE`: set it for every front door (they follow within a second)."""
+    from engine import maintenance
+
+    settings = load_settings(args)
+    state = maintenance.MaintenanceState(mode=args.mode, reason=args.reason or "",
+                                         eta=args.eta, starts_at=args.starts_at)
+    problems = maintenance.check(state)
+    if problems:
+        for problem in problems:
+            print(f"kamigate: {problem}", file=sys.stderr)
+        return 1
+
+    async def body(redis: Redis) -> int:
+        await maintenance.store(redis, state)
+        when = f" from {state.starts_at}" if state.starts_at else ""
+        print(f"maintenance {state.mode}{when}" + (f": {state.reason}" if state.reason else ""))
+        return 0
+
+    return _with_store(settings, body)

@@ -189,6 +189,11 @@ def webhook_dead(shard: int) -> str:
     return f"{tag(shard)}:webhook:dead"
 
 
+def maintenance() -> str:
+    """The maintenance state an operator set (JSON); absent: the config's [maintenance]."""
+    return f"{PREFIX}:maintenance"
+
+
 def throttle() -> str:
     """The fleet's throttled admission rate while workers are behind (absent: no throttle)."""
     return f"{PREFIX}:throttle"

@@ -9,6 +9,7 @@ import msgspec
 
 from engine import __version__, errors
 from engine.http.pages import PageState
+from engine.maintenance import MaintenanceState
 from engine.stock import ImportResult, SkuLevel
 from engine.wire import BatchRequest, Order, OrderRequest
 
@@ -75,7 +76,8 @@ LANG = {"name": "lang", "in": "query", "required": False,
 
 def build() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [OrderRequest, BatchRequest, Order, ImportResult, SkuLevel, PageState],
+        [OrderRequest, BatchRequest, Order, ImportResult, SkuLevel, PageState,
+         MaintenanceState],
         ref_template=REF
     )
     components["Problem"] = _problem_schema()
@@ -142,6 +144,9 @@ def build() -> dict[str, Any]:
                                       404, security="",
                                       params=[{"name": "name", "in": "path", "required": True,
                                                "schema": {"type": "string"}}])},
+        "/admin/maintenance": {"put": _op(
+            "Set maintenance for every front door (off, read_only, full; starts_at schedules)",
+            _ok(200, "MaintenanceState"), 401, 403, 413, 415, 422, body="MaintenanceState")},
         "/healthz": {"get": _op("Process alive", {"200": {"description": "ok"}}, security="")},
         "/readyz": {"get": _op("Ready to take orders", {"200": {"description": "ready"},
                                                          "503": {"description": "not ready"}},

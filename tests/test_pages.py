@@ -230,7 +230,7 @@ async def test_status_page_lists_notices_escaped(
     found = {"maintenance": {"mode": "read_only", "reason": "db <upgrade>",
                              "eta": "2026-01-01T02:00:00Z"},
              "pauses": [{"scope": "sku:card-100", "reason": "restock", "until": None}]}
-    monkeypatch.setattr(pages, "notices", lambda: found)
+    monkeypatch.setattr(pages, "notices", lambda app: found)
     text = await (await engine.http.get("/status")).text()
     assert 'data-ok="false"' in text and "db &lt;upgrade&gt;" in text
     assert "Expected end: 2026-01-01T02:00:00Z" in text and "restock" in text

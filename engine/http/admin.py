@@ -6,16 +6,19 @@ import re
 import tempfile
 from typing import IO
 
+import msgspec
 from aiohttp import web
 
-from engine import errors, stock
+from engine import errors, maintenance, stock
 from engine.clock import parse_rfc3339
 from engine.config import SKU_PATTERN
 from engine.http.auth import admin_of
-from engine.http.codec import respond
-from engine.http.state import DIRECTORY, REDIS
+from engine.http.codec import decode_body, respond
+from engine.http.state import DIRECTORY, MAINTENANCE, REDIS
 
 _SKU = re.compile(SKU_PATTERN)
+_decode_maintenance = msgspec.json.Decoder(maintenance.MaintenanceState).decode
+_decode_maintenance_msgpack = msgspec.msgpack.Decoder(maintenance.MaintenanceState).decode
 _LOT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}\Z")
 
 
@@ -112,8 +115,22 @@ async def get_sku(request: web.Request) -> web.Response:
     return respond(request, found)
 
 
+async def set_maintenance(request: web.Request) -> web.Response:
+    directory = request.app[DIRECTORY].current
+    admin_of(request, directory, "operator")
+    state = await decode_body(request, _decode_maintenance, _decode_maintenance_msgpack)
+    problems = maintenance.check(state)
+    if problems:
+        raise errors.InvalidRequest("; ".join(problems), errors=[
+            errors.FieldError(p.partition(": ")[0], p.partition(": ")[2]) for p in problems])
+    await maintenance.store(request.app[REDIS], state)
+    request.app[MAINTENANCE].state = state  # this door at once; the others within a second
+    return respond(request, state)
+
+
 def routes() -> list[web.RouteDef]:
     return [
+        web.put("/admin/maintenance", set_maintenance),
         web.post("/admin/skus/{sku}/stock", import_stock),
         web.delete("/admin/skus/{sku}/stock", void_stock),
         web.get("/admin/skus", list_skus),

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis.asyncio import Redis
 
-from engine import matching, store
+from engine import maintenance, matching, store
 from engine.admission import Admission
 from engine.config import Settings
 from engine.directory import Directory
@@ -22,11 +22,13 @@ from engine.http.state import (
     DIRECTORY,
     DRAIN,
     INGEST,
+    MAINTENANCE,
     METRICS,
     REDIS,
     REPLIES,
     AdmissionRef,
     DirectoryRef,
+    MaintenanceRef,
 )
 from engine.ingest import Ingest
 from engine.metrics import Metrics
@@ -51,6 +53,7 @@ def create_app(settings: Settings, redis_url: str | None = None) -> web.Applicat
     app[ADMISSION] = AdmissionRef(Admission(settings, time.monotonic()))
     app[METRICS] = Metrics()
     app[DRAIN] = DrainRates()
+    app[MAINTENANCE] = MaintenanceRef(maintenance.from_config(settings.maintenance))
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         url = redis_url or store.resolve_url(settings)

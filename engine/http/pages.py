@@ -16,8 +16,9 @@ import msgspec
 from aiohttp import web
 
 from engine import errors, records
+from engine.clock import now_ms
 from engine.http.render import record_view
-from engine.http.state import DIRECTORY, DRAIN, REDIS
+from engine.http.state import DIRECTORY, DRAIN, MAINTENANCE, REDIS
 from engine.wire import Order, json_encode
 
 LANGS = ("en", "zh")
@@ -225,9 +226,17 @@ async def queue_state(request: web.Request) -> web.Response:
                         headers=NO_STORE)
 
 
-def notices() -> dict[str, Any]:
-    """Maintenance and pause notices; the engine has none yet, so always the quiet answer."""
-    return {"maintenance": None, "pauses": []}
+def notices(app: web.Application) -> dict[str, Any]:
+    """Maintenance and pause notices (pauses: none yet, the engine does not pause)."""
+    state = app[MAINTENANCE].state
+    found: dict[str, Any] = {"maintenance": None, "pauses": []}
+    now = now_ms()
+    lead = app[DIRECTORY].current.settings.maintenance.notice_lead_s
+    if state.notice(now, lead):
+        found["maintenance"] = {"mode": state.mode, "active": state.active(now) != "off",
+                                "reason": state.reason, "eta": state.eta,
+                                "starts_at": state.starts_at}
+    return found
 
 
 def _notice_items(found: dict[str, Any], msgs: dict[str, str]) -> list[str]:
@@ -246,7 +255,7 @@ def _notice_items(found: dict[str, Any], msgs: dict[str, str]) -> list[str]:
 
 async def status_page(request: web.Request) -> web.Response:
     """GET /status: notices as HTML, or as JSON for `Accept: application/json`."""
-    found = notices()
+    found = notices(request.app)
     if _wants_json(request):
         return web.Response(body=json_encode(found), content_type="application/json",
                             headers={**NO_STORE, "Vary": "Accept, Accept-Language"})

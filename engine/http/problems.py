@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import quote
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from engine import errors
-from engine.http.state import ADMISSION, METRICS
+from engine.clock import now_ms
+from engine.http.state import ADMISSION, DIRECTORY, MAINTENANCE, METRICS
 from engine.wire import json_encode
 
 log = logging.getLogger("kamigate.http")
@@ -40,14 +42,52 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
     """Problems as problem+json, and every request's latency (one middleware: each costs)."""
     started = time.perf_counter()
     try:
+        closed = _closed_for_maintenance(request)
+        if closed is not None:
+            return problem_response(closed)
         response = await _answer(request, handler)
         if request.path.startswith("/v1/") and "RateLimit" not in response.headers:
             response.headers.update(request.app[ADMISSION].current.policy_headers(None))
+        _announce(request, response)
         return response
     finally:
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
         request.app[METRICS].door.latency.observe(name, time.perf_counter() - started)
+
+
+# Always open: health, metrics, the status page, and the switch that ends maintenance.
+ALWAYS_OPEN = ("/healthz", "/readyz", "/metrics", "/status", "/admin/maintenance")
+ORDER_WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def _closed_for_maintenance(request: web.Request) -> errors.Problem | None:
+    ref = request.app[MAINTENANCE]
+    state = ref.state
+    if state.mode == "off":
+        return None
+    now = now_ms()
+    mode = state.active(now)
+    if mode == "off" or request.path.startswith(ALWAYS_OPEN):
+        return None
+    if mode == "read_only" and not (request.path.startswith("/v1/")
+                                    and request.method in ORDER_WRITES):
+        return None
+    notice = state.notice(now, request.app[DIRECTORY].current.settings.maintenance.notice_lead_s)
+    return errors.Maintenance(f"closed for maintenance ({mode}); retry later", notice=notice,
+                              retry_after=state.retry_after(now))
+
+
+def _announce(request: web.Request, response: web.StreamResponse) -> None:
+    """A maintenance window in force or coming soon: say so on every answer."""
+    state = request.app[MAINTENANCE].state
+    if state.mode == "off" or response.prepared:
+        return
+    lead = request.app[DIRECTORY].current.settings.maintenance.notice_lead_s
+    notice = state.notice(now_ms(), lead)
+    if notice:
+        # Header values must be Latin-1: the reason may be Chinese, so it is percent-encoded.
+        response.headers["Kamigate-Notice"] = quote(notice, safe=" :()-,.+/")
 
 
 async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:

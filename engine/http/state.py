@@ -9,6 +9,7 @@ from engine.admission import Admission
 from engine.directory import Directory
 from engine.drain import DrainRates
 from engine.ingest import Ingest
+from engine.maintenance import MaintenanceState
 from engine.metrics import Metrics
 from engine.replies import ReplyHub
 
@@ -37,3 +38,13 @@ class AdmissionRef:
 
 ADMISSION = web.AppKey("admission", AdmissionRef)
 DRAIN = web.AppKey("drain", DrainRates)
+
+
+class MaintenanceRef:
+    """The maintenance state in force, refreshed from Redis by the fleet loop."""
+
+    def __init__(self, state: MaintenanceState) -> None:
+        self.state = state
+
+
+MAINTENANCE = web.AppKey("maintenance", MaintenanceRef)

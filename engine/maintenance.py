@@ -1,0 +1,91 @@
+"""Maintenance: `off`, `read_only` (order writes answer 503, reads work) or `full` (everything
+but health, metrics, /status and the maintenance switch itself answers 503).
+
+The mode in force is the one an operator set (PUT /admin/maintenance or `kamigate
+maintenance`, kept in Redis so every front door follows it within a second), else the
+config's [maintenance]. A window with `starts_at` in the future is announced: answers carry a
+notice from `notice_lead_s` before it starts. Orders already admitted are never dropped: the
+workers keep claiming while the door is closed.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from redis.asyncio import Redis
+
+from engine import keys
+from engine.clock import parse_rfc3339
+from engine.config import Maintenance
+
+MODES = ("off", "read_only", "full")
+RETRY_AFTER_S = 60
+
+
+class MaintenanceState(msgspec.Struct, kw_only=True, omit_defaults=True,
+                       forbid_unknown_fields=True):
+    """What the door enforces; also the body of PUT /admin/maintenance."""
+
+    mode: str = "off"
+    reason: str = ""
+    eta: str | None = None
+    starts_at: str | None = None
+
+    def active(self, now: int) -> str:
+        """The mode in force at `now` (a scheduled window is off until it starts)."""
+        if self.mode == "off":
+            return "off"
+        if self.starts_at and parse_rfc3339(self.starts_at) > now:
+            return "off"
+        return self.mode
+
+    def notice(self, now: int, lead_s: float) -> str | None:
+        """Human text for answers: the window in force, or one starting within lead_s."""
+        if self.mode == "off":
+            return None
+        reason = f": {self.reason}" if self.reason else ""
+        until = f" until {self.eta}" if self.eta else ""
+        if self.active(now) != "off":
+            return f"maintenance ({self.mode}){reason}{until}"
+        assert self.starts_at is not None
+        if parse_rfc3339(self.starts_at) - now <= lead_s * 1000:
+            return f"maintenance ({self.mode}) from {self.starts_at}{reason}{until}"
+        return None
+
+    def retry_after(self, now: int) -> int:
+        if self.eta:
+            return max(1, (parse_rfc3339(self.eta) - now) // 1000)
+        return RETRY_AFTER_S
+
+
+def from_config(section: Maintenance) -> MaintenanceState:
+    return MaintenanceState(mode=section.mode, reason=section.reason, eta=section.eta,
+                            starts_at=section.starts_at)
+
+
+def check(state: MaintenanceState) -> list[str]:
+    """Problems with a requested state, each naming its field."""
+    errors = []
+    if state.mode not in MODES:
+        errors.append(f"mode: must be one of {', '.join(MODES)}")
+    for field in ("eta", "starts_at"):
+        value = getattr(state, field)
+        if value is not None:
+            try:
+                parse_rfc3339(value)
+            except ValueError:
+                errors.append(f"{field}: must be an RFC 3339 timestamp with a time zone")
+    return errors
+
+
+_decode = msgspec.json.Decoder(MaintenanceState).decode
+
+
+async def load(redis: Redis, section: Maintenance) -> MaintenanceState:
+    """The operator's setting if there is one, else the config's."""
+    raw = await redis.get(keys.maintenance())
+    return _decode(raw) if raw else from_config(section)
+
+
+async def store(redis: Redis, state: MaintenanceState) -> None:
+    await redis.set(keys.maintenance(), msgspec.json.encode(state))
+

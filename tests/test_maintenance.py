@@ -1,0 +1,123 @@
+"""Maintenance: read_only closes order writes, full closes everything but health, metrics,
+/status and the switch; a scheduled window is announced; admitted orders still finish."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from engine import records, stock
+from engine.embedded import RedisProcess
+from tests.conftest import (
+    OPERATOR_KEY,
+    SHOP_A_KEY,
+    VIEWER_KEY,
+    Engine,
+    auth,
+    codes,
+    settings_dict,
+    write_config,
+)
+
+
+async def _set(engine: Engine, **body: object) -> int:
+    resp = await engine.http.put("/admin/maintenance", json=body, headers=auth(OPERATOR_KEY))
+    return resp.status
+
+
+async def test_read_only_closes_order_writes_but_not_reads(engine: Engine) -> None:
+    await engine.import_codes("card-100", codes("RO", 2))
+    _, before = await engine.order()
+    assert await _set(engine, mode="read_only", reason="stock count",
+                      eta="2030-01-01T00:00:00Z") == 200
+    status, problem = await engine.order(buyer="b2")
+    assert status == 503 and problem["code"] == "maintenance"
+    assert "stock count" in problem["notice"]
+    resp = await engine.http.post("/v1/orders", json={"sku": "card-100", "qty": 1, "buyer": "x"},
+                                  headers=auth(SHOP_A_KEY))
+    assert int(resp.headers["Retry-After"]) > 0
+    resp = await engine.http.get(f"/v1/orders/{before['order_id']}", headers=auth(SHOP_A_KEY))
+    assert resp.status == 200
+    assert (await engine.http.get("/admin/skus", headers=auth(VIEWER_KEY))).status == 200
+    assert await _set(engine, mode="off") == 200
+    status, after = await engine.order(buyer="b3")
+    assert status == 201 and after["status"] == "fulfilled"
+
+
+async def test_full_closes_everything_but_health_metrics_status_and_the_switch(
+    engine: Engine,
+) -> None:
+    assert await _set(engine, mode="full") == 200
+    resp = await engine.http.get("/v1/orders/o_0000ffffffffffffffff", headers=auth(SHOP_A_KEY))
+    assert resp.status == 503 and (await resp.json())["code"] == "maintenance"
+    assert (await engine.http.get("/admin/skus", headers=auth(VIEWER_KEY))).status == 503
+    for path in ("/healthz", "/metrics", "/status"):
+        assert (await engine.http.get(path)).status == 200, path
+    status = await engine.http.get("/status", headers={"Accept": "application/json"})
+    assert (await status.json())["maintenance"]["mode"] == "full"
+    assert await _set(engine, mode="off") == 200
+    assert (await engine.http.get("/admin/skus", headers=auth(VIEWER_KEY))).status == 200
+
+
+async def test_scheduled_window_is_announced_then_closes(engine: Engine) -> None:
+    soon = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert await _set(engine, mode="read_only", starts_at=soon, reason="upgrade") == 200
+    await engine.import_codes("card-100", codes("SCH", 1))
+    resp = await engine.http.post("/v1/orders", json={"sku": "card-100", "qty": 1, "buyer": "s"},
+                                  headers=auth(SHOP_A_KEY))
+    assert resp.status == 201  # not closed yet
+    assert "upgrade" in resp.headers["Kamigate-Notice"]
+    assert "from" in resp.headers["Kamigate-Notice"]
+    past = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert await _set(engine, mode="read_only", starts_at=past) == 200
+    status, _ = await engine.order(buyer="s2")
+    assert status == 503
+
+
+async def test_orders_admitted_before_maintenance_still_finish(engine: Engine,
+                                                               redis: Redis) -> None:
+    await engine.stop_worker()
+    _, pending = await engine.order(wait_ms=0)
+    assert pending["status"] == "pending"
+    assert await _set(engine, mode="full") == 200
+    # stock arrives behind the closed door (the admin API is closed too in full mode)
+    importer = stock.Importer(redis, 4, "card-100", "late", 0)
+    await importer.feed(["LATE-1"])
+    await importer.finish()
+    worker = await engine.start_worker()
+    await worker.drain()
+    record = None
+    for _ in range(100):
+        record = await records.read(redis, pending["order_id"])
+        if record is not None and record.status == "fulfilled":
+            break
+        await asyncio.sleep(0.05)
+    assert record is not None and record.status == "fulfilled"
+
+
+async def test_bad_requests_name_the_field(engine: Engine) -> None:
+    assert await _set(engine, mode="sideways") == 422
+    resp = await engine.http.put("/admin/maintenance", json={"mode": "full", "eta": "soon"},
+                                 headers=auth(OPERATOR_KEY))
+    body = await resp.json()
+    assert resp.status == 422 and body["errors"][0]["field"] == "eta"
+    resp = await engine.http.put("/admin/maintenance", json={"mode": "full"},
+                                 headers=auth(VIEWER_KEY))
+    assert resp.status == 403
+
+
+def test_cli_sets_maintenance_for_the_fleet(redis_server: RedisProcess, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "k.toml", settings_dict(redis={"url": redis_server.url}))
+    done = subprocess.run([sys.executable, "-m", "engine", "maintenance", "read_only",
+                           "--reason", "inventory", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "maintenance read_only: inventory" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "engine", "maintenance", "full", "--eta", "x",
+                          "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "eta" in bad.stderr
