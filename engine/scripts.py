@@ -8,7 +8,7 @@ from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 KeyArg = str | bytes
 Arg = str | bytes | int | float
@@ -43,6 +43,13 @@ async def run_pipelined(client: Redis, calls: Sequence[Call]) -> list[Any]:
     A flushed script cache only costs one more round trip: the calls that hit NOSCRIPT never
     ran, and are sent again with their source (EVAL), which cannot miss the cache.
     """
+    if len(calls) == 1:
+        # One call (the common tick: one shard): no pipeline object to build and unwind.
+        script, keys, args = calls[0]
+        try:
+            return [await script(client, keys, args)]
+        except ResponseError as exc:
+            return [exc]
     results = await _send(client, calls, by_source=False)
     missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
     if missing:
