@@ -9,7 +9,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from engine import config, matching, store
+from engine import config, keys, matching, store
 from engine.cli_support import load_settings, run_async
 
 
@@ -97,28 +97,55 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """SKUs, stock, lines, the fleet and the switches in force, as tables."""
     from rich.console import Console
     from rich.table import Table
 
-    from engine import stock
+    from engine import maintenance, stock
+    from engine.heartbeat import alive
 
     settings = load_settings(args)
 
     async def body(redis: Redis) -> int:
         found = await stock.levels(redis, settings.redis.shards, [s.id for s in settings.skus])
+        console = Console()
         table = Table(title=f"kamigate — {matching.describe()}")
-        for column in ("SKU", "available", "held", "issued", "voided", "queued", "lots"):
+        columns = ("SKU", "available", "held", "issued", "voided", "waiting (sold out)",
+                   "waiting (overflow)", "lots")
+        for column in columns:
             table.add_column(column, justify="left" if column == "SKU" else "right")
         for level in found:
+            shard = keys.shard_of_sku(level.sku, settings.redis.shards)
+            overflow = int(await redis.zcard(keys.overflow_line(level.sku, shard)))
             table.add_row(level.sku, str(level.available), str(level.held), str(level.issued),
-                          str(level.voided), str(level.queued), str(len(level.lots)))
-        Console().print(table)
-        print(f"config sha256 {settings.sha256()[:12]}")
+                          str(level.voided), str(level.queued), str(overflow),
+                          str(len(level.lots)))
+        console.print(table)
+        state = await maintenance.load(redis, settings.maintenance)
+        throttle = await redis.get(keys.throttle())
+        backlog = sum([int(await redis.xlen(keys.stream(s)))
+                       for s in range(settings.redis.shards)])
+        limits = settings.limits
+        fleet = Table(title="fleet", show_header=False)
+        fleet.add_column("what")
+        fleet.add_column("value")
+        rows = [
+            ("front doors alive", str(await alive(redis, keys.front_doors(), 3000))),
+            ("workers alive", str(await alive(redis, keys.workers(), 5000))),
+            ("order-stream backlog", str(backlog)),
+            ("global rate", f"{limits.global_.rate:g}/s" if limits.global_ else "unlimited"),
+            ("per buyer", f"{limits.per_buyer.rate:g}/s" if limits.per_buyer else "unlimited"),
+            ("backpressure", f"throttled to {float(throttle):g}/s" if throttle else "off"),
+            ("maintenance", state.mode + (f" ({state.reason})" if state.reason else "")
+             + (f" from {state.starts_at}" if state.starts_at else "")),
+            ("config sha256", settings.sha256()[:12]),
+        ]
+        for name, value in rows:
+            fleet.add_row(name, value)
+        console.print(fleet)
         return 0
 
     return _with_store(settings, body)
-
-
 
 
 def cmd_maintenance(args: argparse.Namespace) -> int:

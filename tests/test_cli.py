@@ -40,6 +40,9 @@ async def test_stock_import_then_reconcile(redis: Redis, redis_server: RedisProc
     assert "added 5000, duplicates 1, invalid 0, available 5000" in done.stdout
     status = kamigate("status", "--config", str(cfg))
     assert status.returncode == 0 and "card-100" in status.stdout and "5000" in status.stdout
+    for row in ("workers alive", "order-stream backlog", "backpressure", "maintenance",
+                "config sha256"):
+        assert row in status.stdout, status.stdout
     ok = kamigate("reconcile", "--config", str(cfg))
     assert ok.returncode == 0, ok.stdout
     assert "0 violations" in ok.stdout
