@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 
 from engine import config
+from engine.cli_support import stop_processes
 from engine.embedded import RedisProcess, free_port
 from loadtests.payloads import order
 
@@ -88,11 +89,7 @@ def _process(args: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
             _wait_port(port)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_processes(proc)
 
 
 class Stack:

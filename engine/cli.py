@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from engine import __version__, commands, config, demo, embedded, matching, store
-from engine.cli_support import config_path, load_file, run_async
+from engine.cli_support import config_path, load_file, run_async, stop_processes
 from engine.runtime import tune_gc
 
 log = logging.getLogger("kamigate")
@@ -74,13 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"kamigate: {exc}", file=sys.stderr)
         return 1
     finally:
-        for proc in others:
-            proc.terminate()
-        for proc in others:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(*others)
     return 0
 
 
@@ -142,11 +136,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         _serve(settings, url, banner)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(10)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_processes(worker)
         if redis_process is not None:
             redis_process.stop()
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -41,3 +42,16 @@ def run_async(coro: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 def load_settings(args: argparse.Namespace) -> config.Settings:
     return load_file(config_path(args))
+
+
+def stop_processes(*procs: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Ask child processes to stop (SIGTERM), wait, and kill what does not."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

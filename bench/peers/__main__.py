@@ -29,6 +29,7 @@ from celery import Celery
 from redis.asyncio import Redis
 
 from engine import config, keys
+from engine.cli_support import stop_processes
 from engine.clock import now_ms
 from engine.embedded import RedisProcess, free_port
 from engine.ingest import Ingest
@@ -69,12 +70,7 @@ def spawn(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[byt
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_processes(proc)
 
 
 async def wait_done(count: Callable[[], Awaitable[int]], n: int, start: float,

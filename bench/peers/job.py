@@ -18,6 +18,7 @@ peers are timed doing strictly less work than kamigate's worker.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import redis
 import redis.asyncio as aredis
@@ -50,16 +51,21 @@ def sync_client() -> redis.Redis:
     return _sync_client
 
 
+def _record(pipe: Any, order_id: str, code: Any) -> str:
+    """Queue the order's record and the progress count on a pipeline; the status."""
+    status = "fulfilled" if code is not None else "queued"
+    fields = {"status": status, "code": code} if code is not None else {"status": status}
+    pipe.hset(order_key(order_id), mapping=fields)
+    pipe.incr(DONE_KEY)
+    return status
+
+
 def claim_sync(client: redis.Redis, order_id: str, sku: str) -> str:
     code = client.lpop(codes_key(sku))
     pipe = client.pipeline(transaction=False)
-    if code is not None:
-        pipe.hset(order_key(order_id), mapping={"status": "fulfilled", "code": code})
-    else:
-        pipe.hset(order_key(order_id), "status", "queued")
-    pipe.incr(DONE_KEY)
+    status = _record(pipe, order_id, code)
     pipe.execute()
-    return "fulfilled" if code is not None else "queued"
+    return status
 
 
 # -- async (arq) -------------------------------------------------------------------------------
@@ -70,10 +76,6 @@ def async_client() -> aredis.Redis:
 async def claim_async(client: aredis.Redis, order_id: str, sku: str) -> str:
     code = await client.lpop(codes_key(sku))
     pipe = client.pipeline(transaction=False)
-    if code is not None:
-        pipe.hset(order_key(order_id), mapping={"status": "fulfilled", "code": code})
-    else:
-        pipe.hset(order_key(order_id), "status", "queued")
-    pipe.incr(DONE_KEY)
+    status = _record(pipe, order_id, code)
     await pipe.execute()
-    return "fulfilled" if code is not None else "queued"
+    return status
