@@ -28,13 +28,13 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 # -- serve / worker / up -------------------------------------------------------------------------
-def _serve(settings: config.Settings, redis_url: str | None = None,
-           banner: str | None = None, reuse_port: bool = False) -> None:
+def _serve(settings: config.Settings, path: str, redis_url: str | None = None,
+           banner: str | None = None, reuse_port: bool = False, watch: bool = True) -> None:
     from aiohttp import web
 
     from engine.http.app import create_app
 
-    app = create_app(settings, redis_url)
+    app = create_app(settings, redis_url, config_file=path, watch_config=watch)
 
     async def settle_gc(_: web.Application) -> None:
         tune_gc()
@@ -69,7 +69,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for _ in range(processes - 1)
     ]
     try:
-        _serve(settings, reuse_port=args.reuse_port or processes > 1)
+        # One watcher per fleet host is enough: the others follow through Redis.
+        _serve(settings, config_path(args), reuse_port=args.reuse_port or processes > 1,
+               watch=not args.reuse_port)
     except store.StoreError as exc:
         print(f"kamigate: {exc}", file=sys.stderr)
         return 1
@@ -91,7 +93,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await run_worker(settings, stop)
+            await run_worker(settings, stop, config_path(args))
         except store.StoreError as exc:
             print(f"kamigate: {exc}", file=sys.stderr)
             return 1
@@ -134,7 +136,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.demo:
         banner += "\n\n" + demo.curl_lines(base) + "\n"
     try:
-        _serve(settings, url, banner)
+        _serve(settings, path, url, banner)
     finally:
         stop_processes(worker)
         if redis_process is not None:

@@ -202,3 +202,14 @@ def throttle() -> str:
 def drain(shard: int) -> str:
     """Hash: line (`overflow:<sku>` or `line:<sku>`) -> orders served per second, measured."""
     return f"{tag(shard)}:drain"
+
+
+def config() -> str:
+    """Hash: the fleet's running config (version, sha256, document JSON, origin, by, at,
+    file_sha256 — the sha of the config file last applied from a file)."""
+    return f"{PREFIX}:config"
+
+
+def config_channel() -> str:
+    """Pub/sub channel announcing a new config version (its number as the message)."""
+    return f"{PREFIX}:config:changed"

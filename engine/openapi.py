@@ -74,6 +74,14 @@ LANG = {"name": "lang", "in": "query", "required": False,
         "schema": {"type": "string", "enum": ["en", "zh"]}}
 
 
+CONFIG_VIEW = {"200": {"description": "the running config", "content": {
+    "application/json": {"schema": {
+        "type": "object", "required": ["version", "sha256", "origin", "config"],
+        "properties": {"version": {"type": "integer"}, "sha256": {"type": "string"},
+                       "origin": {"type": "string"}, "by": {"type": ["string", "null"]},
+                       "changed": {"type": "boolean"}, "config": {"type": "object"}}}}}}}
+
+
 def build() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [OrderRequest, BatchRequest, Order, ImportResult, SkuLevel, PageState,
@@ -147,6 +155,17 @@ def build() -> dict[str, Any]:
         "/admin/maintenance": {"put": _op(
             "Set maintenance for every front door (off, read_only, full; starts_at schedules)",
             _ok(200, "MaintenanceState"), 401, 403, 413, 415, 422, body="MaintenanceState")},
+        "/admin/config": {
+            "get": _op("The running config (secrets redacted), its version and sha256",
+                       CONFIG_VIEW, 401, 403),
+            "put": _op("Replace the fleet's config; validated whole, applied everywhere within "
+                       "1 s; refused (422, every error by key) leaves the running one",
+                       CONFIG_VIEW, 401, 403, 413, 415, 422,
+                       body_content={"application/toml": {"schema": {"type": "string"}},
+                                     "application/json": {"schema": {"type": "object"}}})},
+        "/admin/config/reload": {"post": _op(
+            "Re-read the config file (same validation as PUT)", CONFIG_VIEW, 401, 403, 404,
+            422)},
         "/healthz": {"get": _op("Process alive", {"200": {"description": "ok"}}, security="")},
         "/readyz": {"get": _op("Ready to take orders", {"200": {"description": "ready"},
                                                          "503": {"description": "not ready"}},

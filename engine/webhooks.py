@@ -59,17 +59,21 @@ class Dispatcher:
 
     def __init__(self, settings: Settings, redis: Redis, consumer: str,
                  send: Sender | None = None, rng: random.Random | None = None) -> None:
-        self.settings = settings
         self.redis = redis
         self.consumer = consumer
-        self.directory = Directory(settings)
-        self.secrets = {s.id: s.webhook_secret for s in settings.storefronts}
+        self.use(settings)
         self.rng = rng or random.Random()
         self._send = send or self._post
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(settings.webhooks.concurrency)
         self._groups: set[int] = set()
         self.delivered = 0
+
+    def use(self, settings: Settings) -> None:
+        """Take a new config (secrets, timeouts, backoff); concurrency changes on restart."""
+        self.settings = settings
+        self.directory = Directory(settings)
+        self.secrets = {s.id: s.webhook_secret for s in settings.storefronts}
 
     async def close(self) -> None:
         if self._session is not None:

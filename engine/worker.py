@@ -24,8 +24,10 @@ from engine.book import Snapshot
 from engine.claim import StalePlan, apply_plan, build_plan
 from engine.clock import now_ms
 from engine.config import Settings
+from engine.config_watch import keep_config
 from engine.drain import DrainMeter, line_name
 from engine.heartbeat import heartbeat
+from engine.live_config import Follower, boot
 from engine.matching_types import FILL, MatchOrder
 from engine.settle import replay
 from engine.shard_view import ShardView
@@ -62,6 +64,12 @@ class Worker:
         self._last_lease = 0.0
         self._last_reclaim = 0.0
         self.batches = 0
+
+    def use(self, settings: Settings) -> None:
+        """Take a new config between batches (the event loop runs one thing at a time)."""
+        self.settings = settings
+        self.releaser = Releaser(settings, time.monotonic())
+        self.dispatcher.use(settings)
 
     # -- entry points ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -308,16 +316,21 @@ class Worker:
             await self.redis.xadd(keys.stream(shard), {"kick": sku})
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """`kamigate worker`: connect, check the server, serve until stopped."""
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None,
+                     config_file: str | None = None) -> None:
+    """`kamigate worker`: connect, check the server, adopt and follow the fleet's config,
+    serve until stopped. config_file: reloaded on SIGHUP (the front door watches it)."""
     url = store.resolve_url(settings)
     redis = await store.connect(url)
     blocking = store.client(url, timeout=settings.worker.block_ms / 1000 + 10)
     await store.check_server(redis)
-    worker = Worker(settings, redis, blocking)
+    running = await boot(redis, config_file, settings)
+    worker = Worker(running.settings, redis, blocking)
+    follower = Follower(redis, running, lambda r: worker.use(r.settings))
     stop = stop or asyncio.Event()
     try:
-        await worker.run(stop)
+        async with keep_config(redis, follower, config_file, watch=False):
+            await worker.run(stop)
     finally:
         await redis.aclose()
         await blocking.aclose()

@@ -267,7 +267,8 @@ def stock_cases() -> list[StockCase]:
 
 
 # -- checks --------------------------------------------------------------------------------------
-ALLOWED_KEY = re.compile(r"^kg:(workers|doors|\{s\d+\}:(orders|owner|drain|outbox))$")
+# kg:config is the fleet's running config, written when the door starts
+ALLOWED_KEY = re.compile(r"^kg:(workers|doors|config|\{s\d+\}:(orders|owner|drain|outbox))$")
 
 
 async def assert_nothing_written(redis: Redis) -> None:

@@ -14,7 +14,7 @@ from engine.admission import Admission
 from engine.config import Settings
 from engine.directory import Directory
 from engine.drain import DrainRates
-from engine.http import admin, health, orders, pages
+from engine.http import admin, configure, health, orders, pages
 from engine.http.fleet import fleet_ctx
 from engine.http.problems import problems_middleware
 from engine.http.state import (
@@ -37,13 +37,14 @@ from engine.replies import ReplyHub
 log = logging.getLogger("kamigate.http")
 
 
-
-
-def create_app(settings: Settings, redis_url: str | None = None) -> web.Application:
+def create_app(settings: Settings, redis_url: str | None = None,
+               config_file: str | None = None, watch_config: bool = True) -> web.Application:
     """Build the front door.
 
     Parameters: settings (validated config); redis_url (overrides the config's URL; for tests
-    and for `kamigate up`, which knows where its embedded Redis listens).
+    and for `kamigate up`, which knows where its embedded Redis listens); config_file (the file
+    the settings came from: reloaded on SIGHUP, POST /admin/config/reload and, with
+    watch_config, when it changes on disk).
     """
     app = web.Application(
         middlewares=[problems_middleware],
@@ -70,7 +71,11 @@ def create_app(settings: Settings, redis_url: str | None = None) -> web.Applicat
         await app[INGEST].close()
         await redis.aclose()
 
+    if config_file is not None:
+        app[configure.CONFIG_FILE] = config_file
     app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(configure.config_ctx(config_file, watch_config))
     app.cleanup_ctx.append(fleet_ctx)
-    app.add_routes(orders.routes() + admin.routes() + health.routes() + pages.routes())
+    app.add_routes(orders.routes() + admin.routes() + configure.routes() + health.routes()
+                   + pages.routes())
     return app

@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from engine import keys, matching, openapi, stock
 from engine.heartbeat import alive
+from engine.http.configure import FOLLOWER
 from engine.http.state import DIRECTORY, METRICS, REDIS
 from engine.wire import json_encode
 
@@ -24,7 +25,9 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY].current
     redis = request.app[REDIS]
-    checks: dict[str, object] = {"config": {"sha256": directory.settings.sha256()},
+    running = request.app[FOLLOWER].running
+    checks: dict[str, object] = {"config": {"version": running.version,
+                                            "sha256": running.sha256},
                                  "kernel": matching.IMPLEMENTATION}
     ready = True
     try:
@@ -74,7 +77,8 @@ async def metrics(request: web.Request) -> web.Response:
     except (RedisError, OSError):
         pass  # the process's own metrics are still worth a scrape
     m.config_version.clear()
-    m.config_version.labels(directory.settings.sha256()).set(1)
+    running = request.app[FOLLOWER].running
+    m.config_version.labels(running.sha256).set(running.version)
     return web.Response(body=generate_latest(m.registry),
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -1,0 +1,125 @@
+"""Live config in the front door: start on the fleet's config, follow it, and the admin routes
+that read and replace it (GET/PUT /admin/config, POST /admin/config/reload)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from engine import errors
+from engine.admission import Admission
+from engine.config import ConfigError, Settings
+from engine.config_watch import apply_document, keep_config, reload_file
+from engine.directory import Directory
+from engine.http.auth import admin_of
+from engine.http.codec import respond
+from engine.http.state import ADMISSION, DIRECTORY, INGEST, REDIS
+from engine.live_config import Follower, Running, boot, parse_body
+
+FOLLOWER = web.AppKey("config_follower", Follower)
+CONFIG_FILE = web.AppKey("config_file", str)
+SECRET_FIELDS = ("webhook_secret", "page_secret", "secret")
+
+
+def apply(app: web.Application, running: Running) -> None:
+    """Swap in a config: one synchronous step, so no request sees half of it."""
+    settings = running.settings
+    app[DIRECTORY].current = Directory(settings)
+    app[ADMISSION].current = Admission(settings, time.monotonic(), app[ADMISSION].current.share)
+    room = settings.waiting_room
+    if INGEST in app:
+        app[INGEST].capacity = room.capacity if room.enabled else 0
+
+
+def config_ctx(path: str | None, watch: bool = True) -> Any:
+    """A cleanup context: adopt the fleet's config, then follow it until shutdown."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        redis = app[REDIS]
+        running = await boot(redis, path, app[DIRECTORY].current.settings)
+        follower = Follower(redis, running, lambda r: apply(app, r))
+        app[FOLLOWER] = follower
+        apply(app, running)
+        async with keep_config(redis, follower, path, watch):
+            yield
+
+    return ctx
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The effective config with secrets replaced by "***"."""
+    doc: Any = msgspec.to_builtins(settings)
+
+    def scrub(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: "***" if k in SECRET_FIELDS and v else scrub(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [scrub(v) for v in node]
+        return node
+
+    return dict(scrub(doc))
+
+
+def _view(running: Running, changed: bool | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "version": running.version, "sha256": running.sha256, "origin": running.origin,
+        "by": running.by or None, "config": redacted(running.settings),
+    }
+    if changed is not None:
+        view["changed"] = changed
+    return view
+
+
+def _refused(exc: ConfigError) -> errors.Problem:
+    fields = [errors.FieldError(e.partition(": ")[0], e.partition(": ")[2] or e)
+              for e in exc.errors]
+    return errors.InvalidRequest(
+        f"config refused ({len(exc.errors)} problem{'s' if len(exc.errors) != 1 else ''}); "
+        "the running config stays", errors=fields)
+
+
+async def get_config(request: web.Request) -> web.Response:
+    admin_of(request, request.app[DIRECTORY].current, "viewer")
+    return respond(request, _view(request.app[FOLLOWER].running))
+
+
+async def put_config(request: web.Request) -> web.Response:
+    who = admin_of(request, request.app[DIRECTORY].current, "admin")
+    content_type = request.content_type
+    if content_type not in ("application/json", "application/toml", "text/plain",
+                            "text/x-toml", "application/octet-stream"):
+        raise errors.UnsupportedMediaType("send the config as application/toml or "
+                                          "application/json")
+    body = await request.read()
+    try:
+        document, settings = parse_body(body, content_type)
+        running, changed = await apply_document(request.app[REDIS], request.app[FOLLOWER],
+                                                document, settings, "api", who.id)
+    except ConfigError as exc:
+        raise _refused(exc) from None
+    return respond(request, _view(running, changed))
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    who = admin_of(request, request.app[DIRECTORY].current, "admin")
+    path = request.app.get(CONFIG_FILE)
+    if path is None:
+        raise errors.NotFound("this front door was started without a config file")
+    try:
+        running, changed = await reload_file(request.app[REDIS], request.app[FOLLOWER], path,
+                                             "reload", who.id)
+    except ConfigError as exc:
+        raise _refused(exc) from None
+    return respond(request, _view(running, changed))
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/admin/config", get_config),
+        web.put("/admin/config", put_config),
+        web.post("/admin/config/reload", reload_config),
+    ]
