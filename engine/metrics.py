@@ -103,7 +103,8 @@ class Metrics:
                                     "Fleet admission rate in force (-1: unlimited)", registry=r)
         self.backlog = Gauge("kamigate_stream_backlog",
                              "Order-stream entries not yet trimmed, all shards", registry=r)
-        self.config_version = Gauge("kamigate_config_info", "The running config: its version, by sha256",
+        self.config_version = Gauge("kamigate_config_info",
+                                    "The running config: its version, by sha256",
                                     ["sha256"], registry=r)
         self._rejected_by_code: dict[str, Any] = {}
         self.fleet = FleetCollector()

@@ -23,7 +23,6 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    directory = request.app[DIRECTORY].current
     redis = request.app[REDIS]
     running = request.app[FOLLOWER].running
     checks: dict[str, object] = {"config": {"version": running.version,
