@@ -87,6 +87,8 @@ def build_plan(
     stream, stats = table(keys.stream(shard)), table(keys.stats(shard))
     expiry_index = table(keys.expiries(shard))
     outbox = table(keys.outbox(shard))
+    issued_key = table(keys.issued(shard))
+    issued: list[str] = []  # the audit's code issuance lines: "order sku status lot:n,..."
     versions: dict[str, list[object]] = {}
     deltas: dict[tuple[int, str], int] = {}
     counts: dict[str, int] = {}
@@ -123,6 +125,8 @@ def build_plan(
                 detail = now + hold_s * 1000
                 lots_text = ",".join(f"{lot}:{n}" for lot, n in decision.fills)
             status = "held" if hold_s > 0 else "fulfilled"
+            issued.append(f"{order.order_id} {sku} {status} "
+                          + ",".join(f"{lot}:{n}" for lot, n in decision.fills))
         elif decision.action == QUEUE:
             action, status = ACTION_QUEUE, "queued"
             score = line_score(order.tier, order.arrival)
@@ -142,6 +146,7 @@ def build_plan(
                        f"claim_size_le_{size_bucket(len(rows))}": 1})
     payload = msgpack_encode({
         "stream": stream, "stats": stats, "expiries": expiry_index, "outbox": outbox,
+        "issued": issued_key, "issued_text": "\n".join(issued),
         "group": keys.GROUP, "ack": [i.decode() for i in ack],
         "skus": list(versions.values()), "orders": rows,
         "deltas": [[k, f, n] for (k, f), n in deltas.items() if n],

@@ -27,6 +27,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_diff(args: argparse.Namespace) -> int:
+    from engine import config_diff
+
+    return config_diff.run(args.old, args.new)
+
+
 # -- serve / worker / up -------------------------------------------------------------------------
 def _serve(settings: config.Settings, path: str, redis_url: str | None = None,
            banner: str | None = None, reuse_port: bool = False, watch: bool = True) -> None:
@@ -194,6 +200,11 @@ def parser() -> argparse.ArgumentParser:
     check = cfg_sub.add_parser("check", parents=[common], help="validate a config file")
     check.add_argument("file", nargs="?")
     check.set_defaults(func=cmd_config_check)
+    diff = cfg_sub.add_parser("diff", help="what changes between two config files, and "
+                              "whether a live reload can apply it")
+    diff.add_argument("old")
+    diff.add_argument("new")
+    diff.set_defaults(func=cmd_config_diff)
 
     maint = sub.add_parser("maintenance", parents=[common],
                            help="close order writes (read_only), everything (full), or reopen")

@@ -125,6 +125,50 @@ class Pause(Base, frozen=True):
     calendar: str | None = None
     starts_at: str | None = None
     ends_at: str | None = None
+    action: Literal["queue", "reject"] = "queue"  # what orders for the scope get meanwhile
+
+
+class Blocklist(Base, frozen=True):
+    """Buyers and addresses answered 403 `blocked`."""
+
+    buyers: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()  # addresses or CIDR ranges
+
+
+class Review(Base, frozen=True):
+    """Orders from these buyers or addresses wait for an operator (reason `review`)."""
+
+    buyers: tuple[str, ...] = ()
+    buyer_patterns: tuple[str, ...] = ()  # regular expressions, matched from the start
+    ips: tuple[str, ...] = ()  # addresses or CIDR ranges
+
+
+class Surge(Base, frozen=True):
+    """爆单 alerts: incoming orders against the recent baseline or the drain capacity."""
+
+    enabled: bool = True
+    factor: Annotated[float, Meta(gt=1)] = 10.0
+    capacity_factor: Annotated[float, Meta(ge=0)] = 0.0  # 0 = off
+    clear_factor: Annotated[float, Meta(gt=0)] = 2.0
+    min_rate: Annotated[float, Meta(ge=0)] = 50.0
+    baseline_s: Annotated[float, Meta(gt=0)] = 300.0
+    hold_s: Annotated[float, Meta(ge=0)] = 3.0
+    webhook_url: str = ""  # operators' alert receiver; "" = log and metric only
+
+
+class Breaker(Base, frozen=True):
+    """The front door's circuit breaker around Redis."""
+
+    enabled: bool = True
+    failures: Annotated[int, Meta(ge=1)] = 5
+    slow_ms: Annotated[float, Meta(ge=0)] = 0.0  # 0 = off
+    open_s: Annotated[float, Meta(gt=0)] = 2.0
+    probes: Annotated[int, Meta(ge=1)] = 1
+    timeout_s: Annotated[float, Meta(gt=0, le=60)] = 2.0  # a Redis call slower fails
+
+
+class Audit(Base, frozen=True):
+    retention_s: Annotated[int, Meta(ge=60)] = 30 * 86400
 
 
 class Maintenance(Base, frozen=True):
@@ -150,6 +194,11 @@ class Settings(Base, frozen=True):
     calendars: dict[str, Calendar] = {}
     pauses: tuple[Pause, ...] = ()
     maintenance: Maintenance = Maintenance()
+    blocklist: Blocklist = Blocklist()
+    review: Review = Review()
+    surge: Surge = Surge()
+    breaker: Breaker = Breaker()
+    audit: Audit = Audit()
 
     def sha256(self) -> str:
         return hashlib.sha256(msgspec.json.encode(self, order="sorted")).hexdigest()

@@ -8,6 +8,7 @@ references, secrets) read the raw document, so they run even when types are wron
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -16,16 +17,21 @@ import msgspec
 
 from engine.config import (
     Admin,
+    Audit,
     Backpressure,
+    Blocklist,
+    Breaker,
     Calendar,
     Limits,
     Maintenance,
     Orders,
     Pause,
     Redis,
+    Review,
     Server,
     Sku,
     Storefront,
+    Surge,
     WaitingRoom,
     Webhooks,
     Worker,
@@ -41,6 +47,11 @@ SECTIONS: dict[str, Any] = {
     "waiting_room": WaitingRoom,
     "backpressure": Backpressure,
     "maintenance": Maintenance,
+    "blocklist": Blocklist,
+    "review": Review,
+    "surge": Surge,
+    "breaker": Breaker,
+    "audit": Audit,
 }
 LISTS: dict[str, Any] = {"storefronts": Storefront, "admins": Admin, "skus": Sku, "pauses": Pause}
 MAX_ERRORS_PER_VALUE = 50
@@ -163,6 +174,34 @@ def _pauses(raw: Mapping[str, Any], errors: list[str]) -> None:
             errors.append(f"pauses[{i}]: needs either calendar or starts_at")
 
 
+def _rules(parts: dict[str, Any], errors: list[str]) -> None:
+    """Addresses, patterns, calendars and pause times: what types alone cannot check."""
+    from engine.calendars import check_calendar, check_pause
+
+    for section in ("blocklist", "review"):
+        for i, value in enumerate(getattr(parts.get(section), "ips", ())):
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                errors.append(f"{section}.ips[{i}]: {value!r} is not an address or CIDR range")
+    for i, pattern in enumerate(getattr(parts.get("review"), "buyer_patterns", ())):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            errors.append(f"review.buyer_patterns[{i}]: not a regular expression ({exc})")
+    calendars = {k: v for k, v in (parts.get("calendars") or {}).items() if v is not None}
+    for name, cal in calendars.items():
+        problem = check_calendar(cal)
+        if problem:
+            errors.append(f"calendars.{name}: {problem}")
+    for i, pause in enumerate(parts.get("pauses") or ()):
+        if pause is not None and (pause.calendar is None or pause.calendar in calendars):
+            problem = check_pause(pause, calendars)
+            # scope and calendar names are reported by _pauses, from the raw document
+            if problem and not problem.startswith(("scope", "no [calendars")):
+                errors.append(f"pauses[{i}]: {problem}")
+
+
 def _urls(raw: Mapping[str, Any], errors: list[str]) -> None:
     server = raw.get("server") if isinstance(raw.get("server"), dict) else {}
     public_url = (server or {}).get("public_url")
@@ -226,5 +265,6 @@ def check(raw: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[dict[str,
     _duplicates(raw, errors)
     _pauses(raw, errors)
     _urls(raw, errors)
+    _rules(parts, errors)
     _secrets(parts, environ, errors)
     return parts, errors

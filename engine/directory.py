@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import re
 
 from engine import keys
 from engine.config import Admin, Settings, Sku, Storefront
@@ -27,6 +29,17 @@ class Directory:
             ["kamigate-page", *sorted(self.storefronts), *sorted(self.admins)]
         )
         self.page_key = hashlib.sha256(secret.encode()).digest()
+        self.blocked = AddressRules(settings.blocklist.buyers, settings.blocklist.ips)
+        review = settings.review
+        self.reviewed = AddressRules(review.buyers, review.ips, review.buyer_patterns)
+
+    def review_reason(self, sku: Sku, qty: int, buyer: str, ip: str | None) -> str | None:
+        """Why this order waits for an operator, or None."""
+        if sku.review_over_qty and qty > sku.review_over_qty:
+            return f"qty over {sku.review_over_qty}"
+        if self.reviewed.match(buyer, ip):
+            return "review rule"
+        return None
 
     def principal(self, bearer: str) -> Storefront | Admin | None:
         digest = hashlib.sha256(bearer.encode()).hexdigest()
@@ -40,3 +53,31 @@ class Directory:
 
     def page_path(self, order_id: str) -> str:
         return f"/q/{order_id}?t={self.page_token(order_id)}"
+
+
+class AddressRules:
+    """Buyers (exact or by pattern) and addresses (exact or CIDR ranges) to match an order
+    against; exact ones are set lookups, so a long list costs nothing per request."""
+
+    def __init__(self, buyers: tuple[str, ...], ips: tuple[str, ...],
+                 patterns: tuple[str, ...] = ()) -> None:
+        self.buyers = frozenset(buyers)
+        self.patterns = [re.compile(p) for p in patterns]
+        networks = [ipaddress.ip_network(v, strict=False) for v in ips]
+        self.addresses = frozenset(str(n.network_address) for n in networks
+                                   if n.num_addresses == 1)
+        self.ranges = [n for n in networks if n.num_addresses > 1]
+        self.empty = not (buyers or ips or patterns)
+
+    def match(self, buyer: str, ip: str | None) -> bool:
+        if self.empty:
+            return False
+        if buyer in self.buyers or any(p.match(buyer) for p in self.patterns):
+            return True
+        if not ip:
+            return False
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return str(address) in self.addresses or any(address in n for n in self.ranges)

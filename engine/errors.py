@@ -83,6 +83,7 @@ IdempotencyConflict = _problem(
     "idempotency_conflict", 409, "Idempotency-Key reused with a different body"
 )
 NotHeld = _problem("not_held", 409, "The order is not held")
+NotInReview = _problem("not_in_review", 409, "The order is not waiting for review")
 NotCancellable = _problem("not_cancellable", 409, "The order can no longer be cancelled")
 PayloadTooLarge = _problem("payload_too_large", 413, "The body is too large")
 UnsupportedMediaType = _problem("unsupported_media_type", 415, "Unsupported content type")
@@ -94,7 +95,8 @@ Paused = _problem("paused", 503, "Delivery is paused")
 
 ALL: tuple[type[Problem], ...] = (
     InvalidRequest, Unauthenticated, Forbidden, Blocked, NotFound, UnknownSku, MethodNotAllowed,
-    NotAcceptable, SoldOut, LimitExceeded, IdempotencyConflict, NotHeld, NotCancellable,
+    NotAcceptable, SoldOut, LimitExceeded, IdempotencyConflict, NotHeld, NotInReview,
+    NotCancellable,
     PayloadTooLarge, UnsupportedMediaType, RateLimited, Internal, Unavailable, Maintenance, Paused,
 )
 

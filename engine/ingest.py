@@ -38,8 +38,14 @@ class Admit(msgspec.Struct):
     order: StreamOrder
     future: asyncio.Future[Admitted]
     again: bool
-    overflow: bool
+    ticket: bool
     ttl_ms: int
+    why: str
+
+    def line(self, shard: int) -> str:
+        """The line this order waits in if it becomes a ticket."""
+        order = self.order
+        return keys.ticket_line(self.why, order.sku, order.storefront, shard)
 
 
 class KeyReservation(msgspec.Struct, frozen=True):
@@ -62,14 +68,17 @@ class Ingest:
         self._full_until: dict[str, float] = {}
 
     def admit(self, order: StreamOrder, shard: int, again: bool = False,
-              overflow: bool = False, ttl_ms: int = 0) -> asyncio.Future[Admitted]:
+              ticket: bool = False, ttl_ms: int = 0,
+              why: str = "overflow") -> asyncio.Future[Admitted]:
         """Admit one order (see Admitted).
 
         `again` marks an order id that may have been admitted before (idempotent re-admit);
-        `overflow` asks for a ticket in the SKU's overflow line, expiring after ttl_ms.
+        `ticket` asks for a ticket expiring after ttl_ms, for `why`: "overflow" (the SKU's
+        overflow line), "paused" (a parked line) or "review" (the review line).
         """
         future: asyncio.Future[Admitted] = asyncio.get_running_loop().create_future()
-        self._admits.setdefault(shard, []).append(Admit(order, future, again, overflow, ttl_ms))
+        self._admits.setdefault(shard, []).append(
+            Admit(order, future, again, ticket, ttl_ms, why))
         self._schedule()
         return future
 
@@ -126,18 +135,20 @@ class Ingest:
             order_keys: list[KeyArg] = [keys.order(a.order.order_id, shard) for a in items]
             lines: dict[str, int] = {}
             for a in items:
-                lines.setdefault(a.order.sku, len(lines) + 1)
+                lines.setdefault(a.line(shard), len(lines) + 1)
             payloads = [msgpack_encode(a.order) for a in items]
             index = msgpack_encode([
-                (a.order.order_id, len(p), int(a.again), int(a.overflow), a.order.tier,
-                 a.order.sku, a.ttl_ms, 1 if a.order.notify_url else 0, lines[a.order.sku])
+                (a.order.order_id, len(p), int(a.again), int(a.ticket), a.order.tier,
+                 a.order.sku, a.ttl_ms, 1 if a.order.notify_url else 0, lines[a.line(shard)],
+                 a.why, f"{a.order.storefront}:{a.order.sku}")
                 for a, p in zip(items, payloads, strict=True)
             ])
-            order_keys += [keys.overflow_line(sku, shard) for sku in lines]
+            order_keys += list(lines)
             calls.append((
                 scripts.ADMIT,
                 [keys.stream(shard), keys.sequence(shard), keys.expiries(shard),
-                 keys.overflowing(shard), keys.outbox(shard), *order_keys],
+                 keys.overflowing(shard), keys.outbox(shard), keys.parking(shard),
+                 *order_keys],
                 [now, index, b"".join(payloads), self.capacity],
             ))
         try:
@@ -157,7 +168,7 @@ class Ingest:
                     _set_exception(a.future, result)
                 continue
             for a, (status, position) in zip(items, result, strict=True):
-                if status == b"full":
+                if status == b"full" and a.why == "overflow":
                     self._full_until[a.order.sku] = time.monotonic() + FULL_MEMORY_S
                 _set_result(a.future, Admitted(status.decode(), int(position)))
 

@@ -213,3 +213,45 @@ def config() -> str:
 def config_channel() -> str:
     """Pub/sub channel announcing a new config version (its number as the message)."""
     return f"{PREFIX}:config:changed"
+
+
+def parked_line(sku: str, storefront: str, shard: int) -> str:
+    """Sorted set: a storefront's tickets for a SKU waiting out a pause (score as a line)."""
+    return f"{tag(shard)}:parked:{storefront}:{sku}"
+
+
+def parking(shard: int) -> str:
+    """Set of "<storefront>:<sku>" whose parked line is not empty."""
+    return f"{tag(shard)}:parking"
+
+
+def review_line(shard: int) -> str:
+    """Sorted set: orders waiting for an operator's review, by arrival."""
+    return f"{tag(shard)}:review"
+
+
+def ticket_line(reason: str, sku: str, storefront: str, shard: int) -> str:
+    """The line a queued order of this reason waits in."""
+    if reason == "overflow":
+        return overflow_line(sku, shard)
+    if reason == "paused":
+        return parked_line(sku, storefront, shard)
+    if reason == "review":
+        return review_line(shard)
+    return line(sku, shard)
+
+
+def pauses() -> str:
+    """Hash: scope -> the operator's pause or resume of it (JSON), for every process."""
+    return f"{PREFIX}:pauses"
+
+
+def issued(shard: int) -> str:
+    """Stream: the audit of code issuance, one entry per claim call ("e": one line per
+    order: "order_id sku status lot:n,lot:n")."""
+    return f"{tag(shard)}:issued"
+
+
+def audit() -> str:
+    """Stream: the audit of admin actions and config changes."""
+    return f"{PREFIX}:audit"

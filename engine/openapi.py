@@ -82,6 +82,21 @@ CONFIG_VIEW = {"200": {"description": "the running config", "content": {
                        "changed": {"type": "boolean"}, "config": {"type": "object"}}}}}}}
 
 
+OBJECT = {"200": {"description": "ok", "content": {
+    "application/json": {"schema": {"type": "object"}}}}}
+
+
+def _object(*required: str, **optional: str) -> dict[str, Any]:
+    props = {name: {"type": "string"} for name in required}
+    props.update({name: {"type": [kind, "null"]} for name, kind in optional.items()})
+    return {"application/json": {"schema": {"type": "object", "required": list(required),
+                                            "properties": props}}}
+
+
+def _query(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+
+
 def build() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [OrderRequest, BatchRequest, Order, ImportResult, SkuLevel, PageState,
@@ -166,6 +181,26 @@ def build() -> dict[str, Any]:
         "/admin/config/reload": {"post": _op(
             "Re-read the config file (same validation as PUT)", CONFIG_VIEW, 401, 403, 404,
             422)},
+        "/admin/pause": {"post": _op(
+            "Pause automatic delivery for a scope (global, storefront:<id>, sku:<id>)",
+            OBJECT, 401, 403, 415, 422, body_content=_object(
+                "scope", reason="string", until="string", action="string"))},
+        "/admin/resume": {"post": _op(
+            "End a pause of a scope (overrides a calendar window until its end)",
+            OBJECT, 401, 403, 404, 415, 422, body_content=_object("scope"))},
+        "/admin/pauses": {"get": _op("Pauses in force, scheduled, and operators' pauses",
+                                     OBJECT, 401, 403)},
+        "/admin/calendar": {"get": _op(
+            "Pause windows from the calendars and ranges, and each calendar's holidays",
+            OBJECT, 401, 403, 422, params=[_query("from"), _query("to")])},
+        "/admin/review": {"get": _op("Orders waiting for review", OBJECT, 401, 403)},
+        "/admin/review/{order_id}": {"post": _op(
+            "Approve (claim it now) or reject an order waiting for review", OBJECT,
+            401, 403, 404, 409, 415, 422, body_content=_object("decision"),
+            params=[ORDER_ID])},
+        "/admin/audit": {"get": _op(
+            "Admin actions, config changes and code issuance since a moment", OBJECT,
+            401, 403, 422, params=[_query("since"), _query("limit")])},
         "/healthz": {"get": _op("Process alive", {"200": {"description": "ok"}}, security="")},
         "/readyz": {"get": _op("Ready to take orders", {"200": {"description": "ready"},
                                                          "503": {"description": "not ready"}},

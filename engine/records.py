@@ -61,6 +61,6 @@ async def position(redis: Redis, record: OrderRecord) -> int | None:
     if shard is None:
         return None
     sku = record.request.sku
-    line = keys.overflow_line(sku, shard) if record.reason == "overflow" else keys.line(sku, shard)
+    line = keys.ticket_line(record.reason, sku, record.request.storefront, shard)
     rank = await redis.zrank(line, record.request.order_id)
     return None if rank is None else int(rank) + 1  # type: ignore[arg-type]

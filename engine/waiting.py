@@ -31,7 +31,7 @@ async def unwind(redis: Redis, record: records.OrderRecord, mode: str, now: int
     before, after = await scripts.UNWIND(
         redis,
         [keys.order(req.order_id, shard), keys.line(req.sku, shard),
-         keys.overflow_line(req.sku, shard), keys.expiries(shard),
+         keys.ticket_line(record.reason, req.sku, req.storefront, shard), keys.expiries(shard),
          keys.sku_counts(req.sku, shard), keys.lots(req.sku, shard),
          keys.bought(req.sku, shard), keys.stream(shard), keys.outbox(shard),
          *(keys.lot_codes(req.sku, lot, shard) for lot in lots)],

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,14 +24,13 @@ from engine.claim import StalePlan, apply_plan, build_plan
 from engine.clock import now_ms
 from engine.config import Settings
 from engine.config_watch import keep_config
-from engine.drain import DrainMeter, line_name
+from engine.drain import line_name
 from engine.heartbeat import heartbeat
+from engine.housekeeping import Housekeeping
 from engine.live_config import Follower, boot
 from engine.matching_types import FILL, MatchOrder
 from engine.settle import replay
 from engine.shard_view import ShardView
-from engine.waiting import Releaser, sweep, trim_stream
-from engine.webhooks import GROUP as WEBHOOK_GROUP
 from engine.webhooks import Dispatcher
 from engine.wire import StreamOrder, decode_stream_order
 
@@ -58,8 +56,7 @@ class Worker:
         self.worker_id = f"w-{secrets.token_hex(4)}"
         self.owned: set[int] = set()
         self.views: dict[int, ShardView] = {}
-        self.meters: dict[int, DrainMeter] = {}
-        self.releaser = Releaser(settings, time.monotonic())
+        self.housekeeping = Housekeeping(settings, redis)
         self.dispatcher = Dispatcher(settings, redis, self.worker_id)
         self._last_lease = 0.0
         self._last_reclaim = 0.0
@@ -68,7 +65,7 @@ class Worker:
     def use(self, settings: Settings) -> None:
         """Take a new config between batches (the event loop runs one thing at a time)."""
         self.settings = settings
-        self.releaser = Releaser(settings, time.monotonic())
+        self.housekeeping.use(settings)
         self.dispatcher.use(settings)
 
     # -- entry points ---------------------------------------------------------------------------
@@ -113,25 +110,7 @@ class Worker:
 
     async def chores(self) -> tuple[int, int]:
         """One round for every owned shard: (tickets released, orders expired)."""
-        released = expired = 0
-        now = now_ms()
-        clock = time.monotonic()
-        for shard in sorted(self.owned):
-            meter = self.meter(shard)
-            released += await self.releaser.release(self.redis, shard, now, clock, meter)
-            expired += await sweep(self.redis, shard, now)
-            meter.tick(clock)
-            if meter.due(clock):
-                await meter.publish(self.redis, shard, now)
-                await trim_stream(self.redis, keys.stream(shard), keys.GROUP)
-                await trim_stream(self.redis, keys.outbox(shard), WEBHOOK_GROUP)
-        return released, expired
-
-    def meter(self, shard: int) -> DrainMeter:
-        meter = self.meters.get(shard)
-        if meter is None:
-            meter = self.meters[shard] = DrainMeter(time.monotonic())
-        return meter
+        return await self.housekeeping.round(sorted(self.owned))
 
     async def drain(self, max_batches: int = 10_000) -> int:
         """Burst mode for tests and tools: process until every stream is empty; batches run."""
@@ -249,7 +228,7 @@ class Worker:
         await self._claim(shard, orders, arrivals, kicks, [e[0] for e in entries], fresh)
         self.batches += 1
         # How long orders waited in the stream: the entry id is the moment of admission.
-        meter, now = self.meter(shard), now_ms()
+        meter, now = self.housekeeping.meter(shard), now_ms()
         for entry_id, fields in entries:
             if b"p" in fields:
                 meter.delay(now - int(entry_id.split(b"-")[0]))
@@ -296,7 +275,7 @@ class Worker:
                 await asyncio.sleep(min(0.001 * attempt, 0.05))
                 continue
             view.applied(snapshot, batch, decisions, set(requests))
-            meter = self.meter(shard)
+            meter = self.housekeeping.meter(shard)
             for order, decision in zip(batch, decisions, strict=True):
                 if order.order_id not in requests and decision.action == FILL:
                     meter.record(line_name("sold_out", order.sku))

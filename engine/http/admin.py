@@ -9,7 +9,7 @@ from typing import IO
 import msgspec
 from aiohttp import web
 
-from engine import errors, maintenance, stock
+from engine import audit, errors, maintenance, stock
 from engine.clock import parse_rfc3339
 from engine.config import SKU_PATTERN
 from engine.http.auth import admin_of
@@ -58,7 +58,7 @@ def _text(raw: bytes) -> str:
 
 async def import_stock(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY].current
-    admin_of(request, directory, "operator")
+    who = admin_of(request, directory, "operator")
     sku = _sku(request)
     lot = request.query.get("lot") or stock.default_lot()
     if not _LOT.match(lot):
@@ -83,12 +83,15 @@ async def import_stock(request: web.Request) -> web.Response:
                 batch = []
         await importer.feed(batch)
     result = await importer.finish()
+    await audit.record(request.app[REDIS], who.id, "stock.import", {
+        "sku": sku, "lot": result.lot, "added": result.added,
+        "duplicates": result.duplicates, "invalid": result.invalid})
     return respond(request, result)
 
 
 async def void_stock(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY].current
-    admin_of(request, directory, "operator")
+    who = admin_of(request, directory, "operator")
     sku = _sku(request)
     lot = request.query.get("lot", "")
     if not _LOT.match(lot):
@@ -96,6 +99,8 @@ async def void_stock(request: web.Request) -> web.Response:
     voided, available = await stock.void_lot(
         request.app[REDIS], directory.settings.redis.shards, sku, lot
     )
+    await audit.record(request.app[REDIS], who.id, "stock.void",
+                       {"sku": sku, "lot": lot, "voided": voided})
     return respond(request, {"sku": sku, "lot": lot, "voided": voided, "available": available})
 
 
@@ -117,13 +122,15 @@ async def get_sku(request: web.Request) -> web.Response:
 
 async def set_maintenance(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY].current
-    admin_of(request, directory, "operator")
+    who = admin_of(request, directory, "operator")
     state = await decode_body(request, _decode_maintenance, _decode_maintenance_msgpack)
     problems = maintenance.check(state)
     if problems:
         raise errors.InvalidRequest("; ".join(problems), errors=[
             errors.FieldError(p.partition(": ")[0], p.partition(": ")[2]) for p in problems])
     await maintenance.store(request.app[REDIS], state)
+    await audit.record(request.app[REDIS], who.id, "maintenance",
+                       msgspec.to_builtins(state))
     request.app[MAINTENANCE].state = state  # this door at once; the others within a second
     return respond(request, state)
 

@@ -14,7 +14,7 @@ from engine.admission import Admission
 from engine.config import Settings
 from engine.directory import Directory
 from engine.drain import DrainRates
-from engine.http import admin, configure, health, orders, pages
+from engine.http import admin, configure, health, operations, orders, pages
 from engine.http.fleet import fleet_ctx
 from engine.http.problems import problems_middleware
 from engine.http.state import (
@@ -24,6 +24,7 @@ from engine.http.state import (
     INGEST,
     MAINTENANCE,
     METRICS,
+    PAUSES,
     REDIS,
     REPLIES,
     AdmissionRef,
@@ -32,6 +33,7 @@ from engine.http.state import (
 )
 from engine.ingest import Ingest
 from engine.metrics import Metrics
+from engine.pauses import PauseBoard
 from engine.replies import ReplyHub
 
 log = logging.getLogger("kamigate.http")
@@ -55,6 +57,7 @@ def create_app(settings: Settings, redis_url: str | None = None,
     app[METRICS] = Metrics()
     app[DRAIN] = DrainRates()
     app[MAINTENANCE] = MaintenanceRef(maintenance.from_config(settings.maintenance))
+    app[PAUSES] = PauseBoard()
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         url = redis_url or store.resolve_url(settings)
@@ -76,6 +79,6 @@ def create_app(settings: Settings, redis_url: str | None = None,
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(configure.config_ctx(config_file, watch_config))
     app.cleanup_ctx.append(fleet_ctx)
-    app.add_routes(orders.routes() + admin.routes() + configure.routes() + health.routes()
-                   + pages.routes())
+    app.add_routes(orders.routes() + admin.routes() + configure.routes()
+                   + operations.routes() + health.routes() + pages.routes())
     return app

@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from engine import keys, maintenance
+from engine import keys, maintenance, pauses
 from engine.admission import Admission
 from engine.backpressure import Throttle
 from engine.config import Settings
 from engine.heartbeat import alive, heartbeat
-from engine.http.state import ADMISSION, DIRECTORY, DRAIN, MAINTENANCE, METRICS, REDIS
+from engine.http.state import ADMISSION, DIRECTORY, DRAIN, MAINTENANCE, METRICS, PAUSES, REDIS
 
 log = logging.getLogger("kamigate.fleet")
 INTERVAL_S = 0.5
@@ -37,6 +37,7 @@ async def _round(app: web.Application, door_id: str) -> None:
         app[ADMISSION].current = Admission(settings, time.monotonic(), share)
     await app[DRAIN].refresh(redis, settings.redis.shards)
     app[MAINTENANCE].state = await maintenance.load(redis, settings.maintenance)
+    app[PAUSES].refresh(settings, await pauses.load(redis))
     await _follow_downstream(app, settings)
 
 

@@ -18,8 +18,18 @@ from engine.clock import now_ms
 from engine.config import Storefront
 from engine.directory import Directory
 from engine.http.render import order_view, record_view
-from engine.http.state import ADMISSION, DIRECTORY, DRAIN, INGEST, METRICS, REDIS, REPLIES
+from engine.http.state import (
+    ADMISSION,
+    DIRECTORY,
+    DRAIN,
+    INGEST,
+    METRICS,
+    PAUSES,
+    REDIS,
+    REPLIES,
+)
 from engine.ingest import Admitted
+from engine.pauses import InForce
 from engine.wire import BatchItem, OrderRequest, Reply, StreamOrder, msgpack_encode
 
 STATUS_HTTP = {"fulfilled": 201, "held": 201, "queued": 202, "pending": 202}
@@ -34,12 +44,17 @@ class Placement(msgspec.Struct):
     digest: str
     gate: Outcome  # the admission buckets' verdict and the RateLimit headers
     ttl_ms: int
+    why: str  # if it becomes a ticket: "overflow", "paused" or "review"
+    pause: InForce | None
 
 
 def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
               key: str | None) -> Placement:
-    """Build the order and pass it through the buckets; 429 for a buyer or IP over limit."""
+    """Build the order and pass it through the block list, the buckets (429 for a buyer or
+    IP over limit), pauses (a ticket, or 503 `paused`) and review rules."""
     directory: Directory = app[DIRECTORY].current
+    if directory.blocked.match(req.buyer, req.buyer_ip):
+        raise errors.Blocked("this buyer or address may not order here")
     shard = directory.shard_by_sku[req.sku]
     now = now_ms()
     gate = app[ADMISSION].current.decide(time.monotonic(), storefront.id, req.sku, req.buyer,
@@ -47,7 +62,19 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
     if gate.verdict == Verdict.LIMITED:
         raise errors.RateLimited("too many orders from this buyer or address; retry later",
                                  retry_after=int(gate.headers()["Retry-After"]))
-    if app[INGEST].line_full(req.sku):
+    sku = directory.skus[req.sku]
+    ttl_ms = sku.queue_ttl_s * 1000
+    why, pause = "overflow", app[PAUSES].lookup(storefront.id, req.sku)
+    if pause is not None:
+        ends = pause.ends_ms()
+        if pause.action == "reject":
+            wait_s = 3600 if ends is None else max(1, min(86400, (ends - now) // 1000))
+            raise errors.Paused(pause.notice(), notice=pause.notice(), retry_after=wait_s)
+        why = "paused"
+        ttl_ms += max(0, (ends or now) - now)  # a ticket outlives the pause by the SKU's ttl
+    elif directory.review_reason(sku, req.qty, req.buyer, req.buyer_ip):
+        why = "review"
+    if why == "overflow" and app[INGEST].line_full(req.sku):
         # Turned away before any order is built: an overload costs the door little.
         problem = errors.RateLimited("over capacity and the waiting line is full; retry later",
                                      retry_after=1)
@@ -65,19 +92,19 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
         if isinstance(canonical, BatchItem):
             canonical = msgspec.structs.replace(canonical, idempotency_key=None)
         digest = hashlib.sha256(msgpack_encode(canonical)).hexdigest()
-    ttl_ms = directory.skus[req.sku].queue_ttl_s * 1000
-    return Placement(order, shard, key, digest, gate, ttl_ms)
+    return Placement(order, shard, key, digest, gate, ttl_ms, why, pause)
 
 
 async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, Any]:
     """Admit (or replay) one order; (HTTP status, Order or Problem)."""
     ingest, hub, directory = app[INGEST], app[REPLIES], app[DIRECTORY].current
     order = p.order
-    overflow = p.gate.verdict == Verdict.OVERFLOW
+    overflow = p.why == "overflow" and p.gate.verdict == Verdict.OVERFLOW
     if overflow and not directory.settings.waiting_room.enabled:
         return 429, _full(p)
-    if ingest.line_full(order.sku):
+    if p.why == "overflow" and ingest.line_full(order.sku):
         return 429, _full(p)
+    ticket = overflow or p.why != "overflow"
     if p.idempotency_key is not None:
         held = await ingest.reserve_key(order.storefront, p.idempotency_key, order.order_id,
                                         p.digest)
@@ -93,9 +120,9 @@ async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, 
             # The key was reserved but the order never reached Redis (the process that
             # reserved it died): admit it now under the reserved id.
             p.order = msgspec.structs.replace(order, order_id=held.order_id)
-            return await _admit_again(app, p, overflow)
+            return await _admit_again(app, p, ticket)
     waiter = hub.expect(order.order_id) if wait_ms > 0 else None
-    admitted = ingest.admit(order, p.shard, overflow=overflow, ttl_ms=p.ttl_ms)
+    admitted = ingest.admit(order, p.shard, ticket=ticket, ttl_ms=p.ttl_ms, why=p.why)
     if waiter is None:
         result = await admitted
         app[METRICS].door.admitted += 1
@@ -108,10 +135,10 @@ async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, 
     return _answer(app, p, reply or _reply_of(order, p, Admitted("pending")))
 
 
-async def _admit_again(app: web.Application, p: Placement, overflow: bool) -> tuple[int, Any]:
+async def _admit_again(app: web.Application, p: Placement, ticket: bool) -> tuple[int, Any]:
     directory = app[DIRECTORY].current
-    admitted = await app[INGEST].admit(p.order, p.shard, again=True, overflow=overflow,
-                                       ttl_ms=p.ttl_ms)
+    admitted = await app[INGEST].admit(p.order, p.shard, again=True, ticket=ticket,
+                                       ttl_ms=p.ttl_ms, why=p.why)
     if admitted.status in ("pending", "queued", "full"):
         return _answer(app, p, _reply_of(p.order, p, admitted))
     record = await records.read(app[REDIS], p.order.order_id)
@@ -122,7 +149,7 @@ async def _admit_again(app: web.Application, p: Placement, overflow: bool) -> tu
 
 def _reply_of(order: StreamOrder, p: Placement, admitted: Admitted) -> Reply:
     expires = order.created_ms + p.ttl_ms if admitted.status == "queued" else 0
-    return Reply(order.order_id, admitted.status, order.created_ms, [], "overflow",
+    return Reply(order.order_id, admitted.status, order.created_ms, [], p.why,
                  admitted.position, expires)
 
 
@@ -158,5 +185,6 @@ def _answer(app: web.Application, p: Placement, reply: Reply) -> tuple[int, Any]
         directory, order, status=reply.status, created_ms=order.created_ms,
         updated_ms=reply.updated_ms, codes=reply.codes, reason=reply.reason,
         position=reply.position, expires_ms=reply.expires_ms, drain=app[DRAIN],
+        pause=p.pause, now_ms=order.created_ms,
     )
     return STATUS_HTTP.get(reply.status, 200), view

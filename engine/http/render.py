@@ -5,6 +5,7 @@ from __future__ import annotations
 from engine.clock import rfc3339
 from engine.directory import Directory
 from engine.drain import DrainRates
+from engine.pauses import InForce
 from engine.records import OrderRecord
 from engine.wire import Order, QueueInfo, StreamOrder
 
@@ -21,6 +22,8 @@ def order_view(
     position: int | None = None,
     expires_ms: int = 0,
     drain: DrainRates | None = None,
+    pause: InForce | None = None,
+    now_ms: int = 0,
 ) -> Order:
     order = Order(
         order_id=request.order_id,
@@ -38,10 +41,18 @@ def order_view(
     elif status == "held":
         order.hold_expires_at = rfc3339(expires_ms) if expires_ms else None
     elif status == "queued":
+        eta = drain.eta_s(reason, request.sku, position) if drain is not None else None
+        if reason == "paused":
+            # served when the pause ends (then by the line's rate: not known yet)
+            ends = pause.ends_ms() if pause is not None else None
+            eta = None if ends is None else round(max(0, ends - now_ms) / 1000, 1)
+            order.notice = pause.notice() if pause is not None else None
+        elif reason == "review":
+            eta = None  # an operator decides
         order.queue = QueueInfo(
             reason=reason or "sold_out",
             position=position or None,
-            eta_s=drain.eta_s(reason, request.sku, position) if drain is not None else None,
+            eta_s=eta,
             expires_at=rfc3339(expires_ms) if expires_ms else None,
             page=directory.page_path(request.order_id),
         )
@@ -51,7 +62,8 @@ def order_view(
 
 
 def record_view(directory: Directory, record: OrderRecord, position: int | None,
-                drain: DrainRates | None = None) -> Order:
+                drain: DrainRates | None = None, pause: InForce | None = None,
+                now_ms: int = 0) -> Order:
     expires = record.hold_expires_ms if record.status == "held" else record.queue_expires_ms
     return order_view(
         directory,
@@ -64,4 +76,6 @@ def record_view(directory: Directory, record: OrderRecord, position: int | None,
         position=position,
         expires_ms=expires,
         drain=drain,
+        pause=pause,
+        now_ms=now_ms,
     )

@@ -11,6 +11,7 @@ from engine.drain import DrainRates
 from engine.ingest import Ingest
 from engine.maintenance import MaintenanceState
 from engine.metrics import Metrics
+from engine.pauses import PauseBoard
 from engine.replies import ReplyHub
 
 REDIS = web.AppKey("redis", Redis)
@@ -48,3 +49,4 @@ class MaintenanceRef:
 
 
 MAINTENANCE = web.AppKey("maintenance", MaintenanceRef)
+PAUSES = web.AppKey("pauses", PauseBoard)

@@ -5,15 +5,18 @@
 -- KEYS[3]    the shard's expiry index (sorted set: order id by expiry, unix ms)
 -- KEYS[4]    the shard's set of SKUs whose overflow line is not empty
 -- KEYS[5]    the shard's webhook outbox
--- KEYS[5+i]  the record of order i (i = 1..n)
--- KEYS[5+n+j] the overflow line of the j-th SKU of the call
+-- KEYS[6]    the shard's set of parked lines that are not empty
+-- KEYS[6+i]  the record of order i (i = 1..n)
+-- KEYS[6+n+j] the j-th line of the call: a SKU's overflow line, a parked line, the review line
 -- ARGV[1]    now, unix milliseconds
--- ARGV[2]    msgpack array, one per order, of {order_id, payload_length, check, overflow,
---            tier, sku, ttl_ms, notify, line}: check = 1 when the order may have been
---            admitted before (an idempotent re-admit): only then is the record looked up
---            first, since a fresh random id cannot exist; overflow = 1 when the door found a
---            capacity bucket empty; notify = 1 when the order has a notify_url (marked 'nu'
---            on its record; its changes go to the outbox); line = j, its SKU's line key
+-- ARGV[2]    msgpack array, one per order, of {order_id, payload_length, check, ticket,
+--            tier, sku, ttl_ms, notify, line, why, parking}: check = 1 when the order may
+--            have been admitted before (an idempotent re-admit): only then is the record
+--            looked up first, since a fresh random id cannot exist; ticket = 1 when the door
+--            wants a ticket: a capacity bucket was empty (why "overflow"), the scope is paused
+--            (why "paused", line = its parked line, parking = the parked line's name in
+--            KEYS[6]) or the order needs review (why "review"); notify = 1 when the order has
+--            a notify_url (marked 'nu' on its record; its changes go to the outbox); line = j
 -- ARGV[3]    the payloads (msgpack StreamOrder each), concatenated: Lua's cmsgpack has no
 --            binary type, so binary payloads travel beside the msgpack index
 -- ARGV[4]    the waiting room's capacity per line (0 = no waiting room)
@@ -21,7 +24,8 @@
 --            the overflow line, at position), "full" (over capacity and the line is full:
 --            nothing written), or the status an earlier admit left (idempotent per order id).
 -- An order never overtakes the line: while a SKU's overflow line is not empty, its new
--- orders join the line too, so tickets are admitted in arrival order.
+-- orders join the line too, so tickets are admitted in arrival order. Paused and review
+-- tickets wait in lines of their own and never hold up the overflow line.
 local now = tonumber(ARGV[1])
 local batch = cmsgpack.unpack(ARGV[2])
 local blob = ARGV[3]
@@ -34,7 +38,7 @@ local out = {}
 local seq = redis.call('INCRBY', KEYS[2], n) - n
 local waiting = {}
 for i, item in ipairs(batch) do
-  local record, line = KEYS[5 + i], KEYS[5 + n + item[9]]
+  local record, line, why = KEYS[6 + i], KEYS[6 + n + item[9]], item[10]
   local payload = string.sub(blob, at, at + item[2] - 1)
   at = at + item[2]
   seq = seq + 1
@@ -47,23 +51,27 @@ for i, item in ipairs(batch) do
       length = redis.call('ZCARD', line)
       waiting[line] = length
     end
-    if item[4] == 1 or length > 0 then
+    if item[4] == 1 or (why == 'overflow' and length > 0) then
       if length >= capacity then
         out[i] = {'full', 0}
       else
         local expiry = now + item[7]
-        redis.call('HSET', record, 'r', payload, 'st', 'queued', 'why', 'overflow', 'seq', seq,
+        redis.call('HSET', record, 'r', payload, 'st', 'queued', 'why', why, 'seq', seq,
           'c', now, 'qexp', expiry)
         redis.call('ZADD', line, (9 - item[5]) * 1099511627776 + seq, item[1])
         redis.call('ZADD', KEYS[3], expiry, item[1])
-        redis.call('SADD', KEYS[4], item[6])
+        if why == 'overflow' then
+          redis.call('SADD', KEYS[4], item[6])
+        elseif why == 'paused' then
+          redis.call('SADD', KEYS[6], item[11])
+        end
         waiting[line] = length + 1
         local position = redis.call('ZRANK', line, item[1]) + 1
         out[i] = {'queued', position}
         if item[8] == 1 then
           redis.call('HSET', record, 'nu', 1)
           redis.call('XADD', KEYS[5], '*', 'o', item[1], 'st', 'queued', 'u', now,
-            'why', 'overflow', 'x', expiry, 'p', position)
+            'why', why, 'x', expiry, 'p', position)
         end
       end
     else

@@ -6,6 +6,8 @@
 -- ARGV[1]  now, unix milliseconds
 -- ARGV[2]  msgpack plan:
 --          {stream, stats, expiries, outbox, group, ack = {entry ids},
+--           issued (the shard's issuance audit stream), issued_text (one line per order that
+--           got codes: "order_id sku status lot:n,lot:n"; "" when none did),
 --           skus   = {{counters, expected_ver}, ...},
 --           orders = {{record, line, expected_status, action, order_id, qty, detail, score,
 --                      fills, queue_expiry_ms, reply_channel, notify, lots_text,
@@ -123,6 +125,9 @@ for i, o in ipairs(plan.orders) do
     redis.call('XADD', KEYS[plan.outbox], '*', 'o', r[1], 'st', r[2], 'u', now, 'why', r[5],
       'x', r[7], 'p', r[6])
   end
+end
+if plan.issued_text ~= '' then
+  redis.call('XADD', KEYS[plan.issued], '*', 'e', plan.issued_text)
 end
 for channel, list in pairs(by_channel) do
   redis.call('PUBLISH', channel, cmsgpack.pack(list))

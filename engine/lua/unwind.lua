@@ -3,7 +3,7 @@
 -- ones give their codes back to their lots, front first, and the line is run again.
 -- KEYS[1]  the order record
 -- KEYS[2]  the SKU's waiting line (sold out)
--- KEYS[3]  the SKU's overflow line
+-- KEYS[3]  the line a ticket of another reason waits in (overflow, parked or review)
 -- KEYS[4]  the shard's expiry index
 -- KEYS[5]  the SKU's counters hash
 -- KEYS[6]  the SKU's lots hash

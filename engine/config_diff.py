@@ -1,0 +1,127 @@
+"""`kamigate config diff OLD NEW`: what would change between two config files, by dotted key,
+and whether a running fleet can take the change live or needs a restart."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import msgspec
+
+from engine import config
+from engine.live_config import restart_needed
+
+# The same secrets GET /admin/config redacts: they never reach a terminal or a CI log.
+SECRET_FIELDS = frozenset({"webhook_secret", "page_secret", "secret"})
+KEYED_LISTS = frozenset({"storefronts", "admins", "skus"})
+
+
+def _show(value: Any, secret: bool = False) -> str:
+    """A value in TOML-like form: numbers without a needless `.0`, strings quoted, secrets
+    as ***."""
+    if secret and value:
+        return "***"
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_show(v, k in SECRET_FIELDS)}"
+                               for k, v in value.items() if v is not None) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return msgspec.json.encode(value).decode() if isinstance(value, str) else str(value)
+
+
+def _walk(path: str, old: Any, new: Any, out: list[str]) -> None:
+    if old == new:
+        return
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [*old, *(k for k in new if k not in old)]:
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in new:
+                out.append(f"- {sub}")
+            elif key not in old:
+                out.append(f"+ {sub} = {_show(new[key])}")
+            else:
+                _walk(sub, old[key], new[key], out)
+        return
+    if isinstance(old, list) and isinstance(new, list):
+        _walk_list(path, old, new, out)
+        return
+    secret = path.rpartition(".")[2] in SECRET_FIELDS
+    note = " (changed)" if secret and old and new else ""
+    out.append(f"{path}: {_show(old, secret)} → {_show(new, secret)}{note}")
+
+
+def _walk_list(path: str, old: list[Any], new: list[Any], out: list[str]) -> None:
+    if path in KEYED_LISTS:
+        # Keyed by id: a reordered list is no change, an edited item shows only what changed.
+        before = {item["id"]: item for item in old}
+        after = {item["id"]: item for item in new}
+        for ident in [*before, *(i for i in after if i not in before)]:
+            sub = f"{path}[{ident}]"
+            if ident not in after:
+                out.append(f"- {sub}")
+            elif ident not in before:
+                out.append(f"+ {sub} = {_show(after[ident])}")
+            else:
+                _walk(sub, before[ident], after[ident], out)
+        return
+    # No identity (pauses): items as a multiset, removed ones by their old index, added ones
+    # by their new index; an edited item reads as one removed and one added.
+    left = list(new)
+    for i, item in enumerate(old):
+        if item in left:
+            left.remove(item)
+        else:
+            out.append(f"- {path}[{i}] = {_show(item)}")
+    left = list(old)
+    for i, item in enumerate(new):
+        if item in left:
+            left.remove(item)
+        else:
+            out.append(f"+ {path}[{i}] = {_show(item)}")
+
+
+def diff(old: config.Settings, new: config.Settings) -> list[str]:
+    """One line per changed effective setting (defaults included, secrets as ***)."""
+    out: list[str] = []
+    # Through JSON: plain dicts and lists, as an operator would write them.
+    _walk("", msgspec.json.decode(msgspec.json.encode(old)),
+          msgspec.json.decode(msgspec.json.encode(new)), out)
+    return out
+
+
+def _load(path: str) -> config.Settings | None:
+    try:
+        return config.load(path)
+    except config.ConfigError as exc:
+        print(f"kamigate: {path} is not a usable config:", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  - {error}", file=sys.stderr)
+        return None
+
+
+def run(old_path: str, new_path: str) -> int:
+    """Print the diff; 0 when both files are usable (changed or not), 1 when either is not."""
+    old, new = _load(old_path), _load(new_path)
+    if old is None or new is None:
+        return 1
+    lines = diff(old, new)
+    if not lines:
+        print("no changes")
+        return 0
+    for line in lines:
+        print(line)
+    restart = restart_needed(old, new)
+    count = f"{len(lines)} change{'s' if len(lines) != 1 else ''}"
+    if restart:
+        keys = ", ".join(p.partition(":")[0] for p in restart)
+        print(f"{count}; a restart is needed for: {keys} (a live reload refuses this file)")
+    else:
+        print(f"{count}; a live reload can apply this (PUT /admin/config, "
+              "POST /admin/config/reload, SIGHUP or a file edit)")
+    return 0
