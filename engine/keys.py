@@ -255,3 +255,13 @@ def issued(shard: int) -> str:
 def audit() -> str:
     """Stream: the audit of admin actions and config changes."""
     return f"{PREFIX}:audit"
+
+
+def incoming() -> str:
+    """Counter: orders that arrived at any front door (for surge detection)."""
+    return f"{PREFIX}:incoming"
+
+
+def surge() -> str:
+    """The fleet's surge state ("start" or "end"); swapped with SET GET, so one door alerts."""
+    return f"{PREFIX}:surge"

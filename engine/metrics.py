@@ -106,6 +106,19 @@ class Metrics:
         self.config_version = Gauge("kamigate_config_info",
                                     "The running config: its version, by sha256",
                                     ["sha256"], registry=r)
+        self.surge_active = Gauge("kamigate_surge_active",
+                                  "1 while incoming orders surge (爆单)", registry=r)
+        self.incoming_rate = Gauge("kamigate_incoming_rate",
+                                   "Orders arriving at the fleet per second", registry=r)
+        self.surge_baseline = Gauge("kamigate_incoming_baseline",
+                                    "The recent baseline of the incoming rate", registry=r)
+        self.surge_events = Counter("kamigate_surge_events", "Surge alerts by kind",
+                                    ["kind"], registry=r)
+        self.breaker_open = Gauge("kamigate_breaker_state",
+                                  "The Redis circuit breaker: 0 closed, 1 half open, 2 open",
+                                  registry=r)
+        self.breaker_opened = Counter("kamigate_breaker_opened",
+                                      "Times the Redis circuit breaker opened", registry=r)
         self._rejected_by_code: dict[str, Any] = {}
         self.fleet = FleetCollector()
         r.register(self.fleet)

@@ -87,7 +87,7 @@ OBJECT = {"200": {"description": "ok", "content": {
 
 
 def _object(*required: str, **optional: str) -> dict[str, Any]:
-    props = {name: {"type": "string"} for name in required}
+    props: dict[str, Any] = {name: {"type": "string"} for name in required}
     props.update({name: {"type": [kind, "null"]} for name, kind in optional.items()})
     return {"application/json": {"schema": {"type": "object", "required": list(required),
                                             "properties": props}}}

@@ -49,9 +49,11 @@ def client(url: str, *, timeout: float | None = 5.0) -> Redis:
     return redis
 
 
-async def connect(url: str, *, retries: int = 20, delay: float = 0.25) -> Redis:
-    """A client that answered PING, after at most `retries` tries."""
-    redis = client(url)
+async def connect(url: str, *, retries: int = 20, delay: float = 0.25,
+                  timeout: float | None = 5.0) -> Redis:
+    """A client that answered PING, after at most `retries` tries; `timeout` bounds every
+    command (a server that stopped answering fails the call instead of hanging it)."""
+    redis = client(url, timeout=timeout)
     for attempt in range(retries):
         try:
             await redis.ping()

@@ -267,8 +267,9 @@ def stock_cases() -> list[StockCase]:
 
 
 # -- checks --------------------------------------------------------------------------------------
-# kg:config is the fleet's running config, written when the door starts
-ALLOWED_KEY = re.compile(r"^kg:(workers|doors|config|\{s\d+\}:(orders|owner|drain|outbox))$")
+# kg:config (the fleet's running config) and kg:incoming (arrivals, for surge alerts) are
+# written by the door itself
+ALLOWED_KEY = re.compile(r"^kg:(workers|doors|config|incoming|\{s\d+\}:(orders|owner|drain|outbox))$")
 
 
 async def assert_nothing_written(redis: Redis) -> None:

@@ -11,11 +11,13 @@ from redis.asyncio import Redis
 
 from engine import maintenance, matching, store
 from engine.admission import Admission
+from engine.circuit import CircuitBreaker
 from engine.config import Settings
 from engine.directory import Directory
 from engine.drain import DrainRates
 from engine.http import admin, configure, health, operations, orders, pages
 from engine.http.fleet import fleet_ctx
+from engine.http.guards import BREAKER, SURGE, SurgeWatch, breaker_rules
 from engine.http.problems import problems_middleware
 from engine.http.state import (
     ADMISSION,
@@ -58,10 +60,12 @@ def create_app(settings: Settings, redis_url: str | None = None,
     app[DRAIN] = DrainRates()
     app[MAINTENANCE] = MaintenanceRef(maintenance.from_config(settings.maintenance))
     app[PAUSES] = PauseBoard()
+    app[BREAKER] = CircuitBreaker(breaker_rules(settings.breaker))
+    app[SURGE] = SurgeWatch(settings.surge)
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         url = redis_url or store.resolve_url(settings)
-        redis: Redis = await store.connect(url)
+        redis: Redis = await store.connect(url, timeout=settings.breaker.timeout_s)
         await store.check_server(redis)
         app[REDIS] = redis
         room = settings.waiting_room

@@ -17,6 +17,7 @@ from engine.config_watch import apply_document, keep_config, reload_file
 from engine.directory import Directory
 from engine.http.auth import admin_of
 from engine.http.codec import respond
+from engine.http.guards import BREAKER, breaker_rules
 from engine.http.state import ADMISSION, DIRECTORY, INGEST, REDIS
 from engine.live_config import Follower, Running, boot, parse_body
 
@@ -30,6 +31,7 @@ def apply(app: web.Application, running: Running) -> None:
     settings = running.settings
     app[DIRECTORY].current = Directory(settings)
     app[ADMISSION].current = Admission(settings, time.monotonic(), app[ADMISSION].current.share)
+    app[BREAKER].update_rules(breaker_rules(settings.breaker))
     room = settings.waiting_room
     if INGEST in app:
         app[INGEST].capacity = room.capacity if room.enabled else 0
@@ -57,7 +59,7 @@ def redacted(settings: Settings) -> dict[str, Any]:
     def scrub(node: Any) -> Any:
         if isinstance(node, dict):
             return {k: "***" if k in SECRET_FIELDS and v else scrub(v) for k, v in node.items()}
-        if isinstance(node, list):
+        if isinstance(node, list | tuple):  # to_builtins keeps a Struct's tuples as tuples
             return [scrub(v) for v in node]
         return node
 

@@ -18,6 +18,7 @@ from engine.admission import Admission
 from engine.backpressure import Throttle
 from engine.config import Settings
 from engine.heartbeat import alive, heartbeat
+from engine.http.guards import BREAKER, BREAKER_STATE, SURGE
 from engine.http.state import ADMISSION, DIRECTORY, DRAIN, MAINTENANCE, METRICS, PAUSES, REDIS
 
 log = logging.getLogger("kamigate.fleet")
@@ -39,6 +40,7 @@ async def _round(app: web.Application, door_id: str) -> None:
     app[MAINTENANCE].state = await maintenance.load(redis, settings.maintenance)
     app[PAUSES].refresh(settings, await pauses.load(redis))
     await _follow_downstream(app, settings)
+    await app[SURGE].round(redis, settings, app[METRICS], app[DOWNSTREAM].drained_per_s)
 
 
 class Downstream:
@@ -92,8 +94,11 @@ async def fleet_ctx(app: web.Application) -> AsyncIterator[None]:
         while True:
             try:
                 await _round(app, door_id)
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, TimeoutError) as exc:
+                app[BREAKER].failure()
                 log.warning("fleet round skipped (%s)", type(exc).__name__)
+            breaker = app[BREAKER]
+            app[METRICS].breaker_open.set(BREAKER_STATE[breaker.state])
             await asyncio.sleep(INTERVAL_S)
 
     task = asyncio.create_task(loop())

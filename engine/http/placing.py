@@ -17,6 +17,7 @@ from engine.admission import Outcome, Verdict
 from engine.clock import now_ms
 from engine.config import Storefront
 from engine.directory import Directory
+from engine.http.guards import SURGE
 from engine.http.render import order_view, record_view
 from engine.http.state import (
     ADMISSION,
@@ -53,6 +54,7 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
     """Build the order and pass it through the block list, the buckets (429 for a buyer or
     IP over limit), pauses (a ticket, or 503 `paused`) and review rules."""
     directory: Directory = app[DIRECTORY].current
+    app[SURGE].arrived += 1
     if directory.blocked.match(req.buyer, req.buyer_ip):
         raise errors.Blocked("this buyer or address may not order here")
     shard = directory.shard_by_sku[req.sku]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
@@ -12,6 +13,7 @@ from redis.exceptions import RedisError
 
 from engine import errors
 from engine.clock import now_ms
+from engine.http.guards import BREAKER
 from engine.http.state import ADMISSION, DIRECTORY, MAINTENANCE, METRICS
 from engine.wire import json_encode
 
@@ -42,7 +44,7 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
     """Problems as problem+json, and every request's latency (one middleware: each costs)."""
     started = time.perf_counter()
     try:
-        closed = _closed_for_maintenance(request)
+        closed = _closed_for_maintenance(request) or _circuit_open(request)
         if closed is not None:
             return problem_response(closed)
         response = await _answer(request, handler)
@@ -78,6 +80,19 @@ def _closed_for_maintenance(request: web.Request) -> errors.Problem | None:
                               retry_after=state.retry_after(now))
 
 
+def _circuit_open(request: web.Request) -> errors.Problem | None:
+    """Redis is failing: answer at once rather than pile requests on it (one probe at a time
+    goes through to find out whether it is back)."""
+    breaker = request.app[BREAKER]
+    if breaker.state == "closed" or request.path.startswith(ALWAYS_OPEN) or \
+            not request.app[DIRECTORY].current.settings.breaker.enabled:
+        return None
+    if breaker.allow():
+        return None
+    return errors.Unavailable("the order store is failing; retry later",
+                              retry_after=math.ceil(breaker.retry_after_s()))
+
+
 def _announce(request: web.Request, response: web.StreamResponse) -> None:
     """A maintenance window in force or coming soon: say so on every answer."""
     state = request.app[MAINTENANCE].state
@@ -91,9 +106,13 @@ def _announce(request: web.Request, response: web.StreamResponse) -> None:
 
 
 async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    breaker = request.app[BREAKER]
     try:
-        return await handler(request)
+        response = await handler(request)
+        breaker.success()
+        return response
     except errors.Problem as problem:
+        breaker.success()
         request.app[METRICS].rejected_of(problem.code).inc()
         return problem_response(problem)
     except web.HTTPException as exc:
@@ -107,6 +126,11 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return problem_response(translated, allow)
     except (RedisError, OSError, TimeoutError) as exc:
+        opened = breaker.opened_count
+        breaker.failure()
+        if breaker.opened_count != opened:
+            request.app[METRICS].breaker_opened.inc()
+            log.error("circuit breaker open: Redis is failing (%s)", type(exc).__name__)
         log.warning("store unavailable on %s %s: %s", request.method, request.path,
                     type(exc).__name__)
         return problem_response(errors.Unavailable("the order store is unreachable; retry",
