@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from engine import keys, matching, openapi, stock
 from engine.heartbeat import alive
 from engine.http.configure import FOLLOWER
+from engine.http.guards import BREAKER, BREAKER_STATE
 from engine.http.state import DIRECTORY, METRICS, REDIS
 from engine.wire import json_encode
 
@@ -75,6 +76,7 @@ async def metrics(request: web.Request) -> web.Response:
             m.stream_lag.labels(str(shard)).set(lag)
     except (RedisError, OSError):
         pass  # the process's own metrics are still worth a scrape
+    m.breaker_open.set(BREAKER_STATE[request.app[BREAKER].state])
     m.config_version.clear()
     running = request.app[FOLLOWER].running
     m.config_version.labels(running.sha256).set(running.version)
