@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine import __version__, commands, config, demo, embedded, matching, store
+from engine import __version__, commands, config, controls, demo, embedded, matching, store
 from engine.cli_support import config_path, load_file, run_async, stop_processes
 from engine.runtime import tune_gc
 
@@ -212,7 +212,21 @@ def parser() -> argparse.ArgumentParser:
     maint.add_argument("--reason", help="shown to storefronts and buyers")
     maint.add_argument("--eta", help="when it ends (RFC 3339); sets Retry-After")
     maint.add_argument("--starts-at", help="schedule it (RFC 3339); announced beforehand")
-    maint.set_defaults(func=commands.cmd_maintenance)
+    maint.add_argument("--scope", default="global",
+                       help="global (default), storefront:<id> or sku:<id>")
+    maint.set_defaults(func=controls.cmd_maintenance)
+    pause = sub.add_parser("pause", parents=[common],
+                           help="pause automatic delivery for a scope (orders queue meanwhile)")
+    pause.add_argument("scope", help="global, storefront:<id> or sku:<id>")
+    pause.add_argument("--reason", default="", help="shown to buyers")
+    pause.add_argument("--until", help="when it ends by itself (RFC 3339)")
+    pause.add_argument("--action", choices=["queue", "reject"], default="queue",
+                       help="what orders for the scope get meanwhile")
+    pause.set_defaults(func=controls.cmd_pause)
+    resume = sub.add_parser("resume", parents=[common],
+                            help="resume automatic delivery for a scope; the line is served")
+    resume.add_argument("scope")
+    resume.set_defaults(func=controls.cmd_resume)
     rec = sub.add_parser("reconcile", parents=[common], help="check stock invariants")
     rec.set_defaults(func=commands.cmd_reconcile)
     status = sub.add_parser("status", parents=[common], help="SKUs, stock and queues")

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -13,7 +14,7 @@ from engine import config, keys, matching, store
 from engine.cli_support import load_settings, run_async
 
 
-def _with_store(settings: config.Settings, body: Callable[[Redis], Awaitable[int]]) -> int:
+def with_store(settings: config.Settings, body: Callable[[Redis], Awaitable[int]]) -> int:
     """Connect to the configured Redis, run body, close; a clear message when it is down."""
 
     async def main() -> int:
@@ -77,7 +78,7 @@ def cmd_stock_import(args: argparse.Namespace) -> int:
               f"{result.duplicates}, invalid {result.invalid}, available {result.available}")
         return 0
 
-    return _with_store(settings, body)
+    return with_store(settings, body)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -93,7 +94,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
               f"{len(report.violations)} violations")
         return 0 if report.ok else 1
 
-    return _with_store(settings, body)
+    return with_store(settings, body)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -104,9 +105,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from engine import maintenance, stock
     from engine.heartbeat import alive
 
-    settings = load_settings(args)
+    file_settings = load_settings(args)
 
     async def body(redis: Redis) -> int:
+        running = await _running(redis, file_settings)
+        settings = running.settings
         found = await stock.levels(redis, settings.redis.shards, [s.id for s in settings.skus])
         console = Console()
         table = Table(title=f"kamigate — {matching.describe()}")
@@ -138,33 +141,53 @@ def cmd_status(args: argparse.Namespace) -> int:
             ("backpressure", f"throttled to {float(throttle):g}/s" if throttle else "off"),
             ("maintenance", state.mode + (f" ({state.reason})" if state.reason else "")
              + (f" from {state.starts_at}" if state.starts_at else "")),
-            ("config sha256", settings.sha256()[:12]),
+            *((f"maintenance ({scope})", f"{m.mode}" + (f" ({m.reason})" if m.reason else ""))
+              for scope, m in (await maintenance.load_scoped(redis)).items()),
+            ("waiting for review", str(sum([int(await redis.zcard(keys.review_line(s)))
+                                            for s in range(settings.redis.shards)]))),
+            ("surge", "on" if (await redis.get(keys.surge())) == b"start" else "off"),
+            ("config", f"version {running.version}, sha256 {running.sha256[:12]}"
+             + (f" ({running.origin} by {running.by})" if running.by else "")),
         ]
         for name, value in rows:
             fleet.add_row(name, value)
         console.print(fleet)
+        console.print(await _pause_table(redis, settings))
         return 0
 
-    return _with_store(settings, body)
+    return with_store(file_settings, body)
 
 
-def cmd_maintenance(args: argparse.Namespace) -> int:
-    """`kamigate maintenance MODE`: set it for every front door (they follow within a second)."""
-    from engine import maintenance
+async def _running(redis: Redis, settings: config.Settings) -> Any:
+    """The fleet's running config (live changes included), else the file's."""
+    from engine.live_config import Running, read
 
-    settings = load_settings(args)
-    state = maintenance.MaintenanceState(mode=args.mode, reason=args.reason or "",
-                                         eta=args.eta, starts_at=args.starts_at)
-    problems = maintenance.check(state)
-    if problems:
-        for problem in problems:
-            print(f"kamigate: {problem}", file=sys.stderr)
-        return 1
+    try:
+        found = await read(redis)
+    except config.ConfigError:
+        found = None
+    return found or Running(0, settings.sha256(), settings, {})
 
-    async def body(redis: Redis) -> int:
-        await maintenance.store(redis, state)
-        when = f" from {state.starts_at}" if state.starts_at else ""
-        print(f"maintenance {state.mode}{when}" + (f": {state.reason}" if state.reason else ""))
-        return 0
 
-    return _with_store(settings, body)
+async def _pause_table(redis: Redis, settings: config.Settings) -> Any:
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from engine import pauses
+
+    board = pauses.PauseBoard()
+    board.refresh(settings, await pauses.load(redis))
+    listing = pauses.listing(board, settings, datetime.now(UTC))
+    table = Table(title="pauses")
+    for column in ("scope", "state", "reason", "until / from", "source"):
+        table.add_column(column)
+    for p in listing["active"]:
+        table.add_row(p["scope"], f"paused ({p['action']})", p["reason"],
+                      p["until"] or "until resumed", p["source"])
+    for w in listing["scheduled"][:10]:
+        table.add_row(w["scope"], "scheduled", w["reason"], f"{w['starts_at']} → "
+                      f"{w['ends_at'] or 'open'}", w["source"])
+    if not listing["active"] and not listing["scheduled"]:
+        table.add_row("—", "none", "", "", "")
+    return table

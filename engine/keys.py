@@ -265,3 +265,8 @@ def incoming() -> str:
 def surge() -> str:
     """The fleet's surge state ("start" or "end"); swapped with SET GET, so one door alerts."""
     return f"{PREFIX}:surge"
+
+
+def maintenance_scoped() -> str:
+    """Hash: scope ("storefront:<id>", "sku:<id>") -> its maintenance state (JSON)."""
+    return f"{PREFIX}:maintenance:scoped"

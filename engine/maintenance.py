@@ -5,10 +5,13 @@ The mode in force is the one an operator set (PUT /admin/maintenance or `kamigat
 maintenance`, kept in Redis so every front door follows it within a second), else the
 config's [maintenance]. A window with `starts_at` in the future is announced: answers carry a
 notice from `notice_lead_s` before it starts. Orders already admitted are never dropped: the
-workers keep claiming while the door is closed.
+workers keep claiming while the door is closed. A window may be scoped to one storefront or
+SKU: it closes order writes of that scope only.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -29,6 +32,7 @@ class MaintenanceState(msgspec.Struct, kw_only=True, omit_defaults=True,
     reason: str = ""
     eta: str | None = None
     starts_at: str | None = None
+    scope: str = "global"  # or "storefront:<id>", "sku:<id>": closes that scope's orders
 
     def active(self, now: int) -> str:
         """The mode in force at `now` (a scheduled window is off until it starts)."""
@@ -67,6 +71,9 @@ def check(state: MaintenanceState) -> list[str]:
     errors = []
     if state.mode not in MODES:
         errors.append(f"mode: must be one of {', '.join(MODES)}")
+    kind, _, name = state.scope.partition(":")
+    if state.scope != "global" and not (kind in ("storefront", "sku") and name):
+        errors.append("scope: must be 'global', 'storefront:<id>' or 'sku:<id>'")
     for field in ("eta", "starts_at"):
         value = getattr(state, field)
         if value is not None:
@@ -87,5 +94,27 @@ async def load(redis: Redis, section: Maintenance) -> MaintenanceState:
 
 
 async def store(redis: Redis, state: MaintenanceState) -> None:
-    await redis.set(keys.maintenance(), msgspec.json.encode(state))
+    if state.scope == "global":
+        await redis.set(keys.maintenance(), msgspec.json.encode(state))
+    elif state.mode == "off":
+        await redis.hdel(keys.maintenance_scoped(), state.scope)
+    else:
+        await redis.hset(keys.maintenance_scoped(), state.scope, msgspec.json.encode(state))
+
+
+async def load_scoped(redis: Redis) -> dict[str, MaintenanceState]:
+    """Maintenance of single storefronts or SKUs, by scope."""
+    raw: Any = await redis.hgetall(keys.maintenance_scoped())
+    return {k.decode(): _decode(v) for k, v in raw.items()}
+
+
+def closing(scoped: dict[str, MaintenanceState], storefront: str, sku: str,
+            now: int) -> MaintenanceState | None:
+    """The scoped maintenance in force for an order of this storefront and SKU (a scoped
+    window, read_only or full alike, closes the scope's order writes)."""
+    for scope in (f"sku:{sku}", f"storefront:{storefront}"):
+        state = scoped.get(scope)
+        if state is not None and state.active(now) != "off":
+            return state
+    return None
 

@@ -41,7 +41,7 @@ async def test_stock_import_then_reconcile(redis: Redis, redis_server: RedisProc
     status = kamigate("status", "--config", str(cfg))
     assert status.returncode == 0 and "card-100" in status.stdout and "5000" in status.stdout
     for row in ("workers alive", "order-stream backlog", "backpressure", "maintenance",
-                "config sha256"):
+                "config", "sha256", "waiting for review", "surge", "pauses", "matching kernel"):
         assert row in status.stdout, status.stdout
     ok = kamigate("reconcile", "--config", str(cfg))
     assert ok.returncode == 0, ok.stdout

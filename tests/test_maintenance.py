@@ -16,6 +16,7 @@ from engine.embedded import RedisProcess
 from tests.conftest import (
     OPERATOR_KEY,
     SHOP_A_KEY,
+    SHOP_B_KEY,
     VIEWER_KEY,
     Engine,
     auth,
@@ -121,3 +122,46 @@ def test_cli_sets_maintenance_for_the_fleet(redis_server: RedisProcess, tmp_path
     bad = subprocess.run([sys.executable, "-m", "engine", "maintenance", "full", "--eta", "x",
                           "--config", str(cfg)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "eta" in bad.stderr
+
+
+async def test_a_scoped_window_closes_only_its_sku(engine: Engine) -> None:
+    await engine.import_codes("card-100", codes("SC", 3))
+    assert await _set(engine, mode="read_only", scope="sku:card-100", reason="recount") == 200
+    status, body = await engine.order()
+    assert status == 503 and body["code"] == "maintenance"
+    assert "sku:card-100" in body["detail"]
+    other, _ = await engine.order(sku="card-reject")
+    assert other != 503  # another SKU is open (sold out here, but answered)
+    assert await _set(engine, mode="read_only", scope="sku:no-such") == 422
+    assert await _set(engine, mode="off", scope="sku:card-100") == 200
+    status, body = await engine.order()
+    assert status == 201, body
+
+
+async def test_a_storefront_window_closes_that_storefront(engine: Engine) -> None:
+    await engine.import_codes("card-100", codes("SF", 3))
+    assert await _set(engine, mode="full", scope="storefront:shop-a") == 200
+    status, body = await engine.order()
+    assert status == 503 and body["code"] == "maintenance"
+    status, _ = await engine.order(key=SHOP_B_KEY)
+    assert status == 201
+
+
+def test_cli_pauses_and_resumes_a_scope(redis_server: RedisProcess, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "k.toml", settings_dict(redis={"url": redis_server.url}))
+
+    def kamigate(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "engine", *argv, "--config", str(cfg)],
+                              capture_output=True, text=True, timeout=60)
+
+    done = kamigate("pause", "sku:card-100", "--reason", "春节")
+    assert done.returncode == 0 and "paused sku:card-100" in done.stdout, done.stderr
+    status = kamigate("status")
+    assert "sku:card-100" in status.stdout and "春节" in status.stdout, status.stdout
+    assert kamigate("resume", "sku:card-100").returncode == 0
+    again = kamigate("resume", "sku:card-100")
+    assert again.returncode == 1 and "not paused" in again.stderr
+    bad = kamigate("pause", "sku:nope")
+    assert bad.returncode == 1 and "scope" in bad.stderr
+    scoped = kamigate("maintenance", "read_only", "--scope", "sku:card-100")
+    assert scoped.returncode == 0 and "for sku:card-100" in scoped.stdout

@@ -128,10 +128,20 @@ async def set_maintenance(request: web.Request) -> web.Response:
     if problems:
         raise errors.InvalidRequest("; ".join(problems), errors=[
             errors.FieldError(p.partition(": ")[0], p.partition(": ")[2]) for p in problems])
+    if state.scope != "global":
+        kind, _, name = state.scope.partition(":")
+        known = directory.skus if kind == "sku" else \
+            {s.id for s in directory.settings.storefronts}
+        if name not in known:
+            raise errors.invalid("scope", f"no {kind} {name!r} is configured")
     await maintenance.store(request.app[REDIS], state)
     await audit.record(request.app[REDIS], who.id, "maintenance",
                        msgspec.to_builtins(state))
-    request.app[MAINTENANCE].state = state  # this door at once; the others within a second
+    # this door at once; the others within a second
+    if state.scope == "global":
+        request.app[MAINTENANCE].state = state
+    else:
+        request.app[MAINTENANCE].scoped = await maintenance.load_scoped(request.app[REDIS])
     return respond(request, state)
 
 

@@ -38,6 +38,7 @@ async def _round(app: web.Application, door_id: str) -> None:
         app[ADMISSION].current = Admission(settings, time.monotonic(), share)
     await app[DRAIN].refresh(redis, settings.redis.shards)
     app[MAINTENANCE].state = await maintenance.load(redis, settings.maintenance)
+    app[MAINTENANCE].scoped = await maintenance.load_scoped(redis)
     app[PAUSES].refresh(settings, await pauses.load(redis))
     await _follow_downstream(app, settings)
     await app[SURGE].round(redis, settings, app[METRICS], app[DOWNSTREAM].drained_per_s)

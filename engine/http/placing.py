@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from engine import errors, keys, records
+from engine import errors, keys, maintenance, records
 from engine.admission import Outcome, Verdict
 from engine.clock import now_ms
 from engine.config import Storefront
@@ -24,6 +24,7 @@ from engine.http.state import (
     DIRECTORY,
     DRAIN,
     INGEST,
+    MAINTENANCE,
     METRICS,
     PAUSES,
     REDIS,
@@ -64,6 +65,12 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
     if gate.verdict == Verdict.LIMITED:
         raise errors.RateLimited("too many orders from this buyer or address; retry later",
                                  retry_after=int(gate.headers()["Retry-After"]))
+    scoped = app[MAINTENANCE].scoped
+    closed = maintenance.closing(scoped, storefront.id, req.sku, now) if scoped else None
+    if closed is not None:
+        raise errors.Maintenance(f"closed for maintenance ({closed.scope}); retry later",
+                                 notice=closed.notice(now, 0) or None,
+                                 retry_after=closed.retry_after(now))
     sku = directory.skus[req.sku]
     ttl_ms = sku.queue_ttl_s * 1000
     why, pause = "overflow", app[PAUSES].lookup(storefront.id, req.sku)

@@ -46,6 +46,7 @@ class MaintenanceRef:
 
     def __init__(self, state: MaintenanceState) -> None:
         self.state = state
+        self.scoped: dict[str, MaintenanceState] = {}
 
 
 MAINTENANCE = web.AppKey("maintenance", MaintenanceRef)
