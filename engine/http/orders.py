@@ -15,7 +15,7 @@ from engine.http.auth import storefront_of
 from engine.http.codec import decode_body, respond
 from engine.http.placing import Placement, place, placement
 from engine.http.render import record_view
-from engine.http.state import ADMISSION, DIRECTORY, DRAIN, REDIS
+from engine.http.state import ADMISSION, DIRECTORY, DRAIN, PAUSES, REDIS
 from engine.waiting import unwind
 from engine.wire import (
     MAX_METADATA_BYTES,
@@ -110,7 +110,9 @@ async def _own_record(request: web.Request) -> tuple[Directory, records.OrderRec
 async def get_order(request: web.Request) -> web.Response:
     directory, record = await _own_record(request)
     position = await records.position(request.app[REDIS], record)
-    view = record_view(directory, record, position, request.app[DRAIN])
+    req = record.request
+    view = record_view(directory, record, position, request.app[DRAIN],
+                       request.app[PAUSES].lookup(req.storefront, req.sku), now_ms())
     return respond(request, view)
 
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from engine import errors, records
 from engine.clock import now_ms
 from engine.http.render import record_view
-from engine.http.state import DIRECTORY, DRAIN, MAINTENANCE, REDIS
+from engine.http.state import DIRECTORY, DRAIN, MAINTENANCE, PAUSES, REDIS
 from engine.wire import Order, json_encode
 
 LANGS = ("en", "zh")
@@ -152,7 +152,9 @@ async def _state(request: web.Request) -> PageState | None:
     if record is None:
         return None
     position = await records.position(redis, record)
-    order = record_view(directory, record, position, request.app.get(DRAIN))
+    req = record.request
+    order = record_view(directory, record, position, request.app.get(DRAIN),
+                        request.app[PAUSES].lookup(req.storefront, req.sku), now_ms())
     queue = order.queue
     return PageState(
         status=order.status,
@@ -227,9 +229,11 @@ async def queue_state(request: web.Request) -> web.Response:
 
 
 def notices(app: web.Application) -> dict[str, Any]:
-    """Maintenance and pause notices (pauses: none yet, the engine does not pause)."""
+    """Maintenance and pause notices: what is in force, and maintenance announced ahead."""
     state = app[MAINTENANCE].state
-    found: dict[str, Any] = {"maintenance": None, "pauses": []}
+    found: dict[str, Any] = {"maintenance": None, "pauses": [
+        {k: v for k, v in p.to_json().items() if k != "source"}
+        for p in app[PAUSES].in_force.values()]}
     now = now_ms()
     lead = app[DIRECTORY].current.settings.maintenance.notice_lead_s
     if state.notice(now, lead):
