@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from engine.config import ConfigError, Settings
 from engine.live_config import Follower, Running, publish, read_file, restart_needed
+from engine.tasks import stop_tasks
 
 log = logging.getLogger("kamigate.config")
 WATCH_DEBOUNCE_MS = 100
@@ -86,8 +87,4 @@ async def keep_config(redis: Redis, follower: Follower, path: str | None,
     finally:
         if hup:
             loop.remove_signal_handler(signal.SIGHUP)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(tasks)

@@ -16,7 +16,9 @@ ROLE_RANK = {"viewer": 0, "operator": 1, "admin": 2}
 class Directory:
     """Indexes over one Settings value; replaced whole when the config changes."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, fallback_secret: str = "") -> None:
+        """fallback_secret: signs buyer-page links when the config sets no page_secret (the
+        fleet's random secret in Redis, so links survive config changes)."""
         self.settings = settings
         self.storefronts: dict[str, Storefront] = {s.key_sha256: s for s in settings.storefronts}
         self.admins: dict[str, Admin] = {a.key_sha256: a for a in settings.admins}
@@ -25,7 +27,7 @@ class Directory:
         self.shard_by_sku: dict[str, int] = {
             s.id: keys.shard_of_sku(s.id, shards) for s in settings.skus
         }
-        secret = settings.server.page_secret or "".join(
+        secret = settings.server.page_secret or fallback_secret or "".join(
             ["kamigate-page", *sorted(self.storefronts), *sorted(self.admins)]
         )
         self.page_key = hashlib.sha256(secret.encode()).digest()

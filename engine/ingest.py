@@ -84,9 +84,19 @@ class Ingest:
 
     def line_full(self, sku: str) -> bool:
         """The SKU's overflow line answered "full" a moment ago: answer 429 without asking
-        Redis again, so an overload is turned away at the cost of a hello-world answer."""
+        Redis again, so an overload is turned away at the cost of a hello-world answer.
+
+        Every FULL_MEMORY_S one order goes through as a probe (the others are still turned
+        away meanwhile); a ticket for it means the line has room again and lets all through.
+        """
         until = self._full_until.get(sku)
-        return until is not None and until > time.monotonic()
+        if until is None:
+            return False
+        now = time.monotonic()
+        if until > now:
+            return True
+        self._full_until[sku] = now + FULL_MEMORY_S  # this caller is the probe
+        return False
 
     def reserve_key(
         self, storefront: str, key: str, order_id: str, digest: str
@@ -168,8 +178,11 @@ class Ingest:
                     _set_exception(a.future, result)
                 continue
             for a, (status, position) in zip(items, result, strict=True):
-                if status == b"full" and a.why == "overflow":
-                    self._full_until[a.order.sku] = time.monotonic() + FULL_MEMORY_S
+                if a.why == "overflow":
+                    if status == b"full":
+                        self._full_until[a.order.sku] = time.monotonic() + FULL_MEMORY_S
+                    else:
+                        self._full_until.pop(a.order.sku, None)
                 _set_result(a.future, Admitted(status.decode(), int(position)))
 
     async def close(self) -> None:

@@ -270,3 +270,8 @@ def surge() -> str:
 def maintenance_scoped() -> str:
     """Hash: scope ("storefront:<id>", "sku:<id>") -> its maintenance state (JSON)."""
     return f"{PREFIX}:maintenance:scoped"
+
+
+def page_secret() -> str:
+    """The fleet's random secret for buyer-page links when the config sets no page_secret."""
+    return f"{PREFIX}:page_secret"

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import secrets
 import time
 import tomllib
 from collections.abc import Callable, Mapping
@@ -142,6 +143,14 @@ async def boot(redis: Redis, path: str | None, settings: Settings) -> Running:
     return running
 
 
+async def page_secret(redis: Redis) -> str:
+    """The fleet's random secret for buyer-page links when the config sets none: made once,
+    kept in Redis, the same for every process and every config version."""
+    await redis.set(keys.page_secret(), secrets.token_hex(32), nx=True)
+    found: Any = await redis.get(keys.page_secret())
+    return str(found.decode())
+
+
 class Follower:
     """Applies every new version of the fleet's config to this process, within POLL_S of its
     publication (pub/sub), or of the next poll if the message was missed."""
@@ -192,6 +201,9 @@ class Follower:
                     await self.check()
             except (RedisError, OSError) as exc:
                 log.warning("config follower lost Redis (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(POLL_S)
+            except Exception:  # e.g. an unreadable stored document: stay loud, keep following
+                log.exception("config follower failed; retrying")
                 await asyncio.sleep(POLL_S)
             finally:
                 with contextlib.suppress(RedisError, OSError):

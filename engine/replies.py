@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from engine import keys
+from engine.tasks import stop_tasks
 from engine.wire import Reply, decode_replies
 
 log = logging.getLogger("kamigate.replies")
@@ -59,9 +60,7 @@ class ReplyHub:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task])
 
     def _deliver(self, data: bytes) -> None:
         try:

@@ -32,6 +32,7 @@ from engine import keys, records
 from engine.config import Settings
 from engine.directory import Directory
 from engine.http.render import order_view
+from engine.live_config import page_secret
 from engine.wire import json_encode
 
 log = logging.getLogger("kamigate.webhooks")
@@ -61,6 +62,7 @@ class Dispatcher:
                  send: Sender | None = None, rng: random.Random | None = None) -> None:
         self.redis = redis
         self.consumer = consumer
+        self.page_secret = ""  # read from Redis at the first round
         self.use(settings)
         self.rng = rng or random.Random()
         self._send = send or self._post
@@ -72,7 +74,7 @@ class Dispatcher:
     def use(self, settings: Settings) -> None:
         """Take a new config (secrets, timeouts, backoff); concurrency changes on restart."""
         self.settings = settings
-        self.directory = Directory(settings)
+        self.directory = Directory(settings, self.page_secret)
         self.secrets = {s.id: s.webhook_secret for s in settings.storefronts}
 
     async def close(self) -> None:
@@ -81,6 +83,10 @@ class Dispatcher:
 
     async def round(self, shards: Sequence[int]) -> None:
         """Send what is new and retry what is due, for each shard."""
+        if not self.page_secret:
+            # buyer-page links in the events must match the front doors' (see page_secret)
+            self.page_secret = await page_secret(self.redis)
+            self.use(self.settings)
         for shard in shards:
             await self._ensure_group(shard)
             await self._retry_due(shard)

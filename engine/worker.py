@@ -31,6 +31,7 @@ from engine.live_config import Follower, boot
 from engine.matching_types import FILL, MatchOrder
 from engine.settle import replay
 from engine.shard_view import ShardView
+from engine.tasks import stop_tasks
 from engine.webhooks import Dispatcher
 from engine.wire import StreamOrder, decode_stream_order
 
@@ -83,10 +84,7 @@ class Worker:
                     self.owned.clear()
                     await asyncio.sleep(0.25)
         finally:
-            for task in (chores, hooks):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_tasks([chores, hooks])
             await self.dispatcher.close()
         await self.release()
 

@@ -269,7 +269,7 @@ def stock_cases() -> list[StockCase]:
 # -- checks --------------------------------------------------------------------------------------
 # kg:config (the fleet's running config) and kg:incoming (arrivals, for surge alerts) are
 # written by the door itself
-ALLOWED_KEY = re.compile(r"^kg:(workers|doors|config|incoming|\{s\d+\}:(orders|owner|drain|outbox))$")
+ALLOWED_KEY = re.compile(r"^kg:(workers|doors|config|incoming|page_secret|\{s\d+\}:(orders|owner|drain|outbox))$")
 
 
 async def assert_nothing_written(redis: Redis) -> None:

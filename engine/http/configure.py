@@ -19,17 +19,18 @@ from engine.http.auth import admin_of
 from engine.http.codec import respond
 from engine.http.guards import BREAKER, breaker_rules
 from engine.http.state import ADMISSION, DIRECTORY, INGEST, REDIS
-from engine.live_config import Follower, Running, boot, parse_body
+from engine.live_config import Follower, Running, boot, page_secret, parse_body
 
 FOLLOWER = web.AppKey("config_follower", Follower)
 CONFIG_FILE = web.AppKey("config_file", str)
+PAGE_SECRET = web.AppKey("page_secret", str)
 SECRET_FIELDS = ("webhook_secret", "page_secret", "secret")
 
 
 def apply(app: web.Application, running: Running) -> None:
     """Swap in a config: one synchronous step, so no request sees half of it."""
     settings = running.settings
-    app[DIRECTORY].current = Directory(settings)
+    app[DIRECTORY].current = Directory(settings, app.get(PAGE_SECRET, ""))
     app[ADMISSION].current = Admission(settings, time.monotonic(), app[ADMISSION].current.share)
     app[BREAKER].update_rules(breaker_rules(settings.breaker))
     room = settings.waiting_room
@@ -42,6 +43,7 @@ def config_ctx(path: str | None, watch: bool = True) -> Any:
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         redis = app[REDIS]
+        app[PAGE_SECRET] = await page_secret(redis)
         running = await boot(redis, path, app[DIRECTORY].current.settings)
         follower = Follower(redis, running, lambda r: apply(app, r))
         app[FOLLOWER] = follower

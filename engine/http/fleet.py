@@ -20,6 +20,7 @@ from engine.config import Settings
 from engine.heartbeat import alive, heartbeat
 from engine.http.guards import BREAKER, BREAKER_STATE, SURGE
 from engine.http.state import ADMISSION, DIRECTORY, DRAIN, MAINTENANCE, METRICS, PAUSES, REDIS
+from engine.tasks import stop_tasks
 
 log = logging.getLogger("kamigate.fleet")
 INTERVAL_S = 0.5
@@ -104,8 +105,6 @@ async def fleet_ctx(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(loop())
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_tasks([task])
     with contextlib.suppress(RedisError, OSError):
         await app[REDIS].zrem(keys.front_doors(), door_id)

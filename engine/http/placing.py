@@ -111,8 +111,6 @@ async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, 
     overflow = p.why == "overflow" and p.gate.verdict == Verdict.OVERFLOW
     if overflow and not directory.settings.waiting_room.enabled:
         return 429, _full(p)
-    if p.why == "overflow" and ingest.line_full(order.sku):
-        return 429, _full(p)
     ticket = overflow or p.why != "overflow"
     if p.idempotency_key is not None:
         held = await ingest.reserve_key(order.storefront, p.idempotency_key, order.order_id,
