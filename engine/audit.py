@@ -33,36 +33,60 @@ async def trim(redis: Redis, shards: int, retention_s: int) -> None:
         await redis.xtrim(name, minid=floor, approximate=True)
 
 
-def _ms(entry_id: bytes) -> int:
-    return int(entry_id.split(b"-")[0])
+Cursor = tuple[int, int, int, int, int]  # entry ms, entry seq, kind (0 admin, 1 issuance),
+# shard + 1 (0 for admin), line within the entry: the order of events, where a page ends
 
 
-async def events(redis: Redis, shards: int, since_ms: int, limit: int = MAX_PAGE
-                 ) -> list[dict[str, Any]]:
-    """Admin and issuance events at or after since_ms, oldest first, at most `limit`."""
-    start = f"{since_ms}-0"
-    found: list[tuple[str, dict[str, Any]]] = []
-    raw: Any = await redis.xrange(keys.audit(), min=start, count=limit)
+def _id(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.decode().partition("-")
+    return int(ms), int(seq or 0)
+
+
+def cursor_text(cursor: Cursor) -> str:
+    return "-".join(str(part) for part in cursor)
+
+
+def parse_cursor(text: str) -> Cursor:
+    """ValueError when it is not one of ours."""
+    parts = [int(p) for p in text.split("-")]
+    if len(parts) != 5 or min(parts) < 0:
+        raise ValueError(text)
+    return parts[0], parts[1], parts[2], parts[3], parts[4]
+
+
+async def events(redis: Redis, shards: int, since_ms: int, limit: int = MAX_PAGE,
+                 after: Cursor | None = None) -> list[dict[str, Any]]:
+    """Admin and issuance events at or after since_ms (and strictly after the cursor `after`,
+    the `cursor` of the last event of a page), oldest first, at most `limit`."""
+    floor = max(since_ms, after[0] if after else 0)
+    start = f"{floor}-0"
+    found: list[tuple[Cursor, dict[str, Any]]] = []
+    raw: Any = await redis.xrange(keys.audit(), min=start, count=limit + 1)
     for entry_id, fields in raw:
+        ms, seq = _id(entry_id)
         event: dict[str, Any] = {
-            "id": entry_id.decode(), "at_ms": _ms(entry_id), "kind": "admin",
+            "at_ms": ms, "kind": "admin",
             "who": fields[b"who"].decode(), "action": fields[b"action"].decode(),
             "details": json.loads(fields[b"details"]),
         }
         for side in (b"before", b"after"):
             if side in fields:
                 event[side.decode()] = fields[side].decode()
-        found.append((f"{_ms(entry_id):015d}a{entry_id.decode()}", event))
+        found.append(((ms, seq, 0, 0, 0), event))
     for shard in range(shards):
-        raw = await redis.xrange(keys.issued(shard), min=start, count=limit)
+        raw = await redis.xrange(keys.issued(shard), min=start, count=limit + 1)
         for entry_id, fields in raw:
+            ms, seq = _id(entry_id)
             for n, line in enumerate(fields[b"e"].decode().split("\n")):
                 order_id, sku, status, lots = [*line.split(" "), "", "", "", ""][:4]
-                found.append((f"{_ms(entry_id):015d}i{shard:05d}{entry_id.decode()}{n:06d}", {
-                    "id": f"{entry_id.decode()}/{shard}/{n}", "at_ms": _ms(entry_id),
-                    "kind": "issuance", "order_id": order_id, "sku": sku, "status": status,
+                found.append(((ms, seq, 1, shard + 1, n), {
+                    "at_ms": ms, "kind": "issuance", "order_id": order_id, "sku": sku,
+                    "status": status,
                     "lots": {lot: int(k) for lot, _, k in
                              (part.rpartition(":") for part in lots.split(",") if part)},
                 }))
     found.sort(key=lambda item: item[0])
-    return [event for _, event in found[:limit]]
+    page = [(c, e) for c, e in found if after is None or c > after][:limit]
+    for cursor, event in page:
+        event["cursor"] = cursor_text(cursor)
+    return [event for _, event in page]

@@ -41,6 +41,7 @@ class Admit(msgspec.Struct):
     ticket: bool
     ttl_ms: int
     why: str
+    review: bool
 
     def line(self, shard: int) -> str:
         """The line this order waits in if it becomes a ticket."""
@@ -68,17 +69,18 @@ class Ingest:
         self._full_until: dict[str, float] = {}
 
     def admit(self, order: StreamOrder, shard: int, again: bool = False,
-              ticket: bool = False, ttl_ms: int = 0,
-              why: str = "overflow") -> asyncio.Future[Admitted]:
+              ticket: bool = False, ttl_ms: int = 0, why: str = "overflow",
+              review: bool = False) -> asyncio.Future[Admitted]:
         """Admit one order (see Admitted).
 
         `again` marks an order id that may have been admitted before (idempotent re-admit);
         `ticket` asks for a ticket expiring after ttl_ms, for `why`: "overflow" (the SKU's
-        overflow line), "paused" (a parked line) or "review" (the review line).
+        overflow line), "paused" (a parked line) or "review" (the review line); `review`
+        marks a paused ticket that goes to review when the pause ends.
         """
         future: asyncio.Future[Admitted] = asyncio.get_running_loop().create_future()
         self._admits.setdefault(shard, []).append(
-            Admit(order, future, again, ticket, ttl_ms, why))
+            Admit(order, future, again, ticket, ttl_ms, why, review))
         self._schedule()
         return future
 
@@ -150,7 +152,7 @@ class Ingest:
             index = msgpack_encode([
                 (a.order.order_id, len(p), int(a.again), int(a.ticket), a.order.tier,
                  a.order.sku, a.ttl_ms, 1 if a.order.notify_url else 0, lines[a.line(shard)],
-                 a.why, f"{a.order.storefront}:{a.order.sku}")
+                 a.why, f"{a.order.storefront}:{a.order.sku}", int(a.review))
                 for a, p in zip(items, payloads, strict=True)
             ])
             order_keys += list(lines)

@@ -25,7 +25,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from engine import keys, scripts
+from engine import audit, keys, scripts
 from engine.config import ConfigError, Settings, from_mapping
 
 log = logging.getLogger("kamigate.config")
@@ -97,13 +97,17 @@ def restart_needed(old: Settings, new: Settings) -> list[str]:
 
 async def publish(redis: Redis, document: Mapping[str, Any], settings: Settings, origin: str,
                   by: str, file_sha256: str = "") -> tuple[int, bool]:
-    """Make a validated document the fleet's config; (version, whether it changed)."""
-    version, changed, _ = await scripts.CONFIG(
+    """Make a validated document the fleet's config; (version, whether it changed). A change
+    is audited: who, how, and the sha256 before and after."""
+    version, changed, before = await scripts.CONFIG(
         redis, [keys.config()],
         [settings.sha256(), msgspec.json.encode(document), origin, by,
          int(time.time() * 1000), file_sha256, keys.config_channel()],
     )
     if changed:
+        await audit.record(redis, by or origin, "config.change",
+                           {"origin": origin, "version": int(version)},
+                           before=before.decode() or None, after=settings.sha256())
         log.info("config version %s published (%s by %s, sha256 %s)", version, origin,
                  by or "-", settings.sha256()[:12])
     return int(version), bool(changed)

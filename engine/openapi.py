@@ -200,7 +200,7 @@ def build() -> dict[str, Any]:
             params=[ORDER_ID])},
         "/admin/audit": {"get": _op(
             "Admin actions, config changes and code issuance since a moment", OBJECT,
-            401, 403, 422, params=[_query("since"), _query("limit")])},
+            401, 403, 422, params=[_query("since"), _query("limit"), _query("after")])},
         "/healthz": {"get": _op("Process alive", {"200": {"description": "ok"}}, security="")},
         "/readyz": {"get": _op("Ready to take orders", {"200": {"description": "ready"},
                                                          "503": {"description": "not ready"}},

@@ -30,7 +30,8 @@ async def unpark(redis: Redis, shard: int, board: PauseBoard) -> int:
         moved += int(await scripts.UNPARK(
             redis,
             [parked, keys.overflow_line(sku, shard), keys.overflowing(shard),
-             keys.parking(shard), *(keys.order(i, shard) for i in ids)],
+             keys.parking(shard), keys.review_line(shard),
+             *(keys.order(i, shard) for i in ids)],
             [sku, member, msgpack_encode(ids)],
         ))
     return moved

@@ -80,15 +80,21 @@ class PauseBoard:
         self._settings: Settings | None = None
         self._windows: list[Window] = []
         self._computed_on = ""
-        self._action: dict[tuple[str, str], str] = {}
+        self._action: dict[int, str] = {}  # id(window) -> the action of its pause
 
     def config_windows(self, settings: Settings, now: datetime) -> list[Window]:
         """The config's windows around now (recomputed per config and per day)."""
         day = now.date().isoformat()
         if settings is not self._settings or day != self._computed_on:
-            self._windows = windows(settings.pauses, settings.calendars, now - LOOK_BACK,
-                                    now + LOOK_AHEAD)
-            self._action = {(p.scope, p.reason): p.action for p in settings.pauses}
+            found: list[Window] = []
+            self._action = {}
+            for pause in settings.pauses:
+                for w in windows([pause], settings.calendars, now - LOOK_BACK,
+                                 now + LOOK_AHEAD):
+                    found.append(w)
+                    self._action[id(w)] = pause.action
+            found.sort(key=lambda w: (w.starts_at, w.ends_at, w.scope))
+            self._windows = found
             self._settings, self._computed_on = settings, day
         return self._windows
 
@@ -104,15 +110,19 @@ class PauseBoard:
                     (_until(override.until) or LATEST) > now):
                 continue
             reason = w.reason or w.holiday or ""
-            action = self._action.get((w.scope, w.reason), "queue")
+            action = self._action.get(id(w), "queue")
             _keep_longest(found, InForce(w.scope, reason, None if w.ends_at == LATEST
                                          else w.ends_at, action, w.source, w.holiday))
-        for op in operators.values():
+        live = {}
+        for scope, op in operators.items():
             until = _until(op.until)
-            if not op.resumed and (until is None or until > now):
+            if until is not None and until <= now:
+                continue  # ran out by itself
+            live[scope] = op
+            if not op.resumed:
                 _keep_longest(found, InForce(op.scope, op.reason, until, op.action,
                                              f"operator:{op.by or '-'}"))
-        self.in_force, self.operators = found, operators
+        self.in_force, self.operators = found, live
 
     def lookup(self, storefront: str, sku: str) -> InForce | None:
         """The pause in force for an order of this storefront and SKU (the longest one)."""
@@ -165,7 +175,10 @@ async def resume(redis: Redis, board: PauseBoard, settings: Settings, scope: str
     now = datetime.now(UTC)
     active = [w for w in board.config_windows(settings, now)
               if w.scope == scope and w.starts_at <= now < w.ends_at]
-    had = await redis.hdel(keys.pauses(), scope)
+    current = (await load(redis)).get(scope)
+    had = current is not None and not current.resumed and (
+        (_until(current.until) or LATEST) > now)
+    await redis.hdel(keys.pauses(), scope)
     if not active:
         return None if not had else OperatorPause(scope=scope, resumed=True, by=by)
     ends = max(w.ends_at for w in active)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -223,3 +224,14 @@ def worker_process(config_path: Path) -> Iterator[Any]:
 
 
 __all__ = ["stock"]
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 8.0,
+                     every: float = 0.05) -> None:
+    """Wait until an async predicate holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(every)
+    raise AssertionError("condition not reached in time")

@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from redis.asyncio import Redis
 
 from engine import records
-from tests.conftest import SHOP_A_KEY, EngineFactory, auth, codes, make_settings, post_many
-
-
-async def _until(predicate: Any, timeout: float = 20.0, every: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(every)
-    raise AssertionError("condition not reached in time")
+from tests.conftest import (
+    SHOP_A_KEY,
+    EngineFactory,
+    auth,
+    codes,
+    eventually,
+    make_settings,
+    post_many,
+)
 
 
 async def test_abusive_buyer_is_limited_while_others_are_served(
@@ -68,7 +66,7 @@ async def test_burst_at_five_times_the_global_rate_is_admitted_at_the_rate(
                 return False
         return True
 
-    await _until(all_fulfilled, timeout=30)
+    await eventually(all_fulfilled, timeout=30)
     # the admitted rate: when orders entered the stream (directly or out of the line)
     stamps = []
     for oid in order_ids:
@@ -116,7 +114,7 @@ async def test_overflow_ticket_expires_on_time_and_can_be_cancelled(
         record = await records.read(redis, ticket["order_id"])
         return record is not None and record.status == "expired"
 
-    await _until(expired, timeout=5, every=0.02)
+    await eventually(expired, timeout=5, every=0.02)
     assert time.monotonic() - started <= 1.0 + 0.5  # ttl + one sweep
 
 
@@ -148,7 +146,7 @@ async def test_hold_expiry_returns_codes_and_serves_the_line(
         record = await records.read(redis, waiting["order_id"])
         return record is not None and record.status == "fulfilled"
 
-    await _until(served, timeout=5)
+    await eventually(served, timeout=5)
     record = await records.read(redis, waiting["order_id"])
     assert record is not None and record.codes == ["HOLD-1"]
     resp = await engine.http.post(f"/v1/orders/{held['order_id']}/confirm",
@@ -197,7 +195,7 @@ async def test_eta_matches_the_real_wait_in_a_steady_drain(
         record = await records.read(redis, probe["order_id"])
         return record is not None and record.status == "fulfilled"
 
-    await _until(served, timeout=30, every=0.02)
+    await eventually(served, timeout=30, every=0.02)
     waited = time.monotonic() - asked
     print(f"eta {eta} s, waited {waited:.2f} s at position {probe['queue']['position']}")
     assert abs(eta - waited) <= 0.25 * waited
@@ -225,4 +223,4 @@ async def test_tickets_survive_front_door_and_worker_restarts(
         record = await records.read(redis, ticket["order_id"])
         return record is not None and record.status == "fulfilled"
 
-    await _until(served, timeout=10)
+    await eventually(served, timeout=10)

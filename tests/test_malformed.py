@@ -267,9 +267,10 @@ def stock_cases() -> list[StockCase]:
 
 
 # -- checks --------------------------------------------------------------------------------------
-# kg:config (the fleet's running config) and kg:incoming (arrivals, for surge alerts) are
-# written by the door itself
-ALLOWED_KEY = re.compile(r"^kg:(workers|doors|config|incoming|page_secret|\{s\d+\}:(orders|owner|drain|outbox))$")
+# What the door and the worker write by themselves: the fleet's config (and its audit entry),
+# arrivals for surge alerts, the buyer-page secret, heartbeats and shard bookkeeping.
+ALLOWED_KEY = re.compile(r"^kg:(workers|doors|config|audit|incoming|page_secret"
+                         r"|\{s\d+\}:(orders|owner|drain|outbox))$")
 
 
 async def assert_nothing_written(redis: Redis) -> None:

@@ -92,6 +92,10 @@ async def fleet_ctx(app: web.Application) -> AsyncIterator[None]:
     door_id = secrets.token_hex(6)
     app[DOWNSTREAM] = Downstream()
 
+    # One round before the first request: pauses and maintenance in force from the start.
+    with contextlib.suppress(RedisError, OSError, TimeoutError):
+        await _round(app, door_id)
+
     async def loop() -> None:
         while True:
             try:

@@ -17,6 +17,9 @@ from engine.http.codec import decode_body, respond
 from engine.http.render import record_view
 from engine.http.state import DIRECTORY, PAUSES, REDIS
 
+FIRST_YEAR, LAST_YEAR = 1900, 2200
+MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z  # what a holiday calendar can sensibly answer
+
 
 class PauseRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     scope: str
@@ -54,8 +57,11 @@ async def pause(request: web.Request) -> web.Response:
             until_ms = parse_rfc3339(body.until)
         except ValueError as exc:
             raise errors.invalid("until", str(exc)) from None
-        if until_ms <= datetime.now(UTC).timestamp() * 1000:
+        now_ms = datetime.now(UTC).timestamp() * 1000
+        if until_ms <= now_ms:
             raise errors.invalid("until", "must be in the future")
+        if until_ms > now_ms + MAX_SPAN.total_seconds() * 1000:
+            raise errors.invalid("until", f"must be within {MAX_SPAN.days} days")
     redis = request.app[REDIS]
     entry = await pauses.pause(redis, body.scope, body.reason, body.until, body.action, who.id)
     await _refresh(request)
@@ -98,9 +104,12 @@ def _day(request: web.Request, name: str, default: date) -> date:
     if text is None:
         return default
     try:
-        return date.fromisoformat(text[:10])
+        day = date.fromisoformat(text)
     except ValueError:
         raise errors.invalid(name, "expected a date (YYYY-MM-DD)") from None
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise errors.invalid(name, f"must be in the years {FIRST_YEAR} to {LAST_YEAR}")
+    return day
 
 
 async def calendar(request: web.Request) -> web.Response:
@@ -153,7 +162,8 @@ async def decide_review(request: web.Request) -> web.Response:
 
 async def list_audit(request: web.Request) -> web.Response:
     """Admin actions and code issuance since `since` (RFC 3339 or unix ms; default the last
-    hour), oldest first, at most `limit` (default and maximum 1000); page on with `next`."""
+    hour), oldest first, at most `limit` (default and maximum 1000); the next page is
+    `?after=<next>`."""
     directory = request.app[DIRECTORY].current
     admin_of(request, directory, "viewer")
     since_text = request.query.get("since")
@@ -163,14 +173,24 @@ async def list_audit(request: web.Request) -> web.Response:
             since = int(since_text) if since_text.isdigit() else parse_rfc3339(since_text)
         except ValueError:
             raise errors.invalid("since", "an RFC 3339 timestamp or unix milliseconds") from None
+        if not 0 <= since <= MAX_MS:
+            raise errors.invalid("since", "out of range")
     limit_text = request.query.get("limit", str(audit.MAX_PAGE))
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= audit.MAX_PAGE:
         raise errors.invalid("limit", f"a whole number from 1 to {audit.MAX_PAGE}")
+    after = None
+    if request.query.get("after"):
+        try:
+            after = audit.parse_cursor(request.query["after"])
+        except ValueError:
+            raise errors.invalid("after", "a `cursor` from an earlier page") from None
+        if after[0] > MAX_MS:
+            raise errors.invalid("after", "out of range")
     found = await audit.events(request.app[REDIS], directory.settings.redis.shards, since,
-                               int(limit_text))
-    # `since` is inclusive: the next page repeats the last millisecond (dedupe by id)
+                               int(limit_text), after)
+    # the next page: ?after=<next> (with the same since), empty when nothing was left
     return respond(request, {"events": found,
-                             "next": found[-1]["at_ms"] if found else since})
+                             "next": found[-1]["cursor"] if found else None})
 
 
 def routes() -> list[web.RouteDef]:

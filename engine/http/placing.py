@@ -34,6 +34,7 @@ from engine.ingest import Admitted
 from engine.pauses import InForce
 from engine.wire import BatchItem, OrderRequest, Reply, StreamOrder, msgpack_encode
 
+MAX_PARKED_MS = 366 * 86400 * 1000
 STATUS_HTTP = {"fulfilled": 201, "held": 201, "queued": 202, "pending": 202}
 
 
@@ -48,6 +49,7 @@ class Placement(msgspec.Struct):
     ttl_ms: int
     why: str  # if it becomes a ticket: "overflow", "paused" or "review"
     pause: InForce | None
+    review: bool  # needs an operator's review (after the pause, if paused)
 
 
 def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
@@ -80,8 +82,10 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
             wait_s = 3600 if ends is None else max(1, min(86400, (ends - now) // 1000))
             raise errors.Paused(pause.notice(), notice=pause.notice(), retry_after=wait_s)
         why = "paused"
-        ttl_ms += max(0, (ends or now) - now)  # a ticket outlives the pause by the SKU's ttl
-    elif directory.review_reason(sku, req.qty, req.buyer, req.buyer_ip):
+        # a ticket outlives the pause by the SKU's ttl (a pause beyond a year: a year)
+        ttl_ms += min(max(0, (ends or now) - now), MAX_PARKED_MS)
+    review = directory.review_reason(sku, req.qty, req.buyer, req.buyer_ip) is not None
+    if review and why == "overflow":
         why = "review"
     if why == "overflow" and app[INGEST].line_full(req.sku):
         # Turned away before any order is built: an overload costs the door little.
@@ -101,7 +105,7 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
         if isinstance(canonical, BatchItem):
             canonical = msgspec.structs.replace(canonical, idempotency_key=None)
         digest = hashlib.sha256(msgpack_encode(canonical)).hexdigest()
-    return Placement(order, shard, key, digest, gate, ttl_ms, why, pause)
+    return Placement(order, shard, key, digest, gate, ttl_ms, why, pause, review)
 
 
 async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, Any]:
@@ -123,13 +127,15 @@ async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, 
             record = await records.read(app[REDIS], held.order_id)
             if record is not None:
                 position = await records.position(app[REDIS], record)
-                return 200, record_view(directory, record, position)
+                return 200, record_view(directory, record, position, app[DRAIN], p.pause,
+                                        now_ms())
             # The key was reserved but the order never reached Redis (the process that
             # reserved it died): admit it now under the reserved id.
             p.order = msgspec.structs.replace(order, order_id=held.order_id)
             return await _admit_again(app, p, ticket)
     waiter = hub.expect(order.order_id) if wait_ms > 0 else None
-    admitted = ingest.admit(order, p.shard, ticket=ticket, ttl_ms=p.ttl_ms, why=p.why)
+    admitted = ingest.admit(order, p.shard, ticket=ticket, ttl_ms=p.ttl_ms, why=p.why,
+                            review=p.review)
     if waiter is None:
         result = await admitted
         app[METRICS].door.admitted += 1
@@ -145,7 +151,7 @@ async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, 
 async def _admit_again(app: web.Application, p: Placement, ticket: bool) -> tuple[int, Any]:
     directory = app[DIRECTORY].current
     admitted = await app[INGEST].admit(p.order, p.shard, again=True, ticket=ticket,
-                                       ttl_ms=p.ttl_ms, why=p.why)
+                                       ttl_ms=p.ttl_ms, why=p.why, review=p.review)
     if admitted.status in ("pending", "queued", "full"):
         return _answer(app, p, _reply_of(p.order, p, admitted))
     record = await records.read(app[REDIS], p.order.order_id)

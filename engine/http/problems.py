@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 from aiohttp import web
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from engine import errors
 from engine.clock import now_ms
@@ -127,7 +127,8 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         return problem_response(translated, allow)
     except (RedisError, OSError, TimeoutError) as exc:
         opened = breaker.opened_count
-        breaker.failure()
+        if not isinstance(exc, ResponseError):  # an error reply is not an outage
+            breaker.failure()
         if breaker.opened_count != opened:
             request.app[METRICS].breaker_opened.inc()
             log.error("circuit breaker open: Redis is failing (%s)", type(exc).__name__)

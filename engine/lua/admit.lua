@@ -10,13 +10,14 @@
 -- KEYS[6+n+j] the j-th line of the call: a SKU's overflow line, a parked line, the review line
 -- ARGV[1]    now, unix milliseconds
 -- ARGV[2]    msgpack array, one per order, of {order_id, payload_length, check, ticket,
---            tier, sku, ttl_ms, notify, line, why, parking}: check = 1 when the order may
+--            tier, sku, ttl_ms, notify, line, why, parking, review}: check = 1 when the order may
 --            have been admitted before (an idempotent re-admit): only then is the record
 --            looked up first, since a fresh random id cannot exist; ticket = 1 when the door
 --            wants a ticket: a capacity bucket was empty (why "overflow"), the scope is paused
 --            (why "paused", line = its parked line, parking = the parked line's name in
 --            KEYS[6]) or the order needs review (why "review"); notify = 1 when the order has
---            a notify_url (marked 'nu' on its record; its changes go to the outbox); line = j
+--            a notify_url (marked 'nu' on its record; its changes go to the outbox); line = j;
+--            review = 1 marks a paused ticket ('rq') that goes to review when the pause ends
 -- ARGV[3]    the payloads (msgpack StreamOrder each), concatenated: Lua's cmsgpack has no
 --            binary type, so binary payloads travel beside the msgpack index
 -- ARGV[4]    the waiting room's capacity per line (0 = no waiting room)
@@ -64,6 +65,9 @@ for i, item in ipairs(batch) do
           redis.call('SADD', KEYS[4], item[6])
         elseif why == 'paused' then
           redis.call('SADD', KEYS[6], item[11])
+          if item[12] == 1 then
+            redis.call('HSET', record, 'rq', 1)
+          end
         end
         waiting[line] = length + 1
         local position = redis.call('ZRANK', line, item[1]) + 1
