@@ -27,10 +27,10 @@ async def record(redis: Redis, who: str, action: str, details: dict[str, Any],
 
 
 async def trim(redis: Redis, shards: int, retention_s: int) -> None:
-    """Drop entries older than the retention (approximately: whole stream nodes)."""
+    """Drop entries older than the retention (run once a minute by a worker)."""
     floor = f"{int((time.time() - retention_s) * 1000)}-0"
     for name in [keys.audit(), *(keys.issued(s) for s in range(shards))]:
-        await redis.xtrim(name, minid=floor, approximate=True)
+        await redis.xtrim(name, minid=floor, approximate=False)
 
 
 Cursor = tuple[int, int, int, int, int]  # entry ms, entry seq, kind (0 admin, 1 issuance),

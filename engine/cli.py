@@ -61,7 +61,15 @@ def _serve(settings: config.Settings, path: str, redis_url: str | None = None,
                 access_log=None, print=None, loop=loop, reuse_port=reuse_port or None)
 
 
+def _hold_sighup() -> None:
+    """A SIGHUP (reload) that arrives before the event loop's handler is in place must not
+    kill the process, which is the default action."""
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    _hold_sighup()
     settings = load_file(config_path(args))
     processes = args.processes
     if processes < 1:
@@ -89,6 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from engine.worker import run_worker
 
+    _hold_sighup()
     settings = load_file(config_path(args))
     print(matching.describe(), flush=True)
 
@@ -115,6 +124,7 @@ def _start_worker(config_path: str) -> subprocess.Popen[bytes]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    _hold_sighup()
     path = config_path(args)
     if args.demo and not Path(path).exists():
         path = str(demo.write_config(".kamigate", args.port or 8080))

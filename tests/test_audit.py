@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from engine import records
+from engine import audit, keys, records
 from engine.clock import rfc3339
 from tests.conftest import (
     ADMIN_KEY,
@@ -271,3 +271,14 @@ async def test_config_change_is_audited(engine: Engine) -> None:
     assert changes[0]["who"] == "root" and changes[0]["action"] == "config.change"
     assert (changes[0].get("before"), changes[0].get("after")) == (before["sha256"],
                                                                    after["sha256"])
+
+
+async def test_retention_drops_old_entries(redis: Redis) -> None:
+    old = int(time.time() * 1000) - 120_000
+    await redis.xadd(keys.audit(), {"who": "ops", "action": "old", "details": "{}"},
+                     id=f"{old}-0")
+    await redis.xadd(keys.issued(0), {"e": "o_1 card-100 fulfilled lot:1"}, id=f"{old}-0")
+    await audit.record(redis, "ops", "new", {})
+    await audit.trim(redis, 4, retention_s=60)
+    events = await audit.events(redis, 4, since_ms=0)
+    assert [e.get("action") for e in events] == ["new"]
