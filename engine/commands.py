@@ -143,6 +143,9 @@ def cmd_status(args: argparse.Namespace) -> int:
              + (f" from {state.starts_at}" if state.starts_at else "")),
             *((f"maintenance ({scope})", f"{m.mode}" + (f" ({m.reason})" if m.reason else ""))
               for scope, m in (await maintenance.load_scoped(redis)).items()),
+            ("dead-lettered stream entries", str(sum([
+                int(await redis.xlen(keys.dead_letter(s)))
+                for s in range(settings.redis.shards)]))),
             ("waiting for review", str(sum([int(await redis.zcard(keys.review_line(s)))
                                             for s in range(settings.redis.shards)]))),
             ("surge", "on" if (await redis.get(keys.surge())) == b"start" else "off"),

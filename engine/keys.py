@@ -275,3 +275,9 @@ def maintenance_scoped() -> str:
 def page_secret() -> str:
     """The fleet's random secret for buyer-page links when the config sets no page_secret."""
     return f"{PREFIX}:page_secret"
+
+
+def dead_letter(shard: int) -> str:
+    """Stream of order-stream entries given up on (undecodable, or failing again and again),
+    with the reason; they no longer block the shard."""
+    return f"{tag(shard)}:dead"

@@ -30,6 +30,9 @@ class FleetCollector(Collector):
         for status in ("fulfilled", "held", "queued", "rejected"):
             outcomes.add_metric([status], self.stats.get(status, 0))
         yield outcomes
+        yield CounterMetricFamily(
+            "kamigate_dead_letter", "Order-stream entries moved to the dead-letter stream",
+            value=self.stats.get("dead_letter", 0))
         buckets = []
         running = 0
         for bound in CLAIM_SIZE_BUCKETS:

@@ -29,6 +29,7 @@ from engine.heartbeat import heartbeat
 from engine.housekeeping import Housekeeping
 from engine.live_config import Follower, boot
 from engine.matching_types import FILL, MatchOrder
+from engine.poison import bury, sort_out
 from engine.settle import replay
 from engine.shard_view import ShardView
 from engine.tasks import stop_tasks
@@ -171,6 +172,7 @@ class Worker:
                 keys.stream(shard), keys.GROUP, self.worker_id, min_idle_ms, start, count=500
             )
             start, entries = reply[0], reply[1]
+            entries = await sort_out(self.redis, shard, entries)
             if entries:
                 total += len(entries)
                 await self.process(shard, entries)
@@ -211,19 +213,23 @@ class Worker:
         orders: list[StreamOrder] = []
         arrivals: dict[str, int] = {}
         kicks: set[str] = set()
-        for _, fields in entries:
+        buried: set[bytes] = set()
+        for entry_id, fields in entries:
             if b"kick" in fields:
                 kicks.add(fields[b"kick"].decode())
                 continue
             try:
                 order = decode_stream_order(fields[b"p"])
                 arrival = int(fields[b"s"])
-            except Exception:
-                log.warning("undecodable stream entry on shard %d skipped", shard)
+            except Exception as exc:
+                await bury(self.redis, shard, entry_id, fields,
+                           f"undecodable: {type(exc).__name__}")
+                buried.add(entry_id)
                 continue
             orders.append(order)
             arrivals[order.order_id] = arrival
-        await self._claim(shard, orders, arrivals, kicks, [e[0] for e in entries], fresh)
+        await self._claim(shard, orders, arrivals, kicks,
+                          [e[0] for e in entries if e[0] not in buried], fresh)
         self.batches += 1
         # How long orders waited in the stream: the entry id is the moment of admission.
         meter, now = self.housekeeping.meter(shard), now_ms()
