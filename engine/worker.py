@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from engine import keys, matching, scripts, store
+from engine import failpoints, keys, matching, scripts, store
 from engine.book import Snapshot
 from engine.claim import StalePlan, apply_plan, build_plan
 from engine.clock import now_ms
@@ -200,6 +200,7 @@ class Worker:
             stream_name = name.decode() if isinstance(name, bytes) else name
             shard = next(s for s in self.owned if keys.stream(s) == stream_name)
             if entries:
+                failpoints.hit("worker.after_read")
                 await self.process(shard, entries, fresh=True)
                 ran += 1
         return ran
@@ -272,7 +273,9 @@ class Worker:
             plan = build_plan(shard, policies, snapshot, batch, requests, decisions, now,
                               channels, ack, notify)
             try:
+                failpoints.hit("worker.before_claim")
                 await apply_plan(self.redis, plan, now)
+                failpoints.hit("worker.after_claim")
             except StalePlan as stale:
                 log.debug("plan refused (%s); matching again (%d)", stale, attempt + 1)
                 fresh = False  # re-read statuses: an order may have been cancelled

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from engine import errors, keys, maintenance, records
+from engine import errors, failpoints, keys, maintenance, records
 from engine.admission import Outcome, Verdict
 from engine.clock import now_ms
 from engine.config import Storefront
@@ -138,12 +138,14 @@ async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, 
                             review=p.review)
     if waiter is None:
         result = await admitted
+        failpoints.hit("door.after_admit")
         app[METRICS].door.admitted += 1
         return _answer(app, p, _reply_of(order, p, result))
     # One await: the worker's reply implies the admission succeeded; a failed admission, a
     # ticket or a full line is passed on to the same future.
     admitted.add_done_callback(functools.partial(_relay, waiter, order, p))
     reply = await hub.wait(order.order_id, waiter, wait_ms)
+    failpoints.hit("door.after_admit")
     app[METRICS].door.admitted += 1
     return _answer(app, p, reply or _reply_of(order, p, Admitted("pending")))
 

@@ -1,0 +1,26 @@
+"""Crash points for fault tests: `KAMIGATE_FAILPOINT=worker.after_read,door.after_admit`
+makes the process SIGKILL itself when it reaches a named place, as a power cut would.
+
+Worker places: `worker.after_read` (entries read, nothing decided), `worker.before_claim`
+(the plan is built, not applied), `worker.after_claim` (the claim script ran). The claim
+script also settles: it acknowledges the entries and publishes the replies in the same atomic
+call, so "after claim before ack", "after ack before reply" and "mid-settle" are one point,
+`worker.after_claim`, and nothing can stop between them. Front door: `door.after_admit` (the
+admit script wrote the record and the stream entry; the answer was not sent).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+PLACES = frozenset({"worker.after_read", "worker.before_claim", "worker.after_claim",
+                    "door.after_admit"})
+_ACTIVE = frozenset(p.strip() for p in os.environ.get("KAMIGATE_FAILPOINT", "").split(",")
+                    if p.strip())
+
+
+def hit(place: str) -> None:
+    """End the process here if this failpoint is armed (a set lookup otherwise)."""
+    if place in _ACTIVE:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,145 @@
+"""Crash points: the worker and the front door SIGKILL themselves at named places
+(KAMIGATE_FAILPOINT); after a restart every admitted order is decided once, no code is issued
+twice or lost (C1–C5), and an order retried with its Idempotency-Key gets the same codes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from engine import config, records
+from engine.embedded import RedisProcess, free_port
+from tests.conftest import (
+    SHOP_A_KEY,
+    Engine,
+    auth,
+    codes,
+    eventually,
+    settings_dict,
+    worker_process,
+    write_config,
+)
+from tests.promises import assert_promises
+
+WORKER_PLACES = ["worker.after_read", "worker.before_claim", "worker.after_claim"]
+
+
+@contextmanager
+def _process(argv: list[str], failpoint: str = "") -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, "KAMIGATE_FAILPOINT": failpoint}
+    proc = subprocess.Popen([sys.executable, "-m", "engine", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+async def _order(session: aiohttp.ClientSession, base: str, buyer: str,
+                 key: str) -> tuple[int, dict[str, Any]]:
+    async with session.post(f"{base}/v1/orders", json={
+            "sku": "card-100", "qty": 1, "buyer": buyer, "wait_ms": 0},
+            headers={**auth(SHOP_A_KEY), "Idempotency-Key": key}) as resp:
+        return resp.status, await resp.json()
+
+
+async def _decided(redis: Redis, order_ids: list[str]) -> bool:
+    for order_id in order_ids:
+        record = await records.read(redis, order_id)
+        if record is None or record.status == "pending":
+            return False
+    return True
+
+
+@pytest.mark.parametrize("place", WORKER_PLACES)
+async def test_worker_killed_at_a_crash_point_loses_nothing(
+        place: str, redis: Redis, redis_server: RedisProcess, tmp_path: Path) -> None:
+    raw = settings_dict(redis={"url": redis_server.url, "shards": 2})
+    cfg = write_config(tmp_path / "k.toml", raw)
+    engine = Engine(config.from_mapping(raw, environ={}), redis_server.url)
+    await engine.start(worker=False)
+    try:
+        imported = codes(f"CP{place[-5:]}", 40)
+        await engine.import_codes("card-100", imported)
+        base = str(engine.http.make_url("")).rstrip("/")
+        async with aiohttp.ClientSession() as session:
+            answers = [await _order(session, base, f"b{i}", f"k-{i}") for i in range(30)]
+            assert all(status == 202 for status, _ in answers)
+            with _process(["worker", "--config", str(cfg)], place) as doomed:
+                deadline = time.monotonic() + 20
+                while doomed.poll() is None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                assert doomed.returncode == -9, f"{place} was never reached"
+            admitted = [body["order_id"] for _, body in answers]
+            with worker_process(cfg):
+                await eventually(lambda: _decided(redis, admitted), timeout=30)
+            result = await assert_promises(redis, 2, ["card-100"], admitted, set(imported))
+            assert result["statuses"] == {"fulfilled": 30}
+            # C5: the same key and body answer the same order and codes
+            again = [await _order(session, base, f"b{i}", f"k-{i}") for i in range(30)]
+            assert [b["order_id"] for _, b in again] == admitted
+            codes_by_order = {oid: (await records.read(redis, oid)).codes  # type: ignore[union-attr]
+                              for oid in admitted}
+            assert all(b["codes"] == codes_by_order[b["order_id"]] for _, b in again)
+    finally:
+        await engine.close()
+
+
+async def test_front_door_killed_after_admit_then_the_retry_gets_the_same_order(
+        redis: Redis, redis_server: RedisProcess, tmp_path: Path) -> None:
+    port = free_port()
+    raw = settings_dict(redis={"url": redis_server.url, "shards": 2},
+                        server={"port": port, "public_url": f"http://127.0.0.1:{port}"})
+    cfg = write_config(tmp_path / "k.toml", raw)
+    base = f"http://127.0.0.1:{port}"
+    imported = codes("CPD", 5)
+    with worker_process(cfg):
+        async with aiohttp.ClientSession() as session:
+            with _process(["serve", "--config", str(cfg)], "door.after_admit") as door:
+                await _ready(session, base)
+                async with session.post(f"{base}/admin/skus/card-100/stock?lot=d",
+                                        data="\n".join(imported), headers={
+                                            **auth("key-operator"),
+                                            "Content-Type": "text/plain"}) as resp:
+                    assert resp.status == 200
+                with pytest.raises(aiohttp.ClientError):
+                    await _order(session, base, "lost-answer", "door-key")
+                door.wait(10)
+                assert door.returncode == -9
+            with _process(["serve", "--config", str(cfg)]):
+                await _ready(session, base)
+                status, first = await _order(session, base, "lost-answer", "door-key")
+                assert status == 200, first  # the order the dead door admitted
+                await eventually(lambda: _decided(redis, [first["order_id"]]), timeout=20)
+                status, again = await _order(session, base, "lost-answer", "door-key")
+                assert again["order_id"] == first["order_id"]
+                assert again["status"] == "fulfilled" and len(again["codes"]) == 1
+                _, third = await _order(session, base, "lost-answer", "door-key")
+                assert third["codes"] == again["codes"]
+    await assert_promises(redis, 2, ["card-100"], [first["order_id"]], set(imported))
+
+
+async def _ready(session: aiohttp.ClientSession, base: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            async with session.get(f"{base}/readyz") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError("the front door never became ready")
