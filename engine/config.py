@@ -41,6 +41,7 @@ class Server(Base, frozen=True):
     max_body_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024
     max_import_bytes: Annotated[int, Meta(ge=1024)] = 256 * 1024 * 1024
     page_secret: str = ""  # signs buyer-page links; "env:NAME" reads a variable
+    page_link_ttl_s: Annotated[int, Meta(ge=60)] = 7 * 86400  # a buyer-page link expires
 
 
 class Redis(Base, frozen=True):

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import ipaddress
 import re
+import time
 
 from engine import keys
 from engine.config import Admin, Settings, Sku, Storefront
@@ -50,8 +51,26 @@ class Directory:
             return found
         return None
 
-    def page_token(self, order_id: str) -> str:
-        return hmac.new(self.page_key, order_id.encode(), hashlib.sha256).hexdigest()[:24]
+    def page_token(self, order_id: str, now_s: float | None = None) -> str:
+        """`<expiry, unix s, hex>.<mac>`: a link valid for server.page_link_ttl_s."""
+        expires = int(time.time() if now_s is None else now_s) + \
+            self.settings.server.page_link_ttl_s
+        return f"{expires:x}.{self._page_mac(order_id, expires)}"
+
+    def page_token_valid(self, order_id: str, token: str, now_s: float | None = None) -> bool:
+        """Signed for this order and not expired (constant-time compare)."""
+        stamp, _, mac = token.partition(".")
+        try:
+            expires = int(stamp, 16)
+        except ValueError:
+            return False
+        if expires < (time.time() if now_s is None else now_s) or len(stamp) > 12:
+            return False
+        return hmac.compare_digest(mac.encode(), self._page_mac(order_id, expires).encode())
+
+    def _page_mac(self, order_id: str, expires: int) -> str:
+        message = f"{order_id}.{expires}".encode()
+        return hmac.new(self.page_key, message, hashlib.sha256).hexdigest()[:32]
 
     def page_path(self, order_id: str) -> str:
         return f"/q/{order_id}?t={self.page_token(order_id)}"

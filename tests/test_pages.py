@@ -399,3 +399,18 @@ async def test_waiting_page_follows_the_line_in_chromium(engine: Engine, tmp_pat
         assert await tab.eval("document.getElementById('row-position').hidden") is True
         assert "BROWSER-CODE" not in await tab.eval("document.body.innerText")
         assert await tab.eval("window.notReloaded") is True
+
+
+def test_page_links_expire_and_cannot_be_stretched() -> None:
+    from engine.directory import Directory
+    from tests.conftest import make_settings
+
+    directory = Directory(make_settings(server={"page_link_ttl_s": 600}), "secret")
+    token = directory.page_token("o_1", now_s=1_000_000)
+    assert directory.page_token_valid("o_1", token, now_s=1_000_000 + 599)
+    assert not directory.page_token_valid("o_1", token, now_s=1_000_000 + 601)
+    assert not directory.page_token_valid("o_2", token, now_s=1_000_000)
+    stamp, _, mac = token.partition(".")
+    stretched = f"{int(stamp, 16) + 10**6:x}.{mac}"
+    assert not directory.page_token_valid("o_1", stretched, now_s=1_000_000)
+    assert not directory.page_token_valid("o_1", "nonsense", now_s=1_000_000)
