@@ -19,6 +19,9 @@ SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$(?!\n)"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$(?!\n)"
 HEX64 = r"^[0-9a-f]{64}$(?!\n)"
 
+# Values never shown back (GET /admin/config, `kamigate config diff`): "***" instead.
+SECRET_FIELDS = frozenset({"webhook_secret", "signing_secret", "page_secret", "secret"})
+
 Ident = Annotated[str, Meta(pattern=ID_PATTERN)]
 SkuId = Annotated[str, Meta(pattern=SKU_PATTERN)]
 Seconds = Annotated[float, Meta(ge=0)]
@@ -96,6 +99,8 @@ class Storefront(Base, frozen=True):
     id: Ident
     key_sha256: Annotated[str, Meta(pattern=HEX64)]
     webhook_secret: str = ""
+    signing_secret: str = ""  # HMAC request signing (see engine/http/signing.py); "env:NAME"
+    require_signature: bool = False  # refuse a bearer key alone
 
 
 class Admin(Base, frozen=True):

@@ -228,10 +228,17 @@ def resolve_secret(value: str, key: str, environ: Mapping[str, str], errors: lis
 def _secrets(parts: dict[str, Any], environ: Mapping[str, str], errors: list[str]) -> None:
     if parts.get("storefronts"):
         parts["storefronts"] = tuple(
-            s if s is None else msgspec.structs.replace(s, webhook_secret=resolve_secret(
-                s.webhook_secret, f"storefronts[{i}].webhook_secret", environ, errors))
+            s if s is None else msgspec.structs.replace(
+                s,
+                webhook_secret=resolve_secret(s.webhook_secret,
+                                              f"storefronts[{i}].webhook_secret", environ, errors),
+                signing_secret=resolve_secret(s.signing_secret,
+                                              f"storefronts[{i}].signing_secret", environ, errors))
             for i, s in enumerate(parts["storefronts"])
         )
+        for i, s in enumerate(parts["storefronts"]):
+            if s is not None and s.require_signature and not s.signing_secret:
+                errors.append(f"storefronts[{i}].require_signature: needs a signing_secret")
     if parts.get("server") is not None:
         server = parts["server"]
         parts["server"] = msgspec.structs.replace(server, page_secret=resolve_secret(

@@ -9,10 +9,9 @@ from typing import Any
 import msgspec
 
 from engine import config
+from engine.config import SECRET_FIELDS
 from engine.live_config import restart_needed
 
-# The same secrets GET /admin/config redacts: they never reach a terminal or a CI log.
-SECRET_FIELDS = frozenset({"webhook_secret", "page_secret", "secret"})
 KEYED_LISTS = frozenset({"storefronts", "admins", "skus"})
 
 

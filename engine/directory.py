@@ -22,6 +22,7 @@ class Directory:
         fleet's random secret in Redis, so links survive config changes)."""
         self.settings = settings
         self.storefronts: dict[str, Storefront] = {s.key_sha256: s for s in settings.storefronts}
+        self.storefront_by_id: dict[str, Storefront] = {s.id: s for s in settings.storefronts}
         self.admins: dict[str, Admin] = {a.key_sha256: a for a in settings.admins}
         self.skus: dict[str, Sku] = {s.id: s for s in settings.skus}
         shards = settings.redis.shards

@@ -281,3 +281,8 @@ def dead_letter(shard: int) -> str:
     """Stream of order-stream entries given up on (undecodable, or failing again and again),
     with the reason; they no longer block the shard."""
     return f"{tag(shard)}:dead"
+
+
+def nonce(storefront: str, value: str) -> str:
+    """A signed request's nonce, kept while its timestamp is acceptable (no replay)."""
+    return f"{PREFIX}:nonce:{storefront}:{value}"

@@ -7,6 +7,7 @@ from aiohttp import web
 from engine import errors
 from engine.config import Admin, Storefront
 from engine.directory import ROLE_RANK, Directory
+from engine.http.signing import SIGNATURE, signed_storefront
 
 
 def _principal(request: web.Request, directory: Directory) -> Storefront | Admin:
@@ -20,10 +21,15 @@ def _principal(request: web.Request, directory: Directory) -> Storefront | Admin
     return found
 
 
-def storefront_of(request: web.Request, directory: Directory) -> Storefront:
+async def storefront_of(request: web.Request, directory: Directory) -> Storefront:
+    """The storefront behind a bearer key or a request signature (see signing)."""
+    if SIGNATURE in request.headers:
+        return await signed_storefront(request, directory)
     found = _principal(request, directory)
     if not isinstance(found, Storefront):
         raise errors.Forbidden("order routes need a storefront key")
+    if found.require_signature:
+        raise errors.Unauthenticated(f"this storefront must sign its requests ({SIGNATURE})")
     return found
 
 

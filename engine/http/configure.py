@@ -12,7 +12,7 @@ from aiohttp import web
 
 from engine import errors
 from engine.admission import Admission
-from engine.config import ConfigError, Settings
+from engine.config import SECRET_FIELDS, ConfigError, Settings
 from engine.config_watch import apply_document, keep_config, reload_file
 from engine.directory import Directory
 from engine.http.auth import admin_of
@@ -24,7 +24,6 @@ from engine.live_config import Follower, Running, boot, page_secret, parse_body
 FOLLOWER = web.AppKey("config_follower", Follower)
 CONFIG_FILE = web.AppKey("config_file", str)
 PAGE_SECRET = web.AppKey("page_secret", str)
-SECRET_FIELDS = ("webhook_secret", "page_secret", "secret")
 
 
 def apply(app: web.Application, running: Running) -> None:

@@ -58,7 +58,7 @@ def _respond(request: web.Request, status: int, body: Any, headers: dict[str, st
 async def create_order(request: web.Request) -> web.Response:
     app = request.app
     directory = app[DIRECTORY].current
-    storefront = storefront_of(request, directory)
+    storefront = await storefront_of(request, directory)
     req = await decode_body(request, decode_order_request, decode_order_request_msgpack)
     _check(directory, req)
     key = request.headers.get("Idempotency-Key")
@@ -74,7 +74,7 @@ async def create_order(request: web.Request) -> web.Response:
 async def create_batch(request: web.Request) -> web.Response:
     app = request.app
     directory = app[DIRECTORY].current
-    storefront = storefront_of(request, directory)
+    storefront = await storefront_of(request, directory)
     batch = await decode_body(request, decode_batch, decode_batch_msgpack)
     results: list[Any] = [None] * len(batch.orders)
     pending: list[tuple[int, Placement, int]] = []
@@ -99,7 +99,7 @@ async def create_batch(request: web.Request) -> web.Response:
 
 async def _own_record(request: web.Request) -> tuple[Directory, records.OrderRecord]:
     directory = request.app[DIRECTORY].current
-    storefront = storefront_of(request, directory)
+    storefront = await storefront_of(request, directory)
     order_id = request.match_info["order_id"]
     record = await records.read(request.app[REDIS], order_id)
     if record is None or record.request.storefront != storefront.id:
