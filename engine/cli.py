@@ -61,6 +61,18 @@ def _serve(settings: config.Settings, path: str, redis_url: str | None = None,
                 access_log=None, print=None, loop=loop, reuse_port=reuse_port or None)
 
 
+def cmd_redis_acl(args: argparse.Namespace) -> int:
+    from engine import redis_acl
+
+    print("# Passwords from KAMIGATE_REDIS_PASSWORD_<ROLE> where set; put each user in the")
+    print("# redis.url of its process: redis://kamigate-door:<password>@host:6379/0")
+    passwords = {user: os.environ.get(
+        "KAMIGATE_REDIS_PASSWORD_" + user.split("-")[1].upper(), "<password>")
+        for user in redis_acl.ROLES}
+    print(redis_acl.script(passwords), end="")
+    return 0
+
+
 def _hold_sighup() -> None:
     """A SIGHUP (reload) that arrives before the event loop's handler is in place must not
     kill the process, which is the default action."""
@@ -237,6 +249,9 @@ def parser() -> argparse.ArgumentParser:
                             help="resume automatic delivery for a scope; the line is served")
     resume.add_argument("scope")
     resume.set_defaults(func=controls.cmd_resume)
+    acl = sub.add_parser("redis-acl", help="print least-privilege Redis users (ACL SETUSER "
+                         "lines) for the front door, the worker and the operator")
+    acl.set_defaults(func=cmd_redis_acl)
     rec = sub.add_parser("reconcile", parents=[common], help="check stock invariants")
     rec.set_defaults(func=commands.cmd_reconcile)
     status = sub.add_parser("status", parents=[common], help="SKUs, stock and queues")

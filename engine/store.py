@@ -73,9 +73,9 @@ async def check_server(redis: Redis) -> list[str]:
     try:
         info = await redis.info("server")
         persistence = await redis.info("persistence")
-        found = await redis.config_get("maxmemory-policy")
-        raw = found.get(b"maxmemory-policy", found.get("maxmemory-policy", b""))  # type: ignore[call-overload]
-        policy = raw.decode() if isinstance(raw, bytes) else str(raw)
+        # INFO, not CONFIG GET: the least-privilege ACL users (engine/redis_acl.py) have no
+        # @admin commands
+        policy = str((await redis.info("memory")).get("maxmemory_policy", "noeviction"))
     except RedisError as exc:
         raise StoreError(f"cannot inspect Redis: {exc}") from None
     version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
