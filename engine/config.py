@@ -179,7 +179,7 @@ class Audit(Base, frozen=True):
 
 class Maintenance(Base, frozen=True):
     mode: Literal["off", "read_only", "full"] = "off"
-    notice_lead_s: Seconds = 86400
+    notice_lead_s: Seconds = 86400.0
     reason: str = ""
     starts_at: str | None = None
     eta: str | None = None

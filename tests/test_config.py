@@ -414,3 +414,16 @@ def test_config_check_broken_and_missing_files(tmp_path: Path) -> None:
     result = check(str(tmp_path / "missing.toml"))
     assert result.returncode == 1 and "(file)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_sha256_survives_a_round_trip() -> None:
+    """GET /admin/config, PUT it back: the same settings, the same sha256 (no default whose
+    type changes on the way, e.g. an int default of a float field)."""
+    import msgspec
+
+    from engine.config import Settings, from_mapping
+    from tests.conftest import settings_dict
+
+    for settings in (Settings(), from_mapping(settings_dict(), environ={})):
+        again = from_mapping(msgspec.json.decode(msgspec.json.encode(settings)), environ={})
+        assert again.sha256() == settings.sha256()

@@ -4,13 +4,28 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import sys
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
-from tests.conftest import ADMIN_KEY, SHOP_A_KEY, Engine, codes
+from engine import keys
+from tests.conftest import (
+    ADMIN_KEY,
+    OPERATOR_KEY,
+    SHOP_A_KEY,
+    Engine,
+    EngineFactory,
+    auth,
+    codes,
+    make_settings,
+    settings_dict,
+    write_config,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,3 +67,69 @@ async def test_slo_miss_fails_the_run(engine: Engine) -> None:
     code, out = await _locust(engine, "steady", "-u", "2", "-r", "2", "-t", "2s",
                               KAMIGATE_MAX_P99_MS="0.001")
     assert code == 1 and "SLO missed" in out
+
+
+@pytest.mark.slow
+async def test_maintenance_toggle_scenario_reopens_and_loses_no_order(
+        engine: Engine, redis: Redis) -> None:
+    await engine.import_codes("card-100", codes("MAINT", 500))
+    code, out = await _locust(engine, "maintenance_toggle", "-u", "9", "-r", "9", "-t", "9s",
+                              KAMIGATE_OPERATOR_KEY=OPERATOR_KEY, KAMIGATE_SETTLE_S="10",
+                              KAMIGATE_MAX_P99_MS="2000")
+    assert code == 0, out[-3000:]
+    found = re.search(r"maintenance toggle: 2 windows \(global [\d.]+ s, sku:card-100 [\d.]+ s\), "
+                      r"(\d+) answers 503 maintenance \(expected\), 0 stray; (\d+) orders "
+                      r"admitted, (\d+) read back, 0 lost, 0 pending", out)
+    assert found, out[-3000:]
+    expected_503, admitted, read_back = map(int, found.groups())
+    assert expected_503 > 0 and admitted > 0 and read_back == admitted
+    assert "maintenance off, no admitted order lost" in out
+    # the windows really happened, and ended: read_only then off, global and scoped
+    actions = [json.loads(fields[b"details"]) for _, fields in await redis.xrange(keys.audit())
+               if fields[b"action"] == b"maintenance"]
+    assert [(a["scope"], a["mode"]) for a in actions] == [
+        ("global", "read_only"), ("global", "off"),
+        ("sku:card-100", "read_only"), ("sku:card-100", "off")]
+    assert await redis.hlen(keys.maintenance_scoped()) == 0
+    status = await engine.http.get("/status", headers={"Accept": "application/json"})
+    assert (await status.json())["maintenance"] is None
+
+
+@pytest.mark.slow
+async def test_config_reload_scenario_changes_and_restores_the_config(
+        engine: Engine, tmp_path: Path) -> None:
+    await engine.import_codes("card-100", codes("RELOAD", 500))
+    before = await (await engine.http.get("/admin/config", headers=auth(ADMIN_KEY))).json()
+    path = write_config(tmp_path / "kamigate.toml", settings_dict())
+    code, out = await _locust(engine, "config_reload", "-u", "6", "-r", "6", "-t", "8s",
+                              KAMIGATE_CONFIG=str(path), KAMIGATE_RELOAD_EVERY_S="1.5",
+                              KAMIGATE_MAX_P99_MS="2000")
+    assert code == 0, out[-3000:]
+    found = re.search(r"config reload: (\d+) versions applied", out)
+    assert found and int(found.group(1)) >= 3, out[-3000:]
+    assert "0 not visible, 0 5xx" in out and "original config restored" in out
+    after = await (await engine.http.get("/admin/config", headers=auth(ADMIN_KEY))).json()
+    assert after["sha256"] == before["sha256"]
+    assert after["version"] >= before["version"] + int(found.group(1))
+    [sku] = [s for s in after["config"]["skus"] if s["id"] == "card-100"]
+    assert sku["max_qty"] == 10
+
+
+@pytest.mark.slow
+async def test_config_reload_scenario_refuses_a_config_it_cannot_put_back(
+        engine_factory: EngineFactory, tmp_path: Path) -> None:
+    raw = settings_dict()
+    raw["storefronts"][0]["webhook_secret"] = "hook-secret-value"
+    engine = await engine_factory(make_settings(**raw))
+    before = await (await engine.http.get("/admin/config", headers=auth(ADMIN_KEY))).json()
+    # secrets read "***" in GET /admin/config: it needs the file
+    code, out = await _locust(engine, "config_reload", "-u", "2", "-r", "2", "-t", "5s")
+    assert code == 1 and "refused to start" in out and "KAMIGATE_CONFIG" in out, out[-3000:]
+    # a file that is not what runs would change the fleet when put back
+    raw["skus"][0]["max_qty"] = 7
+    path = write_config(tmp_path / "kamigate.toml", raw)
+    code, out = await _locust(engine, "config_reload", "-u", "2", "-r", "2", "-t", "5s",
+                              KAMIGATE_CONFIG=str(path))
+    assert code == 1 and "skus[0].max_qty differs" in out, out[-3000:]
+    after = await (await engine.http.get("/admin/config", headers=auth(ADMIN_KEY))).json()
+    assert (after["version"], after["sha256"]) == (before["version"], before["sha256"])
