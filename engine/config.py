@@ -24,7 +24,7 @@ SECRET_FIELDS = frozenset({"webhook_secret", "signing_secret", "page_secret", "s
 
 Ident = Annotated[str, Meta(pattern=ID_PATTERN)]
 SkuId = Annotated[str, Meta(pattern=SKU_PATTERN)]
-Seconds = Annotated[float, Meta(ge=0)]
+Seconds = Annotated[float, Meta(ge=0, le=10 * 365 * 86400)]  # finite: never inf
 Port = Annotated[int, Meta(ge=0, le=65535)]
 
 
@@ -33,7 +33,7 @@ class Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True
 
 
 class Rate(Base, frozen=True):
-    rate: Annotated[float, Meta(gt=0)]
+    rate: Annotated[float, Meta(gt=0, le=1e9)]
     burst: Annotated[int, Meta(ge=1)]
 
 
@@ -69,9 +69,9 @@ class Worker(Base, frozen=True):
 
 class Webhooks(Base, frozen=True):
     timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
-    first_retry_s: Annotated[float, Meta(gt=0)] = 1.0
-    max_retry_s: Annotated[float, Meta(gt=0)] = 3600.0
-    give_up_after_s: Annotated[float, Meta(gt=0)] = 86400.0 * 2
+    first_retry_s: Annotated[float, Meta(gt=0, le=1e9)] = 1.0
+    max_retry_s: Annotated[float, Meta(gt=0, le=1e9)] = 3600.0
+    give_up_after_s: Annotated[float, Meta(gt=0, le=1e9)] = 86400.0 * 2
     concurrency: Annotated[int, Meta(ge=1, le=1000)] = 32
 
 
@@ -91,8 +91,8 @@ class Backpressure(Base, frozen=True):
     """When the workers fall behind, admission follows what they drain, then recovers."""
 
     max_lag: Annotated[int, Meta(ge=0)] = 50_000  # stream entries not yet claimed; 0 = off
-    max_delay_ms: Annotated[float, Meta(ge=0)] = 1000.0  # admission to claim; 0 = off
-    min_rate: Annotated[float, Meta(gt=0)] = 10.0  # never throttle below this (orders/s)
+    max_delay_ms: Annotated[float, Meta(ge=0, le=1e9)] = 1000.0  # admission to claim; 0 = off
+    min_rate: Annotated[float, Meta(gt=0, le=1e9)] = 10.0  # never throttle below this (orders/s)
 
 
 class Storefront(Base, frozen=True):
@@ -153,12 +153,12 @@ class Surge(Base, frozen=True):
     """爆单 alerts: incoming orders against the recent baseline or the drain capacity."""
 
     enabled: bool = True
-    factor: Annotated[float, Meta(gt=1)] = 10.0
-    capacity_factor: Annotated[float, Meta(ge=0)] = 0.0  # 0 = off
-    clear_factor: Annotated[float, Meta(gt=0)] = 2.0
-    min_rate: Annotated[float, Meta(ge=0)] = 50.0
-    baseline_s: Annotated[float, Meta(gt=0)] = 300.0
-    hold_s: Annotated[float, Meta(ge=0)] = 3.0
+    factor: Annotated[float, Meta(gt=1, le=1e9)] = 10.0
+    capacity_factor: Annotated[float, Meta(ge=0, le=1e9)] = 0.0  # 0 = off
+    clear_factor: Annotated[float, Meta(gt=0, le=1e9)] = 2.0
+    min_rate: Annotated[float, Meta(ge=0, le=1e9)] = 50.0
+    baseline_s: Annotated[float, Meta(gt=0, le=1e9)] = 300.0
+    hold_s: Annotated[float, Meta(ge=0, le=1e9)] = 3.0
     webhook_url: str = ""  # operators' alert receiver; "" = log and metric only
 
 
@@ -167,8 +167,8 @@ class Breaker(Base, frozen=True):
 
     enabled: bool = True
     failures: Annotated[int, Meta(ge=1)] = 5
-    slow_ms: Annotated[float, Meta(ge=0)] = 0.0  # 0 = off
-    open_s: Annotated[float, Meta(gt=0)] = 2.0
+    slow_ms: Annotated[float, Meta(ge=0, le=1e9)] = 0.0  # 0 = off
+    open_s: Annotated[float, Meta(gt=0, le=1e9)] = 2.0
     probes: Annotated[int, Meta(ge=1)] = 1
     timeout_s: Annotated[float, Meta(gt=0, le=60)] = 2.0  # a Redis call slower fails
 

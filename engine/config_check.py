@@ -187,7 +187,7 @@ def _rules(parts: dict[str, Any], errors: list[str]) -> None:
     for i, pattern in enumerate(getattr(parts.get("review"), "buyer_patterns", ())):
         try:
             re.compile(pattern)
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError, ValueError) as exc:
             errors.append(f"review.buyer_patterns[{i}]: not a regular expression ({exc})")
     calendars = {k: v for k, v in (parts.get("calendars") or {}).items() if v is not None}
     for name, cal in calendars.items():
@@ -268,7 +268,8 @@ def check(raw: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[dict[str,
                 for name, cal in value.items()
             }
         else:
-            errors.append(f"{key}: unknown key")
+            name = key if key.strip() and key.isprintable() else repr(key)
+            errors.append(f"{name}: unknown key")
     _duplicates(raw, errors)
     _pauses(raw, errors)
     _urls(raw, errors)

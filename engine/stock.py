@@ -84,12 +84,18 @@ class Importer:
         self.result = ImportResult(sku=sku, lot=lot)
         self.progress = progress
         self._chunks: dict[int, list[tuple[str, str]]] = {}
+        self._first_row = True
 
     async def feed(self, lines: Iterable[str]) -> None:
         for raw in lines:
             line = raw.strip("\r\n")
-            if not line.strip() or (self.csv and line.lower().startswith("code")):
+            if not line.strip():
                 continue
+            if self._first_row:
+                self._first_row = False
+                # a CSV header names its first column "code"; a code may start with "code"
+                if self.csv and line.partition(",")[0].strip().lower() == "code":
+                    continue
             parsed = parse_line(line, self.csv)
             if parsed is None:
                 self.result.invalid += 1

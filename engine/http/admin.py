@@ -20,6 +20,8 @@ _SKU = re.compile(SKU_PATTERN)
 _decode_maintenance = msgspec.json.Decoder(maintenance.MaintenanceState).decode
 _decode_maintenance_msgpack = msgspec.msgpack.Decoder(maintenance.MaintenanceState).decode
 _LOT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}\Z")
+# a lot that exists may also be a sub-lot of a CSV import, "<lot>~<expiry>"
+_EXISTING_LOT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}(~[0-9]{1,12})?\Z")
 
 
 def _sku(request: web.Request) -> str:
@@ -94,7 +96,7 @@ async def void_stock(request: web.Request) -> web.Response:
     who = admin_of(request, directory, "operator")
     sku = _sku(request)
     lot = request.query.get("lot", "")
-    if not _LOT.match(lot):
+    if not _EXISTING_LOT.match(lot):
         raise errors.invalid("lot", "name the lot to void: ?lot=ID")
     voided, available = await stock.void_lot(
         request.app[REDIS], directory.settings.redis.shards, sku, lot
