@@ -174,13 +174,15 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 async def _load_demo_stock(settings: config.Settings, url: str) -> int:
     from engine import stock
+    from engine.directory import Directory
 
     redis = await store.connect(url)
     try:
         for level in await stock.levels(redis, settings.redis.shards, demo.SKUS):
             want = demo.SKUS[level.sku]
             if level.imported == 0:
-                importer = stock.Importer(redis, settings.redis.shards, level.sku, "demo", 0)
+                importer = stock.Importer(redis, settings.redis.shards, level.sku, "demo", 0,
+                                          sealer=Directory(settings).sealer)
                 await importer.feed(demo.codes(level.sku, want))
                 result = await importer.finish()
                 print(f"demo stock: {result.added} codes for {level.sku}", flush=True)
@@ -249,6 +251,13 @@ def parser() -> argparse.ArgumentParser:
                             help="resume automatic delivery for a scope; the line is served")
     resume.add_argument("scope")
     resume.set_defaults(func=controls.cmd_resume)
+    key_cmd = sub.add_parser("keys", help="keys that seal codes at rest ([codes])")
+    key_sub = key_cmd.add_subparsers(dest="keys_command", required=True)
+    key_sub.add_parser("new", help="print a new random key").set_defaults(
+        func=controls.cmd_keys_new)
+    key_sub.add_parser("rotate", parents=[common],
+                       help="reseal the stock with [codes] current, online").set_defaults(
+        func=controls.cmd_keys_rotate)
     acl = sub.add_parser("redis-acl", help="print least-privilege Redis users (ACL SETUSER "
                          "lines) for the front door, the worker and the operator")
     acl.set_defaults(func=cmd_redis_acl)

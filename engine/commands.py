@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from engine import config, keys, matching, store
 from engine.cli_support import load_settings, run_async
+from engine.directory import Directory
 
 
 def with_store(settings: config.Settings, body: Callable[[Redis], Awaitable[int]]) -> int:
@@ -62,7 +63,8 @@ def cmd_stock_import(args: argparse.Namespace) -> int:
             task = bar.add_task("import", total=total, sku=args.sku)
             importer = stock.Importer(redis, settings.redis.shards, args.sku,
                                       args.lot or stock.default_lot(), expires_at,
-                                      csv=file.suffix.lower() == ".csv")
+                                      csv=file.suffix.lower() == ".csv",
+                                      sealer=Directory(settings).sealer)
             with file.open("rb") as fh:
                 batch: list[str] = []
                 for raw in fh:

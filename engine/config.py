@@ -20,7 +20,8 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$(?!\n)"
 HEX64 = r"^[0-9a-f]{64}$(?!\n)"
 
 # Values never shown back (GET /admin/config, `kamigate config diff`): "***" instead.
-SECRET_FIELDS = frozenset({"webhook_secret", "signing_secret", "page_secret", "secret"})
+SECRET_FIELDS = frozenset({"webhook_secret", "signing_secret", "page_secret", "secret",
+                           "keys", "fingerprint_key"})
 
 Ident = Annotated[str, Meta(pattern=ID_PATTERN)]
 SkuId = Annotated[str, Meta(pattern=SKU_PATTERN)]
@@ -173,6 +174,14 @@ class Breaker(Base, frozen=True):
     timeout_s: Annotated[float, Meta(gt=0, le=60)] = 2.0  # a Redis call slower fails
 
 
+class Codes(Base, frozen=True):
+    """Codes sealed at rest (AES-256-GCM); no keys: codes are stored as imported."""
+
+    keys: dict[str, str] = {}  # key id -> 32 bytes in base64; "env:NAME" reads a variable
+    current: str = ""  # the key that seals new imports and `kamigate keys rotate`
+    fingerprint_key: str = ""  # keys import's duplicate check; set once, never changed
+
+
 class Audit(Base, frozen=True):
     retention_s: Annotated[int, Meta(ge=60)] = 30 * 86400
 
@@ -205,6 +214,7 @@ class Settings(Base, frozen=True):
     surge: Surge = Surge()
     breaker: Breaker = Breaker()
     audit: Audit = Audit()
+    codes: Codes = Codes()
 
     def sha256(self) -> str:
         return hashlib.sha256(msgspec.json.encode(self, order="sorted")).hexdigest()

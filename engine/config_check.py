@@ -22,6 +22,7 @@ from engine.config import (
     Blocklist,
     Breaker,
     Calendar,
+    Codes,
     Limits,
     Maintenance,
     Orders,
@@ -52,6 +53,7 @@ SECTIONS: dict[str, Any] = {
     "surge": Surge,
     "breaker": Breaker,
     "audit": Audit,
+    "codes": Codes,
 }
 LISTS: dict[str, Any] = {"storefronts": Storefront, "admins": Admin, "skus": Sku, "pauses": Pause}
 MAX_ERRORS_PER_VALUE = 50
@@ -239,10 +241,38 @@ def _secrets(parts: dict[str, Any], environ: Mapping[str, str], errors: list[str
         for i, s in enumerate(parts["storefronts"]):
             if s is not None and s.require_signature and not s.signing_secret:
                 errors.append(f"storefronts[{i}].require_signature: needs a signing_secret")
+    codes = parts.get("codes")
+    if codes is not None and (codes.keys or codes.current or codes.fingerprint_key):
+        parts["codes"] = _codes(codes, environ, errors)
     if parts.get("server") is not None:
         server = parts["server"]
         parts["server"] = msgspec.structs.replace(server, page_secret=resolve_secret(
             server.page_secret, "server.page_secret", environ, errors))
+
+
+def _codes(codes: Any, environ: Mapping[str, str], errors: list[str]) -> Any:
+    """Resolve and check the sealing keys: each 32 bytes of base64, `current` among them, a
+    fingerprint key with them."""
+    from engine.sealing import decode_key
+
+    resolved = {}
+    for kid, value in codes.keys.items():
+        key = resolve_secret(value, f"codes.keys.{kid}", environ, errors)
+        if not re.match(r"^[A-Za-z0-9_-]{1,32}$(?!\n)", kid):
+            errors.append(f"codes.keys.{kid}: a key id is 1-32 of A-Z a-z 0-9 _ -")
+        elif key:
+            try:
+                decode_key(key)
+            except ValueError as exc:
+                errors.append(f"codes.keys.{kid}: {exc}")
+        resolved[kid] = key
+    if codes.current not in resolved:
+        errors.append(f"codes.current: {codes.current!r} is not one of codes.keys")
+    fingerprint = resolve_secret(codes.fingerprint_key, "codes.fingerprint_key", environ,
+                                 errors)
+    if resolved and len(fingerprint) < 16:
+        errors.append("codes.fingerprint_key: at least 16 characters, kept for good")
+    return msgspec.structs.replace(codes, keys=resolved, fingerprint_key=fingerprint)
 
 
 def check(raw: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:

@@ -10,6 +10,7 @@ import time
 
 from engine import keys
 from engine.config import Admin, Settings, Sku, Storefront
+from engine.sealing import sealer_of
 
 ROLE_RANK = {"viewer": 0, "operator": 1, "admin": 2}
 
@@ -33,6 +34,8 @@ class Directory:
             ["kamigate-page", *sorted(self.storefronts), *sorted(self.admins)]
         )
         self.page_key = hashlib.sha256(secret.encode()).digest()
+        codes = settings.codes
+        self.sealer = sealer_of(codes.keys, codes.current, codes.fingerprint_key)
         self.blocked = AddressRules(settings.blocklist.buyers, settings.blocklist.ips)
         review = settings.review
         self.reviewed = AddressRules(review.buyers, review.ips, review.buyer_patterns)

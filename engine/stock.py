@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
@@ -11,6 +10,7 @@ from redis.asyncio import Redis
 
 from engine import keys, scripts
 from engine.clock import parse_rfc3339
+from engine.sealing import PLAIN, Sealer
 from engine.wire import msgpack_encode
 
 CHUNK = 2000
@@ -49,7 +49,8 @@ def default_lot() -> str:
 
 
 def digest(code: str) -> str:
-    return hashlib.blake2b(code.encode(), digest_size=16).hexdigest()
+    """The unkeyed fingerprint (no `[codes]` keys): the same as PLAIN.digest."""
+    return PLAIN.digest(code)
 
 
 def valid_code(code: str) -> bool:
@@ -77,7 +78,8 @@ class Importer:
     """Feed lines; codes go to Redis in chunks, each chunk one atomic script call."""
 
     def __init__(self, redis: Redis, shards: int, sku: str, lot: str, expires_at: int,
-                 csv: bool = False, progress: Callable[[int], None] | None = None) -> None:
+                 csv: bool = False, progress: Callable[[int], None] | None = None,
+                 sealer: Sealer = PLAIN) -> None:
         self.redis, self.sku, self.lot, self.csv = redis, sku, lot, csv
         self.expires_at = expires_at
         self.shard = keys.shard_of_sku(sku, shards)
@@ -85,6 +87,7 @@ class Importer:
         self.progress = progress
         self._chunks: dict[int, list[tuple[str, str]]] = {}
         self._first_row = True
+        self.sealer = sealer  # seals each code for its SKU and lot (a no-op without keys)
 
     async def feed(self, lines: Iterable[str]) -> None:
         for raw in lines:
@@ -102,7 +105,7 @@ class Importer:
                 continue
             code, expiry = parsed
             chunk = self._chunks.setdefault(expiry or self.expires_at, [])
-            chunk.append((digest(code), code))
+            chunk.append((self.sealer.digest(code), code))
             if len(chunk) >= CHUNK:
                 await self._send(expiry or self.expires_at)
 
@@ -129,7 +132,8 @@ class Importer:
             self.redis,
             [keys.sku_counts(sku, s), keys.lots(sku, s), keys.lot_expiry(sku, s),
              keys.seen(sku, s), keys.lot_codes(sku, lot, s), keys.stream(s)],
-            [lot, expiry, sku, msgpack_encode(chunk)],
+            [lot, expiry, sku, msgpack_encode(
+                [(d, self.sealer.seal(sku, lot, code)) for d, code in chunk])],
         )
         self.result.added += added
         self.result.duplicates += dups

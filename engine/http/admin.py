@@ -75,7 +75,7 @@ async def import_stock(request: web.Request) -> web.Response:
     if ctype not in ("text/plain", "text/csv", "application/octet-stream"):
         raise errors.UnsupportedMediaType("send text/plain (one code per line) or text/csv")
     importer = stock.Importer(request.app[REDIS], directory.settings.redis.shards, sku, lot,
-                              expires_at, csv=ctype == "text/csv")
+                              expires_at, csv=ctype == "text/csv", sealer=directory.sealer)
     with await _spool(request, directory.settings.server.max_import_bytes) as body:
         batch: list[str] = []
         for raw in body:

@@ -37,7 +37,7 @@ def order_view(
         metadata=request.metadata,
     )
     if status == "fulfilled":
-        order.codes = codes or []
+        order.codes = directory.sealer.reveal(request.sku, codes or [])
     elif status == "held":
         order.hold_expires_at = rfc3339(expires_ms) if expires_ms else None
     elif status == "queued":
