@@ -44,6 +44,7 @@ class Server(Base, frozen=True):
     public_url: str = "http://127.0.0.1:8080"
     max_body_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024
     max_import_bytes: Annotated[int, Meta(ge=1024)] = 256 * 1024 * 1024
+    body_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0  # a stalled upload: 408
     page_secret: str = ""  # signs buyer-page links; "env:NAME" reads a variable
     page_link_ttl_s: Annotated[int, Meta(ge=60)] = 7 * 86400  # a buyer-page link expires
 

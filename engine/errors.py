@@ -85,6 +85,7 @@ IdempotencyConflict = _problem(
 NotHeld = _problem("not_held", 409, "The order is not held")
 NotInReview = _problem("not_in_review", 409, "The order is not waiting for review")
 NotCancellable = _problem("not_cancellable", 409, "The order can no longer be cancelled")
+RequestTimeout = _problem("request_timeout", 408, "The request did not arrive in time")
 PayloadTooLarge = _problem("payload_too_large", 413, "The body is too large")
 UnsupportedMediaType = _problem("unsupported_media_type", 415, "Unsupported content type")
 RateLimited = _problem("rate_limited", 429, "Too many requests")
@@ -96,8 +97,8 @@ Paused = _problem("paused", 503, "Delivery is paused")
 ALL: tuple[type[Problem], ...] = (
     InvalidRequest, Unauthenticated, Forbidden, Blocked, NotFound, UnknownSku, MethodNotAllowed,
     NotAcceptable, SoldOut, LimitExceeded, IdempotencyConflict, NotHeld, NotInReview,
-    NotCancellable,
-    PayloadTooLarge, UnsupportedMediaType, RateLimited, Internal, Unavailable, Maintenance, Paused,
+    NotCancellable, RequestTimeout, PayloadTooLarge, UnsupportedMediaType, RateLimited,
+    Internal, Unavailable, Maintenance, Paused,
 )
 
 BY_REASON: dict[str, type[Problem]] = {"sold_out": SoldOut, "limit_exceeded": LimitExceeded}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import tempfile
 from typing import IO
@@ -38,8 +39,17 @@ async def _spool(request: web.Request, limit: int) -> IO[bytes]:
         raise errors.PayloadTooLarge(f"imports are limited to {limit} bytes")
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115
     seen = 0
+    stall = request.app[DIRECTORY].current.settings.server.body_timeout_s
     try:
-        async for chunk in request.content.iter_chunked(1 << 16):
+        while True:
+            try:
+                # an upload may take long; one that stops moving is cut off
+                async with asyncio.timeout(stall):
+                    chunk = await request.content.readany()
+            except TimeoutError:
+                raise errors.RequestTimeout(f"the upload stalled for {stall:g} s") from None
+            if not chunk:
+                break
             seen += len(chunk)
             if seen > limit:
                 raise errors.PayloadTooLarge(f"imports are limited to {limit} bytes")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -10,6 +11,7 @@ import msgspec
 from aiohttp import web
 
 from engine import errors
+from engine.http.state import DIRECTORY
 from engine.wire import json_encode, msgpack_encode
 
 T = TypeVar("T")
@@ -35,6 +37,19 @@ def validation_problem(exc: msgspec.ValidationError) -> errors.Problem:
     return errors.invalid(field, message)
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The whole body; 408 when the client stalls longer than server.body_timeout_s (a slow
+    client is cut off; it never holds up others, the loop serves them meanwhile)."""
+    if request.content.is_eof():  # all of it arrived with the headers: the usual case
+        return await request.read()
+    limit = request.app[DIRECTORY].current.settings.server.body_timeout_s
+    try:
+        async with asyncio.timeout(limit):
+            return await request.read()
+    except TimeoutError:
+        raise errors.RequestTimeout(f"the body did not arrive within {limit:g} s") from None
+
+
 async def decode_body(
     request: web.Request,
     json_decoder: Callable[[bytes], T],
@@ -48,7 +63,7 @@ async def decode_body(
         decoder = json_decoder
     else:
         raise errors.UnsupportedMediaType(f"send application/json or {MSGPACK}, not {ctype}")
-    body = await request.read()
+    body = await read_body(request)
     try:
         return decoder(body)
     except msgspec.ValidationError as exc:
