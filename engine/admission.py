@@ -147,6 +147,24 @@ class Admission:
         }
         self._unlimited = self.unlimited
 
+    def inherit(self, old: Admission) -> Admission:
+        """Keep the old buckets whose limits did not change, tokens and all: a config change
+        must not hand every buyer a fresh burst. Returns self."""
+        if old.share != self.share:
+            return self
+        for name in ("per_buyer", "per_ip", "per_storefront"):
+            new, prev = getattr(self, name), getattr(old, name)
+            if new is not None and prev is not None and new.rate == prev.rate:
+                setattr(self, name, prev)
+        for sku, table in self.per_sku.items():
+            prev = old.per_sku.get(sku)
+            if prev is not None and prev.rate == table.rate:
+                self.per_sku[sku] = prev
+        if self.global_ is not None and old.global_ is not None and \
+                self.settings.limits.global_ == old.settings.limits.global_:
+            self.global_ = old.global_
+        return self
+
     def throttle(self, rate: float | None, now: float) -> None:
         """Follow the fleet's throttled rate (None: back to the configured global bucket)."""
         configured = self.settings.limits.global_

@@ -40,7 +40,11 @@ EMPTY = {"type": "string", "const": ""}  # a query value the route takes as abse
 LOT = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$(?!\n)"
 EXISTING_LOT = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}(~[0-9]{1,12})?$(?!\n)"
 CURSOR = r"^[0-9]{1,14}-[0-9]+-[0-9]+-[0-9]+-[0-9]+$(?!\n)"  # audit.parse_cursor
-SCOPE = r"^(global|storefront:.+|sku:.+)$(?!\n)"
+NOTIFY_URL = ("^https?://[^\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029"
+              "\\u202f\\u205f\\u3000]+$(?!\\n)")
+# a scope of pauses and maintenance: what can name a configured storefront or SKU
+SCOPE = (r"^(global|storefront:[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+         r"|sku:[A-Za-z0-9][A-Za-z0-9._:-]{0,63})$(?!\n)")
 # date.fromisoformat within the years the calendar answers (1900-2200).
 DAY = r"^(19[0-9]{2}|2[01][0-9]{2}|2200)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$(?!\n)"
 
@@ -178,7 +182,7 @@ CONFIG_BODY = {"required": True, "content": {
     "application/toml": {"schema": {"type": "string"}},
     "application/json": {"schema": {"type": "object"}},
 }}
-STOCK_BODY = {"required": True, "content": {
+STOCK_BODY = {"required": False, "content": {  # an empty body imports nothing
     "text/plain": {"schema": {"type": "string"}},
     "text/csv": {"schema": {"type": "string"}},
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
@@ -224,6 +228,9 @@ def _components() -> dict[str, Any]:
         ref_template=REF,
     )
     components["Order"]["properties"]["status"]["enum"] = list(STATUSES)
+    for name in ("OrderRequest", "BatchItem"):
+        # wire.NotifyUrl's `\\s` is Python's (str.isspace), which ECMA's `\\s` is not
+        components[name]["properties"]["notify_url"]["anyOf"][0]["pattern"] = NOTIFY_URL
     # orders._check: an IPv4 or IPv6 address, else 422 (in a batch: that item's result)
     components["OrderRequest"]["properties"]["buyer_ip"]["anyOf"][0].update(
         {"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]})

@@ -77,3 +77,22 @@ def test_ratelimit_headers_are_structured_fields() -> None:
     assert headers["RateLimit-Policy"] == '"orders";q=20;w=1'
     assert headers["RateLimit"].startswith('"orders";r=19;t=')
     assert "Retry-After" not in headers
+
+
+def test_a_config_change_keeps_the_buckets_it_does_not_change() -> None:
+    import msgspec
+
+    from engine.admission import Admission, Verdict
+    from tests.conftest import make_settings
+
+    before = make_settings(limits={"per_buyer": {"rate": 1, "burst": 2}})
+    admission = Admission(before, 0.0)
+    for _ in range(2):
+        assert admission.decide(0.0, "shop-a", "card-100", "b", None).verdict == Verdict.ADMIT
+    assert admission.decide(0.0, "shop-a", "card-100", "b", None).verdict == Verdict.LIMITED
+    same_limits = msgspec.structs.replace(before, skus=before.skus[:1])
+    after = Admission(same_limits, 0.0).inherit(admission)
+    assert after.decide(0.0, "shop-a", "card-100", "b", None).verdict == Verdict.LIMITED
+    looser = make_settings(limits={"per_buyer": {"rate": 1, "burst": 5}})
+    fresh = Admission(looser, 0.0).inherit(admission)
+    assert fresh.decide(0.0, "shop-a", "card-100", "b", None).verdict == Verdict.ADMIT

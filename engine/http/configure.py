@@ -30,7 +30,8 @@ def apply(app: web.Application, running: Running) -> None:
     """Swap in a config: one synchronous step, so no request sees half of it."""
     settings = running.settings
     app[DIRECTORY].current = Directory(settings, app.get(PAGE_SECRET, ""))
-    app[ADMISSION].current = Admission(settings, time.monotonic(), app[ADMISSION].current.share)
+    old = app[ADMISSION].current
+    app[ADMISSION].current = Admission(settings, time.monotonic(), old.share).inherit(old)
     app[BREAKER].update_rules(breaker_rules(settings.breaker))
     room = settings.waiting_room
     if INGEST in app:

@@ -36,7 +36,7 @@ async def _round(app: web.Application, door_id: str) -> None:
     current = app[ADMISSION].current
     if current.share != share or current.settings is not settings:
         # A new share (a door came or went) or a new config: new buckets, whole.
-        app[ADMISSION].current = Admission(settings, time.monotonic(), share)
+        app[ADMISSION].current = Admission(settings, time.monotonic(), share).inherit(current)
     await app[DRAIN].refresh(redis, settings.redis.shards)
     app[MAINTENANCE].state = await maintenance.load(redis, settings.maintenance)
     app[MAINTENANCE].scoped = await maintenance.load_scoped(redis)
