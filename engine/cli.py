@@ -73,6 +73,11 @@ def cmd_redis_acl(args: argparse.Namespace) -> int:
     return 0
 
 
+# -P: the child imports the installed engine (with its compiled kernel), never a source
+# tree that happens to be the working directory.
+_ENGINE = [sys.executable, "-P", "-m", "engine"]
+
+
 def _hold_sighup() -> None:
     """A SIGHUP (reload) that arrives before the event loop's handler is in place must not
     kill the process, which is the default action."""
@@ -90,7 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # N processes share the port (SO_REUSEPORT, the kernel spreads connections); each takes
     # 1/N of the fleet's rates, so the configured limits hold for the whole fleet.
     others = [
-        subprocess.Popen([sys.executable, "-m", "engine", "serve", "--config",
+        subprocess.Popen([*_ENGINE, "serve", "--config",
                           config_path(args), "--reuse-port"])
         for _ in range(processes - 1)
     ]
@@ -131,7 +136,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def _start_worker(config_path: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "engine", "worker", "--config", config_path]
+        [*_ENGINE, "worker", "--config", config_path]
     )
 
 

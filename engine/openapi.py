@@ -4,7 +4,8 @@ Kept true by tests/test_openapi.py (routes, refs, problem codes) and tests/test_
 (schemathesis, every check, against the running engine). What each route can answer:
 
 - 401/403 on every /v1 and /admin route (the bearer key);
-- 413/415/422 where a body is read (the decoders take JSON and msgpack, see `_body`);
+- 413/415/422 where a body is read (the decoders take JSON and msgpack, see `_body`), and 408
+  where it is read with server.body_timeout_s (codec.read_body, the stock import);
 - 503 `maintenance` or `unavailable` on every route but the always-open ones (/healthz,
   /readyz, /metrics, /status, /admin/maintenance: problems.ALWAYS_OPEN), and on the always-open
   ones that use Redis; 429 and 503 carry Retry-After;
@@ -54,6 +55,7 @@ STATUS_TEXT = {
     404: "no such order, SKU or resource (`not_found`, `unknown_sku`)",
     409: "the resource is not in a state for this (`sold_out`, `limit_exceeded`, "
          "`idempotency_conflict`, `not_held`, `not_in_review`, `not_cancellable`)",
+    408: "the body stalled longer than server.body_timeout_s (`request_timeout`)",
     413: "the body is over the limit (`payload_too_large`)",
     415: "the body's media type is not one the route reads (`unsupported_media_type`)",
     422: "the request is not valid (`invalid_request`; `errors` names each field)",
@@ -262,13 +264,15 @@ def _paths() -> dict[str, Any]:
                            description="when the lot's codes expire; empty: never")]
     return {
         "/v1/orders": {"post": _op(
-            "Create an order", order_answers, 401, 403, 404, 409, 413, 415, 422, 429, 503,
+            "Create an order", order_answers, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503,
             body=_body("OrderRequest"), params=[IDEMPOTENCY], v1=True,
             description="422 also for what the config limits: qty over the SKU's max_qty, "
                         "hold_s over orders.max_hold_s, metadata over 2 KiB encoded.")},
         "/v1/orders/batch": {"post": _op(
             "Create up to 1000 orders", _ok(200, "BatchResults"),
-            401, 403, 413, 415, 422, 429, 503, body=_body("BatchRequest"), v1=True)},
+            401, 403, 408, 413, 415, 422, 503, body=_body("BatchRequest"), v1=True,
+            description="Each order is answered in `results`, in order: an Order, or the "
+                        "problem it met (404, 409, 422, 429, 503 of that order alone).")},
         "/v1/orders/{order_id}": {
             "get": _op("Read an order", _ok(200, "Order"), 401, 403, 404, 503,
                        params=[ORDER_ID], v1=True),
@@ -287,7 +291,7 @@ def _paths() -> dict[str, Any]:
                                          401, 403, 404, 503, params=[SKU])},
         "/admin/skus/{sku}/stock": {
             "post": _op("Import codes (one a line; CSV: code,expires_at)",
-                        _ok(200, "ImportResult"), 401, 403, 404, 413, 415, 422, 503,
+                        _ok(200, "ImportResult"), 401, 403, 404, 408, 413, 415, 422, 503,
                         params=stock_params, body=STOCK_BODY),
             "delete": _op("Void the unsold codes of a lot", _ok(200, VOIDED),
                           401, 403, 404, 422, 503,
@@ -317,7 +321,7 @@ def _paths() -> dict[str, Any]:
             params=[_path("name", enum=sorted(ASSETS))])},
         "/admin/maintenance": {"put": _op(
             "Set maintenance for every front door (off, read_only, full; starts_at schedules)",
-            _ok(200, "MaintenanceState"), 401, 403, 413, 415, 422, 503,
+            _ok(200, "MaintenanceState"), 401, 403, 408, 413, 415, 422, 503,
             body=_body("MaintenanceState"),
             description="422 also for a scope naming no configured storefront or SKU.")},
         "/admin/config": {
@@ -332,13 +336,13 @@ def _paths() -> dict[str, Any]:
             422, 503)},
         "/admin/pause": {"post": _op(
             "Pause automatic delivery for a scope (global, storefront:<id>, sku:<id>)",
-            _ok(200, "OperatorPause"), 401, 403, 413, 415, 422, 503,
+            _ok(200, "OperatorPause"), 401, 403, 408, 413, 415, 422, 503,
             body=_body("PauseRequest"),
             description="422 also for a scope naming no configured storefront or SKU, and for "
                         "`until` in the past or more than 3660 days ahead.")},
         "/admin/resume": {"post": _op(
             "End a pause of a scope (overrides a calendar window until its end)",
-            _ok(200, "OperatorPause"), 401, 403, 404, 413, 415, 422, 503,
+            _ok(200, "OperatorPause"), 401, 403, 404, 408, 413, 415, 422, 503,
             body=_body("ResumeRequest"),
             description="422 also for a scope naming no configured storefront or SKU.")},
         "/admin/pauses": {"get": _op("Pauses in force, scheduled, and operators' pauses",
@@ -355,7 +359,7 @@ def _paths() -> dict[str, Any]:
                                      401, 403, 503)},
         "/admin/review/{order_id}": {"post": _op(
             "Approve (claim it now) or reject an order waiting for review", _ok(200, REVIEWED),
-            401, 403, 404, 409, 413, 415, 422, 503, body=_body("ReviewDecision"),
+            401, 403, 404, 408, 409, 413, 415, 422, 503, body=_body("ReviewDecision"),
             params=[ORDER_ID])},
         "/admin/audit": {"get": _op(
             "Admin actions, config changes and code issuance since a moment (oldest first)",
