@@ -8,6 +8,7 @@ KAMIGATE_SKU, KAMIGATE_MAX_FAIL_RATIO (default 0.01), KAMIGATE_MAX_P99_MS (defau
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from locust import FastHttpUser, events
@@ -62,3 +63,28 @@ def check_slo(environment: Any, **_: Any) -> None:
               f"p99 {p99:.0f} ms (max {MAX_P99_MS:.0f} ms)")
     else:
         print(f"SLO met: failure ratio {stats.fail_ratio:.3%}, p99 {p99:.0f} ms")
+
+
+def report(environment: Any, label: str, problems: list[str], ok: str) -> None:
+    """Print a scenario's end-of-run check; any problem fails the run."""
+    if problems:
+        environment.process_exit_code = 1
+        for problem in problems:
+            print(f"{label} check failed: {problem}")
+    else:
+        print(f"{label} check: {ok}")
+
+
+def at_the_end(finish: Callable[[Any], None]) -> None:
+    """Run a scenario's final check when the test stops, and when locust quits early (Ctrl-C:
+    the users may still run, so they are stopped first)."""
+
+    @events.test_stop.add_listener
+    def on_test_stop(environment: Any, **_: Any) -> None:
+        finish(environment)
+
+    @events.quitting.add_listener
+    def on_quitting(environment: Any, **_: Any) -> None:
+        if environment.runner is not None:
+            environment.runner.stop()
+        finish(environment)

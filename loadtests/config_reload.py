@@ -42,7 +42,7 @@ import gevent
 import urllib3
 from locust import FastHttpUser, constant, constant_throughput, events, task
 
-from loadtests.common import ADMIN_KEY, SKU, Buyer
+from loadtests.common import ADMIN_KEY, SKU, Buyer, at_the_end, report
 
 CONFIG_PATH = os.environ.get("KAMIGATE_CONFIG") or None
 EVERY_S = float(os.environ.get("KAMIGATE_RELOAD_EVERY_S", "5"))
@@ -293,22 +293,7 @@ def _finish(environment: Any) -> None:
     print(f"config reload: {len(STATE.applied)} versions applied{versions} from "
           f"{STATE.source or '-'}, {STATE.invisible} not visible, {STATE.order_5xx} 5xx "
           f"on POST /v1/orders; restored: {running or '-'}")
-    if problems:
-        environment.process_exit_code = 1
-        for problem in problems:
-            print(f"config reload check failed: {problem}")
-    else:
-        print("config reload check: every change visible, original config restored")
+    report(environment, "config reload", problems, "every change visible, original config restored")
 
 
-@events.test_stop.add_listener
-def on_test_stop(environment: Any, **_: Any) -> None:
-    _finish(environment)
-
-
-@events.quitting.add_listener
-def on_quitting(environment: Any, **_: Any) -> None:
-    """Stopped early (Ctrl-C) the users may still run: stop them first, then restore."""
-    if environment.runner is not None:
-        environment.runner.stop()
-    _finish(environment)
+at_the_end(_finish)

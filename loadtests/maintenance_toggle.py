@@ -40,9 +40,9 @@ from typing import Any
 import gevent
 import gevent.pool
 import urllib3
-from locust import FastHttpUser, constant_throughput, events, task
+from locust import FastHttpUser, constant_throughput, task
 
-from loadtests.common import ADMIN_KEY, KEY, ORDER_ANSWERS, SKU, Buyer
+from loadtests.common import ADMIN_KEY, KEY, ORDER_ANSWERS, SKU, Buyer, at_the_end, report
 from loadtests.payloads import order
 
 OPERATOR_KEY = os.environ.get("KAMIGATE_OPERATOR_KEY", ADMIN_KEY)
@@ -282,22 +282,7 @@ def _finish(environment: Any) -> None:
           f"{RUN.expected_503} answers 503 maintenance (expected), {RUN.stray_503} stray; "
           f"{len(RUN.admitted)} orders admitted, {len(ids)} read back, "
           f"{len(lost) - stuck} lost, {stuck} pending")
-    if problems:
-        environment.process_exit_code = 1
-        for problem in problems:
-            print(f"maintenance toggle check failed: {problem}")
-    else:
-        print("maintenance toggle check: maintenance off, no admitted order lost")
+    report(environment, "maintenance toggle", problems, "maintenance off, no admitted order lost")
 
 
-@events.test_stop.add_listener
-def on_test_stop(environment: Any, **_: Any) -> None:
-    _finish(environment)
-
-
-@events.quitting.add_listener
-def on_quitting(environment: Any, **_: Any) -> None:
-    """Stopped early (Ctrl-C) the users may still run: stop them first, then check."""
-    if environment.runner is not None:
-        environment.runner.stop()
-    _finish(environment)
+at_the_end(_finish)

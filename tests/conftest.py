@@ -235,3 +235,20 @@ async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 
             return
         await asyncio.sleep(every)
     raise AssertionError("condition not reached in time")
+
+
+async def wait_ready(base: str, timeout: float = 20) -> None:
+    """Wait until the front door at `base` answers /readyz with 200."""
+    import aiohttp
+
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(f"{base}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("the front door never became ready")

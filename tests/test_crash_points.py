@@ -27,6 +27,7 @@ from tests.conftest import (
     codes,
     eventually,
     settings_dict,
+    wait_ready,
     worker_process,
     write_config,
 )
@@ -109,7 +110,7 @@ async def test_front_door_killed_after_admit_then_the_retry_gets_the_same_order(
     with worker_process(cfg):
         async with aiohttp.ClientSession() as session:
             with _process(["serve", "--config", str(cfg)], "door.after_admit") as door:
-                await _ready(session, base)
+                await wait_ready(base)
                 async with session.post(f"{base}/admin/skus/card-100/stock?lot=d",
                                         data="\n".join(imported), headers={
                                             **auth("key-operator"),
@@ -120,7 +121,7 @@ async def test_front_door_killed_after_admit_then_the_retry_gets_the_same_order(
                 door.wait(10)
                 assert door.returncode == -9
             with _process(["serve", "--config", str(cfg)]):
-                await _ready(session, base)
+                await wait_ready(base)
                 status, first = await _order(session, base, "lost-answer", "door-key")
                 assert status == 200, first  # the order the dead door admitted
                 await eventually(lambda: _decided(redis, [first["order_id"]]), timeout=20)
@@ -130,16 +131,3 @@ async def test_front_door_killed_after_admit_then_the_retry_gets_the_same_order(
                 _, third = await _order(session, base, "lost-answer", "door-key")
                 assert third["codes"] == again["codes"]
     await assert_promises(redis, 2, ["card-100"], [first["order_id"]], set(imported))
-
-
-async def _ready(session: aiohttp.ClientSession, base: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            async with session.get(f"{base}/readyz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("the front door never became ready")

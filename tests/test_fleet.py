@@ -21,23 +21,10 @@ from tests.conftest import (
     auth,
     post_many,
     settings_dict,
+    wait_ready,
     worker_process,
     write_config,
 )
-
-
-async def _ready(base: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(f"{base}/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("the front doors never became ready")
 
 
 async def test_two_front_doors_hold_the_global_rate_together(
@@ -57,7 +44,7 @@ async def test_two_front_doors_hold_the_global_rate_together(
     base = f"http://127.0.0.1:{port}"
     try:
         with worker_process(config):
-            await _ready(base)
+            await wait_ready(base)
             await asyncio.sleep(1.5)  # both doors have seen each other: each takes half
             async with aiohttp.ClientSession() as session:
                 codes = "\n".join(f"FLEET-{i}" for i in range(1500))
