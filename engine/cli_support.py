@@ -20,13 +20,21 @@ def config_path(args: argparse.Namespace) -> str:
 
 
 def load_file(path: str) -> config.Settings:
+    found = try_load(path)
+    if found is None:
+        raise SystemExit(1)
+    return found
+
+
+def try_load(path: str) -> config.Settings | None:
+    """The config in a file, or None after listing every error by key on stderr."""
     try:
         return config.load(path)
     except config.ConfigError as exc:
         print(f"kamigate: {path} is not a usable config:", file=sys.stderr)
         for error in exc.errors:
             print(f"  - {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+        return None
 
 
 def run_async(coro: Callable[[], Coroutine[Any, Any, int]]) -> int:

@@ -3,12 +3,12 @@ and whether a running fleet can take the change live or needs a restart."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import msgspec
 
 from engine import config
+from engine.cli_support import try_load
 from engine.config import SECRET_FIELDS
 from engine.live_config import restart_needed
 
@@ -94,19 +94,9 @@ def diff(old: config.Settings, new: config.Settings) -> list[str]:
     return out
 
 
-def _load(path: str) -> config.Settings | None:
-    try:
-        return config.load(path)
-    except config.ConfigError as exc:
-        print(f"kamigate: {path} is not a usable config:", file=sys.stderr)
-        for error in exc.errors:
-            print(f"  - {error}", file=sys.stderr)
-        return None
-
-
 def run(old_path: str, new_path: str) -> int:
     """Print the diff; 0 when both files are usable (changed or not), 1 when either is not."""
-    old, new = _load(old_path), _load(new_path)
+    old, new = try_load(old_path), try_load(new_path)
     if old is None or new is None:
         return 1
     lines = diff(old, new)

@@ -88,3 +88,20 @@ def at_the_end(finish: Callable[[Any], None]) -> None:
         if environment.runner is not None:
             environment.runner.stop()
         finish(environment)
+
+
+def call(http: Any, method: str, url: str, headers: dict[str, str],
+         **body: Any) -> tuple[int, dict[str, Any]]:
+    """One admin call with urllib3 (usable where locust's users have stopped): (status, JSON
+    object or {}); status 0 when the engine could not be reached."""
+    import urllib3
+
+    try:
+        resp = http.request(method, url, timeout=10, retries=False, headers=headers, **body)
+    except urllib3.exceptions.HTTPError as exc:
+        return 0, {"error": str(exc)}
+    try:
+        found = resp.json()
+    except ValueError:
+        found = {}
+    return resp.status, found if isinstance(found, dict) else {}

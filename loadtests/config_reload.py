@@ -42,7 +42,7 @@ import gevent
 import urllib3
 from locust import FastHttpUser, constant, constant_throughput, events, task
 
-from loadtests.common import ADMIN_KEY, SKU, Buyer, at_the_end, report
+from loadtests.common import ADMIN_KEY, SKU, Buyer, at_the_end, call, report
 
 CONFIG_PATH = os.environ.get("KAMIGATE_CONFIG") or None
 EVERY_S = float(os.environ.get("KAMIGATE_RELOAD_EVERY_S", "5"))
@@ -234,16 +234,7 @@ class ConfigAdmin(FastHttpUser):
 # -- the end of the run ------------------------------------------------------------------------
 def _call(http: urllib3.PoolManager, method: str, url: str,
           body: bytes | None = None) -> tuple[int, dict[str, Any]]:
-    try:
-        resp = http.request(method, url, body=body, timeout=10, retries=False,
-                            headers={**ADMIN, "Content-Type": "application/json"})
-    except urllib3.exceptions.HTTPError as exc:
-        return 0, {"error": str(exc)}
-    try:
-        found = resp.json()
-    except ValueError:
-        found = {}
-    return resp.status, found if isinstance(found, dict) else {}
+    return call(http, method, url, {**ADMIN, "Content-Type": "application/json"}, body=body)
 
 
 def _restore(host: str) -> tuple[str, str]:

@@ -42,7 +42,16 @@ import gevent.pool
 import urllib3
 from locust import FastHttpUser, constant_throughput, task
 
-from loadtests.common import ADMIN_KEY, KEY, ORDER_ANSWERS, SKU, Buyer, at_the_end, report
+from loadtests.common import (
+    ADMIN_KEY,
+    KEY,
+    ORDER_ANSWERS,
+    SKU,
+    Buyer,
+    at_the_end,
+    call,
+    report,
+)
 from loadtests.payloads import order
 
 OPERATOR_KEY = os.environ.get("KAMIGATE_OPERATOR_KEY", ADMIN_KEY)
@@ -185,17 +194,8 @@ class Operator(FastHttpUser):
 # -- the end of the run ------------------------------------------------------------------------
 def _call(http: urllib3.PoolManager, method: str, url: str, key: str,
           body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-    try:
-        resp = http.request(method, url, json=body, timeout=10, retries=False,
-                            headers={"Authorization": f"Bearer {key}",
-                                     "Accept": "application/json"})
-    except urllib3.exceptions.HTTPError as exc:
-        return 0, {"error": str(exc)}
-    try:
-        found = resp.json()
-    except ValueError:
-        found = {}
-    return resp.status, found if isinstance(found, dict) else {}
+    return call(http, method, url, {"Authorization": f"Bearer {key}",
+                                    "Accept": "application/json"}, json=body)
 
 
 def _turn_off(http: urllib3.PoolManager, host: str) -> list[str]:
