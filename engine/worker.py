@@ -69,6 +69,9 @@ class Worker:
         self.settings = settings
         self.housekeeping.use(settings)
         self.dispatcher.use(settings)
+        # cached views count only what the old rules needed (e.g. purchases of SKUs without
+        # a buyer limit): read everything anew under the new ones
+        self.views.clear()
 
     # -- entry points ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:

@@ -67,12 +67,39 @@ async def decode_body(
     try:
         return decoder(body)
     except msgspec.ValidationError as exc:
+        if "got `float`" in str(exc) and decoder is json_decoder:
+            # JSON has one number type: 2.0 is the integer 2 (as in JSON Schema)
+            retried = _integral_floats_as_ints(body, decoder)
+            if retried is not None:
+                return retried
         raise validation_problem(exc) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         # msgspec raises UnicodeDecodeError for invalid UTF-8 inside strings and keys.
         kind = "msgpack" if decoder is msgpack_decoder else "JSON"
         why = "invalid UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
         raise errors.invalid("body", f"not valid {kind}: {why}") from None
+
+
+def _integral_floats_as_ints(body: bytes, decoder: Callable[[bytes], T]) -> T | None:
+    """Decode again with every whole float (1.0, 1e0) read as an int; None if still bad."""
+    target = getattr(getattr(decoder, "__self__", None), "type", None)
+    if target is None:
+        return None
+
+    def whole(node: Any) -> Any:
+        if isinstance(node, float) and node.is_integer() and abs(node) < 2**63:
+            return int(node)
+        if isinstance(node, dict):
+            return {k: whole(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [whole(v) for v in node]
+        return node
+
+    try:
+        found: T = msgspec.convert(whole(msgspec.json.decode(body)), target)
+    except msgspec.ValidationError:
+        return None
+    return found
 
 
 def encode_body(request: web.Request, body: Any) -> tuple[bytes, str]:

@@ -13,7 +13,7 @@ from engine.config import is_ip
 from engine.directory import Directory
 from engine.http.auth import storefront_of
 from engine.http.codec import decode_body, respond
-from engine.http.placing import Placement, place, placement
+from engine.http.placing import Placement, place, placement, replay_of
 from engine.http.render import record_view
 from engine.http.state import ADMISSION, DIRECTORY, DRAIN, PAUSES, REDIS
 from engine.waiting import unwind
@@ -60,11 +60,18 @@ async def create_order(request: web.Request) -> web.Response:
     directory = app[DIRECTORY].current
     storefront = await storefront_of(request, directory)
     req = await decode_body(request, decode_order_request, decode_order_request_msgpack)
-    _check(directory, req)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (1 <= len(key) <= 128 and key.isascii() and key.isprintable()
                                 and " " not in key):
         raise errors.invalid("Idempotency-Key", "must be 1-128 visible ASCII characters")
+    try:
+        _check(directory, req)
+    except errors.Problem:
+        # a retry of an order admitted under older rules is still a replay (C5)
+        replayed = await replay_of(app, storefront, req, key) if key is not None else None
+        if replayed is None:
+            raise
+        return _respond(request, *replayed, app[ADMISSION].current.policy_headers(storefront.id))
     p = placement(app, storefront, req, key)
     wait_ms = directory.settings.orders.default_wait_ms if req.wait_ms is None else req.wait_ms
     status, body = await place(app, p, wait_ms)
@@ -150,9 +157,10 @@ def routes() -> list[web.RouteDef]:
     return [
         web.post("/v1/orders", create_order),
         web.post("/v1/orders/batch", create_batch),
-        web.get("/v1/orders/{order_id}", get_order),
-        web.delete("/v1/orders/{order_id}", cancel_order),
-        web.post("/v1/orders/{order_id}/confirm", confirm_order),
+        # an order id's shape: "/v1/orders/batch" is not one
+        web.get("/v1/orders/{order_id:o_[0-9a-f]{20}}", get_order),
+        web.delete("/v1/orders/{order_id:o_[0-9a-f]{20}}", cancel_order),
+        web.post("/v1/orders/{order_id:o_[0-9a-f]{20}}/confirm", confirm_order),
     ]
 
 

@@ -99,13 +99,32 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
         buyer_ip=req.buyer_ip or "", hold_s=req.hold_s, notify_url=req.notify_url or "",
         metadata=req.metadata,
     )
-    digest = ""
-    if key is not None:
-        canonical = msgspec.structs.replace(req, wait_ms=None)
-        if isinstance(canonical, BatchItem):
-            canonical = msgspec.structs.replace(canonical, idempotency_key=None)
-        digest = hashlib.sha256(msgpack_encode(canonical)).hexdigest()
+    digest = request_digest(req) if key is not None else ""
     return Placement(order, shard, key, digest, gate, ttl_ms, why, pause, review)
+
+
+def request_digest(req: OrderRequest | BatchItem) -> str:
+    """What an Idempotency-Key is bound to: the body, less how long to wait."""
+    canonical = msgspec.structs.replace(req, wait_ms=None)
+    if isinstance(canonical, BatchItem):
+        canonical = msgspec.structs.replace(canonical, idempotency_key=None)
+    return hashlib.sha256(msgpack_encode(canonical)).hexdigest()
+
+
+async def replay_of(app: web.Application, storefront: Storefront, req: OrderRequest,
+                    key: str) -> tuple[int, Any] | None:
+    """The order an Idempotency-Key already holds for this same body, or None. Lets a retry
+    succeed even when the rules changed since (e.g. a lower max_qty): C5."""
+    directory = app[DIRECTORY].current
+    shard = keys.shard_of_idempotency(storefront.id, key, directory.settings.redis.shards)
+    held: Any = await app[REDIS].hmget(keys.idempotency(shard, storefront.id, key), "o", "h")
+    if not held[0] or held[1].decode() != request_digest(req):
+        return None
+    record = await records.read(app[REDIS], held[0].decode())
+    if record is None:
+        return None
+    position = await records.position(app[REDIS], record)
+    return 200, record_view(directory, record, position, app[DRAIN], None, now_ms())
 
 
 async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, Any]:

@@ -11,5 +11,6 @@ if n > 0 then
   redis.call('HINCRBY', KEYS[1], 'ver', 1)
 end
 redis.call('HSET', KEYS[2], ARGV[1], 0)
-local available = redis.call('HINCRBY', KEYS[1], 'available', -n)
+-- `0 - n`: a Lua -0 would reach Redis as "-0", which HINCRBY refuses
+local available = redis.call('HINCRBY', KEYS[1], 'available', 0 - n)
 return {n, available}
