@@ -50,9 +50,9 @@ async def reconcile(redis: Redis, shards: int, configured: Iterable[str]) -> Rep
     skus = sorted(known | set(configured))
     report = Report(skus=len(skus))
     issued = await _order_codes(redis, shards)
-    owner: dict[str, str] = {}
     for level in await levels(redis, shards, skus):
         sku, shard = level.sku, keys.shard_of_sku(level.sku, shards)
+        owner: dict[str, str] = {}  # per SKU: imports dedupe per SKU, as codes belong to one
         v = report.violations
         total = level.available + level.held + level.issued + level.voided
         if level.imported != total:

@@ -230,6 +230,8 @@ class Worker:
                            f"undecodable: {type(exc).__name__}")
                 buried.add(entry_id)
                 continue
+            if order.order_id in arrivals:
+                continue  # admitted twice (two racing re-admits): one claim, both entries acked
             orders.append(order)
             arrivals[order.order_id] = arrival
         await self._claim(shard, orders, arrivals, kicks,

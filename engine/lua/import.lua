@@ -22,6 +22,7 @@ for _, item in ipairs(codes) do
   end
 end
 if added > 0 then
+  redis.call('HDEL', KEYS[1], 'voided:' .. lot)  -- a lot id used again is a new lot
   redis.call('HINCRBY', KEYS[2], lot, added)
   if redis.call('HEXISTS', KEYS[3], lot) == 0 or tonumber(expiry) ~= 0 then
     redis.call('HSET', KEYS[3], lot, expiry)

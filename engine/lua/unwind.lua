@@ -1,6 +1,7 @@
 -- unwind.lua: end a waiting order early: cancel it (DELETE) or expire it (its time is up).
 -- Pending orders are only marked (the worker skips them); queued ones leave their line; held
--- ones give their codes back to their lots, front first, and the line is run again.
+-- ones give their codes back to their lots, front first (codes of a lot voided meanwhile
+-- are voided instead), and the line is run again.
 -- KEYS[1]  the order record
 -- KEYS[2]  the SKU's waiting line (sold out)
 -- KEYS[3]  the line a ticket of another reason waits in (overflow, parked or review)
@@ -44,19 +45,26 @@ elseif st == 'held' then
   for code in string.gmatch(fields[4], '[^\n]+') do
     codes[#codes + 1] = code
   end
-  local at, i = 1, 0
+  local at, i, voided = 1, 0, 0
   for lot, count in string.gmatch(fields[5], '([^,]+):(%d+)') do
     i = i + 1
     local n = tonumber(count)
-    for j = at + n - 1, at, -1 do
-      redis.call('LPUSH', KEYS[9 + i], codes[j])
+    if redis.call('HEXISTS', KEYS[5], 'voided:' .. lot) == 1 then
+      voided = voided + n  -- recalled while held: never back on sale
+    else
+      for j = at + n - 1, at, -1 do
+        redis.call('LPUSH', KEYS[9 + i], codes[j])
+      end
+      redis.call('HINCRBY', KEYS[6], lot, n)
     end
     at = at + n
-    redis.call('HINCRBY', KEYS[6], lot, n)
   end
   local qty = tonumber(ARGV[6])
   redis.call('HINCRBY', KEYS[5], 'held', -qty)
-  redis.call('HINCRBY', KEYS[5], 'available', qty)
+  redis.call('HINCRBY', KEYS[5], 'available', qty - voided)
+  if voided > 0 then
+    redis.call('HINCRBY', KEYS[5], 'voided', voided)
+  end
   redis.call('HINCRBY', KEYS[5], 'ver', 1)
   redis.call('HINCRBY', KEYS[7], ARGV[5], -qty)
   redis.call('HDEL', record, 'codes')

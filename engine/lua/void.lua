@@ -11,6 +11,8 @@ if n > 0 then
   redis.call('HINCRBY', KEYS[1], 'ver', 1)
 end
 redis.call('HSET', KEYS[2], ARGV[1], 0)
+-- codes of this lot held at the moment are voided too when their hold ends (unwind.lua)
+redis.call('HSET', KEYS[1], 'voided:' .. ARGV[1], 1)
 -- `0 - n`: a Lua -0 would reach Redis as "-0", which HINCRBY refuses
 local available = redis.call('HINCRBY', KEYS[1], 'available', 0 - n)
 return {n, available}
