@@ -57,25 +57,29 @@ def cmd_stock_import(args: argparse.Namespace) -> int:
 
     async def body(redis: Redis) -> int:
         total = file.stat().st_size
-        with Progress(TextColumn("importing {task.fields[sku]}"), BarColumn(),
-                      TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
-                      transient=False) as bar:
-            task = bar.add_task("import", total=total, sku=args.sku)
-            importer = stock.Importer(redis, settings.redis.shards, args.sku,
-                                      args.lot or stock.default_lot(), expires_at,
-                                      csv=file.suffix.lower() == ".csv",
-                                      sealer=Directory(settings).sealer)
-            with file.open("rb") as fh:
-                batch: list[str] = []
-                for raw in fh:
-                    batch.append(raw.decode("utf-8", errors="replace"))
-                    if len(batch) >= stock.CHUNK:
-                        await importer.feed(batch)
-                        bar.update(task, completed=fh.tell())
-                        batch = []
-                await importer.feed(batch)
-            result = await importer.finish()
-            bar.update(task, completed=total)
+        try:
+            with Progress(TextColumn("importing {task.fields[sku]}"), BarColumn(),
+                          TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
+                          transient=False) as bar:
+                task = bar.add_task("import", total=total, sku=args.sku)
+                importer = stock.Importer(redis, settings.redis.shards, args.sku,
+                                          args.lot or stock.default_lot(), expires_at,
+                                          csv=file.suffix.lower() == ".csv",
+                                          sealer=Directory(settings).sealer)
+                with file.open("rb") as fh:
+                    batch: list[str] = []
+                    for raw in fh:
+                        batch.append(raw.decode("utf-8", errors="replace"))
+                        if len(batch) >= stock.CHUNK:
+                            await importer.feed(batch)
+                            bar.update(task, completed=fh.tell())
+                            batch = []
+                    await importer.feed(batch)
+                result = await importer.finish()
+                bar.update(task, completed=total)
+        except stock.LotVoided as exc:
+            print(f"kamigate: {exc}", file=sys.stderr)
+            return 1
         print(f"{result.sku} lot {result.lot}: added {result.added}, duplicates "
               f"{result.duplicates}, invalid {result.invalid}, available {result.available}")
         return 0

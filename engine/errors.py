@@ -83,6 +83,7 @@ IdempotencyConflict = _problem(
     "idempotency_conflict", 409, "Idempotency-Key reused with a different body"
 )
 NotHeld = _problem("not_held", 409, "The order is not held")
+LotVoided = _problem("lot_voided", 409, "The lot was voided")
 NotInReview = _problem("not_in_review", 409, "The order is not waiting for review")
 NotCancellable = _problem("not_cancellable", 409, "The order can no longer be cancelled")
 RequestTimeout = _problem("request_timeout", 408, "The request did not arrive in time")
@@ -96,7 +97,7 @@ Paused = _problem("paused", 503, "Delivery is paused")
 
 ALL: tuple[type[Problem], ...] = (
     InvalidRequest, Unauthenticated, Forbidden, Blocked, NotFound, UnknownSku, MethodNotAllowed,
-    NotAcceptable, SoldOut, LimitExceeded, IdempotencyConflict, NotHeld, NotInReview,
+    NotAcceptable, SoldOut, LimitExceeded, IdempotencyConflict, NotHeld, NotInReview, LotVoided,
     NotCancellable, RequestTimeout, PayloadTooLarge, UnsupportedMediaType, RateLimited,
     Internal, Unavailable, Maintenance, Paused,
 )

@@ -291,7 +291,7 @@ def _paths() -> dict[str, Any]:
                                          401, 403, 404, 503, params=[SKU])},
         "/admin/skus/{sku}/stock": {
             "post": _op("Import codes (one a line; CSV: code,expires_at)",
-                        _ok(200, "ImportResult"), 401, 403, 404, 408, 413, 415, 422, 503,
+                        _ok(200, "ImportResult"), 401, 403, 404, 408, 409, 413, 415, 422, 503,
                         params=stock_params, body=STOCK_BODY),
             "delete": _op("Void the unsold codes of a lot", _ok(200, VOIDED),
                           401, 403, 404, 422, 503,

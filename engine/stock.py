@@ -74,6 +74,11 @@ def parse_line(line: str, csv: bool) -> tuple[str, int] | None:
     return (code, expiry) if valid_code(code) else None
 
 
+class LotVoided(Exception):
+    """An import into a lot id that was voided: refused whole (the first chunk is refused
+    before anything is written; a lot cannot be voided while it is being imported into)."""
+
+
 class Importer:
     """Feed lines; codes go to Redis in chunks, each chunk one atomic script call."""
 
@@ -135,6 +140,9 @@ class Importer:
             [lot, expiry, sku, msgpack_encode(
                 [(d, self.sealer.seal(sku, lot, code)) for d, code in chunk])],
         )
+        if added < 0:
+            raise LotVoided(f"lot {lot!r} of {sku} was voided (recalled); import under a new "
+                            "lot id")
         self.result.added += added
         self.result.duplicates += dups
         self.result.available = available

@@ -86,15 +86,18 @@ async def import_stock(request: web.Request) -> web.Response:
         raise errors.UnsupportedMediaType("send text/plain (one code per line) or text/csv")
     importer = stock.Importer(request.app[REDIS], directory.settings.redis.shards, sku, lot,
                               expires_at, csv=ctype == "text/csv", sealer=directory.sealer)
-    with await _spool(request, directory.settings.server.max_import_bytes) as body:
-        batch: list[str] = []
-        for raw in body:
-            batch.append(_text(raw))
-            if len(batch) >= stock.CHUNK:
-                await importer.feed(batch)
-                batch = []
-        await importer.feed(batch)
-    result = await importer.finish()
+    try:
+        with await _spool(request, directory.settings.server.max_import_bytes) as body:
+            batch: list[str] = []
+            for raw in body:
+                batch.append(_text(raw))
+                if len(batch) >= stock.CHUNK:
+                    await importer.feed(batch)
+                    batch = []
+            await importer.feed(batch)
+        result = await importer.finish()
+    except stock.LotVoided as exc:
+        raise errors.LotVoided(str(exc)) from None
     await audit.record(request.app[REDIS], who.id, "stock.import", {
         "sku": sku, "lot": result.lot, "added": result.added,
         "duplicates": result.duplicates, "invalid": result.invalid})

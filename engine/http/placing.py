@@ -35,6 +35,7 @@ from engine.pauses import InForce
 from engine.wire import BatchItem, OrderRequest, Reply, StreamOrder, msgpack_encode
 
 MAX_PARKED_MS = 366 * 86400 * 1000
+ADMIT_ANSWERS = ("pending", "queued", "full")  # what an admit of a new order can answer
 STATUS_HTTP = {"fulfilled": 201, "held": 201, "queued": 202, "pending": 202}
 
 
@@ -153,12 +154,16 @@ async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, 
             p.order = msgspec.structs.replace(order, order_id=held.order_id)
             return await _admit_again(app, p, ticket)
     waiter = hub.expect(order.order_id) if wait_ms > 0 else None
-    admitted = ingest.admit(order, p.shard, ticket=ticket, ttl_ms=p.ttl_ms, why=p.why,
-                            review=p.review)
+    # With a key, a racing request of the same key may have admitted this very order id
+    # already (it found the key reserved and no record yet): the admit looks first.
+    admitted = ingest.admit(order, p.shard, again=p.idempotency_key is not None,
+                            ticket=ticket, ttl_ms=p.ttl_ms, why=p.why, review=p.review)
     if waiter is None:
         result = await admitted
         failpoints.hit("door.after_admit")
         app[METRICS].door.admitted += 1
+        if result.status not in ADMIT_ANSWERS:  # admitted before by the racing request
+            result = Admitted("pending")
         return _answer(app, p, _reply_of(order, p, result))
     # One await: the worker's reply implies the admission succeeded; a failed admission, a
     # ticket or a full line is passed on to the same future.
@@ -194,7 +199,7 @@ def _relay(waiter: asyncio.Future[Reply | None], order: StreamOrder, p: Placemen
     failure = admitted.exception()
     if failure is not None:
         waiter.set_exception(failure)
-    elif admitted.result().status != "pending":
+    elif admitted.result().status in ("queued", "full"):
         waiter.set_result(_reply_of(order, p, admitted.result()))
 
 

@@ -10,9 +10,9 @@
 -- KEYS[6+n+j] the j-th line of the call: a SKU's overflow line, a parked line, the review line
 -- ARGV[1]    now, unix milliseconds
 -- ARGV[2]    msgpack array, one per order, of {order_id, payload_length, check, ticket,
---            tier, sku, ttl_ms, notify, line, why, parking, review}: check = 1 when the order may
---            have been admitted before (an idempotent re-admit): only then is the record
---            looked up first, since a fresh random id cannot exist; ticket = 1 when the door
+--            tier, sku, ttl_ms, notify, line, why, parking, review}: check = 1 when the door
+--            knows the order may have been admitted before (informational: every record is
+--            looked up first, since two requests of one new key can race); ticket = 1 when the door
 --            wants a ticket: a capacity bucket was empty (why "overflow"), the scope is paused
 --            (why "paused", line = its parked line, parking = the parked line's name in
 --            KEYS[6]) or the order needs review (why "review"); notify = 1 when the order has
@@ -43,7 +43,8 @@ for i, item in ipairs(batch) do
   local payload = string.sub(blob, at, at + item[2] - 1)
   at = at + item[2]
   seq = seq + 1
-  local status = item[3] == 1 and redis.call('HGET', record, 'st')
+  -- always looked up: racing requests of one Idempotency-Key can admit one id twice
+  local status = redis.call('HGET', record, 'st')
   if status then
     out[i] = {status, 0}
   else

@@ -9,8 +9,12 @@
 -- ARGV[2]  lot expiry, unix seconds (0 = never)
 -- ARGV[3]  SKU id
 -- ARGV[4]  msgpack array of {digest, code}
--- Returns  {added, duplicates, available}
+-- Returns  {added, duplicates, available}; added = -1: the lot id was voided (nothing added)
 local lot, expiry, sku = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('HEXISTS', KEYS[1], 'voided:' .. lot) == 1 then
+  -- a recalled lot id stays recalled: codes it still has held are voided when they return
+  return {-1, 0, tonumber(redis.call('HGET', KEYS[1], 'available') or '0')}
+end
 local codes = cmsgpack.unpack(ARGV[4])
 local added, duplicates = 0, 0
 for _, item in ipairs(codes) do
@@ -22,7 +26,6 @@ for _, item in ipairs(codes) do
   end
 end
 if added > 0 then
-  redis.call('HDEL', KEYS[1], 'voided:' .. lot)  -- a lot id used again is a new lot
   redis.call('HINCRBY', KEYS[2], lot, added)
   if redis.call('HEXISTS', KEYS[3], lot) == 0 or tonumber(expiry) ~= 0 then
     redis.call('HSET', KEYS[3], lot, expiry)
