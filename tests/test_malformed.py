@@ -46,8 +46,10 @@ def with_field(name: str, value: Any) -> dict[str, Any]:
 # -- /v1/orders ----------------------------------------------------------------------------------
 WRONG_TYPES: list[Any] = [True, False, 1.5, 0.0, -2.5, 1e308, [], [1], ["card-100"], {},
                           {"a": "b"}, {"sku": "card-100"}]
-BAD_INTS: list[Any] = [None, "1", "", "one", 1.0, 10**30, -(10**30), 2**63, -(2**63) - 1,
-                       *WRONG_TYPES]
+# Whole floats (1.0, 0.0, 1e0) are integers in JSON (and JSON Schema): accepted, not listed.
+BAD_INTS: list[Any] = [None, "1", "", "one", 10**30, -(10**30), 2**63, -(2**63) - 1,
+                       *(v for v in WRONG_TYPES
+                         if not (isinstance(v, float) and v.is_integer() and abs(v) < 2**63))]
 BAD_STRINGS: list[Any] = [0, 1, -1, 10**30, *WRONG_TYPES]
 
 BAD_VALUES: dict[str, list[Any]] = {
@@ -118,7 +120,6 @@ def raw_cases() -> list[Case]:
         "hex qty": b'{"sku": "card-100", "qty": 0x1, "buyer": "b1"}',
         "leading zero qty": b'{"sku": "card-100", "qty": 01, "buyer": "b1"}',
         "plus qty": b'{"sku": "card-100", "qty": +1, "buyer": "b1"}',
-        "exponent qty": b'{"sku": "card-100", "qty": 1e0, "buyer": "b1"}',
         "huge exponent qty": b'{"sku": "card-100", "qty": 1e999999, "buyer": "b1"}',
         "two objects": valid + valid,
         "trailing garbage": valid + b"x",
