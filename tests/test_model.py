@@ -27,8 +27,7 @@ none pending after a drain, no ticket left waiting that the stock could serve; C
 records point at the order the client got, replays agree; C6 the other storefront gets 404.
 
 Size: KAMIGATE_MODEL_EXAMPLES (default 15) examples of KAMIGATE_MODEL_STEPS (default 20) steps.
-Engine bugs found by the machine have their own small xfail tests at the end of this file; the
-machine steers around them (see KNOWN_BUGS) so that it stays green while they are open.
+Each engine bug the machine found has a small regression test at the end of this file.
 """
 
 from __future__ import annotations
@@ -59,7 +58,7 @@ from redis.exceptions import RedisError, ResponseError
 from engine import keys, live_config, records, stock, store
 from engine.clock import now_ms
 from engine.embedded import RedisProcess, free_port
-from engine.http.state import REDIS, REPLIES
+from engine.http.state import REPLIES
 from engine.ingest import Ingest
 from engine.reconcile import reconcile
 from engine.waiting import sweep
@@ -93,16 +92,6 @@ HOLD_S = 60
 POOL = 12  # codes per SKU the imports draw from: later imports repeat earlier codes
 FINAL = frozenset({"fulfilled", "rejected", "expired", "cancelled"})
 LEGAL = FINAL | {"held", "queued", "pending"}
-
-# Engine bugs the machine steers around while they are open (each has an xfail test below).
-# Set one to False to let the machine run into it.
-KNOWN_BUGS = {
-    # after a Redis restart every pooled connection fails its next command (503 at the door)
-    "stale_pool_after_restart": False,
-    # a lot voided while some of its codes are held, then imported into again under the same
-    # lot id: the held codes go back on sale when their hold ends
-    "void_reimport_then_hold_returns": False,
-}
 
 COVERAGE: collections.Counter[str] = collections.Counter()
 
@@ -185,7 +174,6 @@ class EngineModel(RuleBasedStateMachine):
         self.voided_codes: set[str] = set()
         self.recalled: set[str] = set()  # codes held when their lot was voided
         self.voided_lots: set[tuple[str, str]] = set()
-        self.reused: set[tuple[str, str]] = set()  # voided lots imported into since
         self.orders: dict[str, MOrder] = {}
         self.idem: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         self.step = Step()
@@ -302,11 +290,6 @@ class EngineModel(RuleBasedStateMachine):
             return "conflict", held[0]
         return "new", None
 
-    def steer_clear(self, order: MOrder) -> bool:
-        """True when ending this hold would run into a known engine bug (see KNOWN_BUGS)."""
-        return KNOWN_BUGS["void_reimport_then_hold_returns"] and any(
-            c in self.recalled and self.lot_of[c] in self.reused for c in order.codes)
-
     def check_answer(self, status: int, answer: dict[str, Any], storefront: str,
                      body: dict[str, Any], key: str | None, expected: str,
                      holder: str | None) -> MOrder | None:
@@ -377,8 +360,6 @@ class EngineModel(RuleBasedStateMachine):
                           "available": self.available(sku)}, answer
         if fresh:
             self.quiet = False  # the line may be served now
-            if (sku, lot) in self.voided_lots:
-                self.reused.add((sku, lot))
         COVERAGE["import" + (" with duplicates" if len(fresh) < len(names) else "")] += 1
 
     @rule(sku=st.sampled_from(SKUS), lot=st.sampled_from(LOTS))
@@ -397,7 +378,6 @@ class EngineModel(RuleBasedStateMachine):
         self.recalled.update(c for o in self.orders.values() if o.status == "held"
                              for c in o.codes if self.lot_of[c] == (sku, lot))
         self.voided_lots.add((sku, lot))
-        self.reused.discard((sku, lot))
         assert status == 200, answer
         assert answer == {"sku": sku, "lot": lot, "voided": len(gone),
                           "available": self.available(sku)}, answer
@@ -526,11 +506,11 @@ class EngineModel(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.orders))
     @rule(data=st.data(), foreign=st.booleans())
     def cancel(self, data: st.DataObject, foreign: bool) -> None:
-        order = self.orders[pick(data, list(self.orders))]
+        held = [oid for oid, o in self.orders.items() if o.status == "held"]
+        prefer_held = data.draw(st.booleans())  # holds are few: cancel them more often
+        order = self.orders[pick(data, held if prefer_held and held else list(self.orders))]
         self.begin("none" if foreign else "cancel", order.order_id)
         who = OTHER[order.storefront] if foreign else order.storefront
-        if not foreign and order.status == "held" and self.steer_clear(order):
-            return
 
         async def go() -> tuple[int, dict[str, Any]]:
             resp = await self.engine.http.delete(f"/v1/orders/{order.order_id}",
@@ -583,9 +563,6 @@ class EngineModel(RuleBasedStateMachine):
         at = now_ms() + seconds * 1000
         due_holds = [o for o in self.orders.values()
                      if o.status == "held" and o.hold_expires_ms <= at]
-        if any(self.steer_clear(o) for o in due_holds):
-            self.begin()
-            return
         self.begin("sweep", at_ms=at)
 
         async def go() -> int:
@@ -662,15 +639,9 @@ class EngineModel(RuleBasedStateMachine):
 
     async def _after_restart(self) -> None:
         app = self.engine.http.server.app
-        if KNOWN_BUGS["stale_pool_after_restart"]:
-            # pooled sockets of the old server would fail one command each (503 at the
-            # door); drop them, as a client with a retry would
-            for client in [app[REDIS], self.redis, *self.worker_clients]:
-                await client.connection_pool.disconnect(inuse_connections=False)
-        else:
-            # a running process's event loop sees the old server's sockets close; the
-            # connections notice that before their next command (engine/connection.py)
-            await asyncio.sleep(0.2)
+        # a running process's event loop sees the old server's sockets close; the
+        # connections notice that before their next command (engine/connection.py)
+        await asyncio.sleep(0.2)
         # The front door's reply channel comes back by itself; wait until a reply reaches
         # it, so that the answers of order_served stay predictable. (Until then a reply is
         # lost and its order answers 202 pending after wait_ms, as the contract allows.)
@@ -931,9 +902,7 @@ def test_model(redis_server: RedisProcess) -> None:
 
 
 # -- regressions: engine bugs the machine found ------------------------------------------------
-# One small test per bug. Those fixed since (65cfae4, 0eeaf3e) are plain regression tests; the
-# open ones are strict xfails (a fix turns them into failures that ask for the mark, and the
-# machine's steering in KNOWN_BUGS, to go).
+# One small test per bug, each fixed since.
 
 
 async def _put_skus(engine: Engine, **changes: Any) -> list[dict[str, Any]]:
