@@ -54,6 +54,17 @@ class ReplyHub:
             timer.cancel()
             self._waiters.pop(order_id, None)
 
+    async def wait_many(self, waiters: dict[str, asyncio.Future[Reply | None]], ms: int) -> None:
+        """Wait until every order id's future has its reply or `ms` passed; the futures still
+        open then get None. One timer for all of them (the batch route), not one per order."""
+        try:
+            if waiters:
+                await asyncio.wait(waiters.values(), timeout=ms / 1000)
+        finally:
+            for order_id, future in waiters.items():
+                self._waiters.pop(order_id, None)
+                _time_out(future)
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen())
         await asyncio.wait_for(self._ready.wait(), 10)

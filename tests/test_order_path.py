@@ -141,6 +141,35 @@ async def test_batch_route(engine: Engine) -> None:
     assert results[4]["code"] == "unknown_sku"
 
 
+async def test_batch_keeps_request_order_across_keys_and_waits(engine: Engine) -> None:
+    """Orders with and without an Idempotency-Key in one batch: each answer in its place, a
+    key seen before replays its order, and wait_ms 0 answers pending at once."""
+    await engine.import_codes("card-100", codes("K", 6))
+    status, first = await engine.order(buyer="k0", idempotency_key="batch-key-0")
+    assert status == 201
+    items = [
+        {"sku": "card-100", "qty": 1, "buyer": "k0", "idempotency_key": "batch-key-0"},
+        {"sku": "card-100", "qty": 1, "buyer": "u1"},
+        {"sku": "card-100", "qty": 2, "buyer": "k2", "idempotency_key": "batch-key-2"},
+        {"sku": "card-100", "qty": 1, "buyer": "u3"},
+    ]
+    resp = await engine.http.post("/v1/orders/batch", json={"orders": items},
+                                  headers=auth(SHOP_A_KEY))
+    results = (await resp.json())["results"]
+    assert resp.status == 200
+    assert results[0]["order_id"] == first["order_id"] and results[0]["codes"] == first["codes"]
+    assert [r["buyer"] for r in results] == ["k0", "u1", "k2", "u3"]
+    assert [len(r["codes"]) for r in results] == [1, 1, 2, 1]
+    issued = [c for r in results[1:] for c in r["codes"]] + first["codes"]
+    assert len(set(issued)) == 5
+    resp = await engine.http.post(
+        "/v1/orders/batch", headers=auth(SHOP_A_KEY),
+        json={"orders": [{"sku": "card-100", "qty": 1, "buyer": "w", "wait_ms": 0}] * 2})
+    later = (await resp.json())["results"]
+    assert [r["status"] for r in later] == ["pending", "pending"]
+    assert later[0]["order_id"] != later[1]["order_id"]
+
+
 async def test_duplicate_codes_are_never_added_again(engine: Engine) -> None:
     first = await engine.import_codes("card-100", ["D-1", "D-2", "D-2"])
     assert first["added"] == 2 and first["duplicates"] == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +12,7 @@ from engine.config import is_ip
 from engine.directory import Directory
 from engine.http.auth import storefront_of
 from engine.http.codec import decode_body, respond
-from engine.http.placing import Placement, place, placement, replay_of
+from engine.http.placing import Placement, place, place_many, placement, replay_of
 from engine.http.render import record_view
 from engine.http.state import ADMISSION, DIRECTORY, DRAIN, PAUSES, REDIS
 from engine.waiting import unwind
@@ -84,7 +83,7 @@ async def create_batch(request: web.Request) -> web.Response:
     storefront = await storefront_of(request, directory)
     batch = await decode_body(request, decode_batch, decode_batch_msgpack)
     results: list[Any] = [None] * len(batch.orders)
-    pending: list[tuple[int, Placement, int]] = []
+    pending: list[tuple[int, Placement]] = []
     deadline_ms = max(
         (o.wait_ms for o in batch.orders if o.wait_ms is not None),
         default=directory.settings.orders.default_wait_ms,
@@ -96,9 +95,9 @@ async def create_batch(request: web.Request) -> web.Response:
         except errors.Problem as problem:
             results[i] = problem.body()
             continue
-        pending.append((i, p, deadline_ms))
-    answers = await asyncio.gather(*(place(app, p, wait) for _, p, wait in pending))
-    for (i, _, _), (_, body) in zip(pending, answers, strict=True):
+        pending.append((i, p))
+    answers = await place_many(app, [p for _, p in pending], deadline_ms)
+    for (i, _), (_, body) in zip(pending, answers, strict=True):
         results[i] = body.body() if isinstance(body, errors.Problem) else body
     return respond(request, {"results": results},
                    headers=app[ADMISSION].current.policy_headers(storefront.id))

@@ -1,5 +1,5 @@
-"""Placing one validated order: idempotency, admission to the stream or the overflow line,
-and waiting for the worker's outcome. Shared by the single and the batch route."""
+"""Placing validated orders: idempotency, admission to the stream or the overflow line, and
+waiting for the worker's outcome. One at a time (the single route) or many together (batch)."""
 
 from __future__ import annotations
 
@@ -172,6 +172,70 @@ async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, 
     failpoints.hit("door.after_admit")
     app[METRICS].door.admitted += 1
     return _answer(app, p, reply or _reply_of(order, p, Admitted("pending")))
+
+
+async def place_many(app: web.Application, placements: list[Placement], wait_ms: int
+                     ) -> list[tuple[int, Any]]:
+    """Admit many orders at once (the batch route) and wait for them together: one deadline
+    and no task per order. An order with an Idempotency-Key takes place()'s path."""
+    keyed = [i for i, p in enumerate(placements) if p.idempotency_key is not None]
+    unkeyed = [i for i, p in enumerate(placements) if p.idempotency_key is None]
+    answers: list[tuple[int, Any]] = [(0, None)] * len(placements)
+    if keyed:
+        mine, theirs = await asyncio.gather(
+            _place_unkeyed(app, [placements[i] for i in unkeyed], wait_ms),
+            asyncio.gather(*(place(app, placements[i], wait_ms) for i in keyed)),
+        )
+    else:
+        mine, theirs = await _place_unkeyed(app, placements, wait_ms), []
+    for i, answer in zip(unkeyed, mine, strict=True):
+        answers[i] = answer
+    for i, answer in zip(keyed, theirs, strict=True):
+        answers[i] = answer
+    return answers
+
+
+async def _place_unkeyed(app: web.Application, placements: list[Placement], wait_ms: int
+                         ) -> list[tuple[int, Any]]:
+    ingest, hub = app[INGEST], app[REPLIES]
+    room = app[DIRECTORY].current.settings.waiting_room.enabled
+    answers: list[tuple[int, Any] | None] = [None] * len(placements)
+    admits: dict[int, asyncio.Future[Admitted]] = {}
+    waiters: dict[str, asyncio.Future[Reply | None]] = {}
+    for i, p in enumerate(placements):
+        order = p.order
+        overflow = p.why == "overflow" and p.gate.verdict == Verdict.OVERFLOW
+        if overflow and not room:
+            answers[i] = (429, _full(p))
+            continue
+        waiter = hub.expect(order.order_id) if wait_ms > 0 else None
+        admitted = ingest.admit(order, p.shard, ticket=overflow or p.why != "overflow",
+                                ttl_ms=p.ttl_ms, why=p.why, review=p.review)
+        if waiter is None:
+            admits[i] = admitted
+        else:
+            admitted.add_done_callback(functools.partial(_relay, waiter, order, p))
+            waiters[order.order_id] = waiter
+    if admits:
+        await asyncio.gather(*admits.values())
+    await hub.wait_many(waiters, wait_ms)
+    # every failure is looked at (none is left "never retrieved"); the first one is raised
+    failures = [f.exception() for f in waiters.values()]
+    failure = next((exc for exc in failures if exc is not None), None)
+    if failure is not None:
+        raise failure
+    failpoints.hit("door.after_admit")
+    app[METRICS].door.admitted += len(admits) + len(waiters)
+    done: list[tuple[int, Any]] = []
+    for i, p in enumerate(placements):
+        answer = answers[i]
+        if answer is None:
+            in_line = admits.get(i)
+            reply = _reply_of(p.order, p, in_line.result()) if in_line is not None else (
+                waiters[p.order.order_id].result() or _reply_of(p.order, p, Admitted("pending")))
+            answer = _answer(app, p, reply)
+        done.append(answer)
+    return done
 
 
 async def _admit_again(app: web.Application, p: Placement, ticket: bool) -> tuple[int, Any]:
