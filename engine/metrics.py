@@ -5,7 +5,6 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -69,10 +68,19 @@ class DoorCollector(Collector):
     def __init__(self) -> None:
         self.latency = RouteLatency()
         self.admitted = 0
+        self.rejected: dict[str, int] = {}  # requests answered with a problem, by code
+
+    def reject(self, code: str) -> None:
+        self.rejected[code] = self.rejected.get(code, 0) + 1
 
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily("kamigate_orders_admitted", "Orders admitted to a stream",
                                   value=self.admitted)
+        rejected = CounterMetricFamily("kamigate_requests_rejected",
+                                       "Requests answered with a problem", labels=["code"])
+        for code, n in sorted(self.rejected.items()):
+            rejected.add_metric([code], n)
+        yield rejected
         family = HistogramMetricFamily("kamigate_request_seconds", "Request latency by route",
                                        labels=["route"])
         for route, counts in sorted(self.latency.counts.items()):
@@ -90,8 +98,6 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.rejected = Counter("kamigate_requests_rejected", "Requests answered with a problem",
-                                ["code"], registry=r)
         self.stock = Gauge("kamigate_stock_codes", "Codes per SKU by state", ["sku", "state"],
                            registry=r)
         self.queue_length = Gauge("kamigate_queue_length", "Orders waiting in a SKU's line",
@@ -122,15 +128,7 @@ class Metrics:
                                   registry=r)
         self.breaker_opened = Counter("kamigate_breaker_opened",
                                       "Times the Redis circuit breaker opened", registry=r)
-        self._rejected_by_code: dict[str, Any] = {}
         self.fleet = FleetCollector()
         r.register(self.fleet)
         self.door = DoorCollector()
         r.register(self.door)
-
-    def rejected_of(self, code: str) -> Any:
-        """The counter child of a problem code, looked up once (labels() costs each time)."""
-        child = self._rejected_by_code.get(code)
-        if child is None:
-            child = self._rejected_by_code[code] = self.rejected.labels(code)
-        return child

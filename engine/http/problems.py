@@ -113,7 +113,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     except errors.Problem as problem:
         breaker.success()
-        request.app[METRICS].rejected_of(problem.code).inc()
+        request.app[METRICS].door.reject(problem.code)
         return problem_response(problem)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -122,7 +122,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         if kind is None:
             kind = errors.InvalidRequest if exc.status < 500 else errors.Internal
         translated = kind(exc.reason or kind.title)
-        request.app[METRICS].rejected_of(translated.code).inc()
+        request.app[METRICS].door.reject(translated.code)
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return problem_response(translated, allow)
     except (RedisError, OSError, TimeoutError) as exc:
