@@ -9,7 +9,7 @@ Rounds alternate the two targets (A B, B A, ...) and the ratio is taken per roun
 median over rounds: the machine is shared and drifts, and a ratio of two runs a few seconds
 apart is steadier than either number.
 
-Usage:  python -m bench.e2e [--seconds 3] [--connections 64] [--rounds 8]
+Usage:  python -m bench.e2e [--seconds 3] [--connections 64] [--rounds 8] [--processes 1]
 Needs:  wrk (apt-get install wrk).
 """
 
@@ -108,9 +108,10 @@ class Stack:
 
 
 @contextmanager
-def stack(extra_config: str = "") -> Iterator[Stack]:
-    """Start the ceiling server and kamigate (one door, one worker, a redis-server) on
-    loopback; stop them all afterwards."""
+def stack(extra_config: str = "", processes: int = 1) -> Iterator[Stack]:
+    """Start the ceiling server and kamigate (`processes` front-door processes, one worker, a
+    redis-server) on loopback; stop them all afterwards. With processes > 1 the ceiling runs
+    as many processes on its port too, so the comparison stays like for like."""
     py = sys.executable
     with tempfile.TemporaryDirectory(prefix="kg-bench-") as tmp:
         data = Path(tmp)
@@ -120,18 +121,24 @@ def stack(extra_config: str = "") -> Iterator[Stack]:
         cfg = str(_config(data, kg_port, redis.url, extra_config))
         try:
             with _process([py, "-m", "engine", "worker", "--config", cfg], 0) as worker, \
-                    _process([py, "-m", "engine", "serve", "--config", cfg], kg_port) as door, \
-                    _process([py, "-m", "bench.hello_server", "--port", str(hello_port)],
-                             hello_port) as hello:
+                    _process([py, "-m", "engine", "serve", "--config", cfg,
+                              "--processes", str(processes)], kg_port) as door, \
+                    _process([py, "-m", "bench.hello_server", "--port", str(hello_port),
+                              "--processes", str(processes)], hello_port) as hello:
                 yield Stack(redis, kg_port, hello_port, door, worker, hello)
         finally:
             redis.stop()
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time a process and its live children have used (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 def wrk(port: int, seconds: int, connections: int) -> dict[str, Any]:
@@ -195,6 +202,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--processes", type=int, default=1,
+                        help="front-door processes (and as many ceiling processes)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -203,7 +212,7 @@ def main() -> int:
     rows: dict[str, list[dict[str, Any]]] = {"ceiling": [], "kamigate": []}
     batch: list[float] = []
     env_note = "compiled" if not os.environ.get("KAMIGATE_NO_EXTENSIONS") else "pure"
-    with stack() as s:
+    with stack(processes=args.processes) as s:
         asyncio.run(_import(s.kg_port, args.rounds * args.seconds * 20000 + 200_000))
         for r in range(args.rounds):
             # A B, then B A: neither side always runs first on a drifting machine.
@@ -227,7 +236,8 @@ def main() -> int:
     ratios = [k["rps"] / c["rps"] for k, c in zip(rows["kamigate"], rows["ceiling"], strict=True)]
     med = statistics.median
     print()
-    print(f"kernel: {env_note}; {args.rounds} rounds of {args.seconds}s, wrk -t1 "
+    print(f"kernel: {env_note}; {args.processes} front-door process(es); "
+          f"{args.rounds} rounds of {args.seconds}s, wrk -t1 "
           f"-c{args.connections}; medians (ratio range {min(ratios):.2f}-{max(ratios):.2f})")
     print(f"{'target':<28}{'orders/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'ratio':>8}")
     c, k = rows["ceiling"], rows["kamigate"]

@@ -5,7 +5,7 @@ ten are answered with a queue ticket (202, reason overflow) or, once the waiting
 full, 429; the ceiling is the same hello-world POST handler as bench.e2e. Also checks that
 the orders admitted at the configured rate are fulfilled at that rate (>= 95 %).
 
-Usage:  python -m bench.overload [--seconds 4] [--rounds 6] [--rate 800]
+Usage:  python -m bench.overload [--seconds 4] [--rounds 6] [--rate 800] [--processes 1]
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ def main() -> int:
                         help="configured global rate (orders/s); the load tool offers ~10x")
     parser.add_argument("--capacity", type=int, default=20000, help="waiting-line room")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--processes", type=int, default=1,
+                        help="front-door processes (and as many ceiling processes)")
     args = parser.parse_args()
     extra = f"""
 [limits]
@@ -34,7 +36,7 @@ global = {{ rate = {args.rate}, burst = {int(args.rate)} }}
 capacity = {args.capacity}
 """
     ratios, answers, ceilings, fulfil_ratios = [], [], [], []
-    with stack(extra) as s:
+    with stack(extra, args.processes) as s:
         asyncio.run(_import(s.kg_port, int(args.rate * args.seconds * args.rounds * 2) + 100_000))
         for r in range(args.rounds):
             order = ("ceiling", "kamigate") if r % 2 == 0 else ("kamigate", "ceiling")
@@ -53,7 +55,8 @@ capacity = {args.capacity}
                   f"{fulfil_ratios[-1]:.0%} of the configured rate", flush=True)
     med = statistics.median
     print(f"\nconfigured {args.rate:.0f}/s, offered {med(answers) / args.rate:.0f}x; "
-          f"{args.rounds} rounds of {args.seconds}s, wrk -t1 -c{args.connections}; medians")
+          f"{args.rounds} rounds of {args.seconds}s, wrk -t1 -c{args.connections}; "
+          f"{args.processes} front-door process(es); medians")
     print(f"answers (202 ticket / 429) per second: {med(answers):.0f}; ceiling "
           f"{med(ceilings):.0f}; ratio {med(ratios):.2f} (range {min(ratios):.2f}-"
           f"{max(ratios):.2f})")
