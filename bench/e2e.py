@@ -231,8 +231,15 @@ def main() -> int:
                   f"{ceiling['rps']:.0f}/s (CPU us/request {ceiling['cpu_us']}), "
                   f"kamigate {run['rps']:.0f}/s ({run['fulfilled']} fulfilled, "
                   f"{run['non2xx']} non-2xx; CPU us/order {run['cpu_us']})", flush=True)
-        for _ in range(3):
+        for call in range(3):
+            before_cpu = {name: cpu_seconds(pid) for name, pid in s.pids.items()}
+            before = asyncio.run(_fulfilled(s.kg_port))
             batch.append(asyncio.run(batch_route(s.kg_port, args.seconds)))
+            done = max(asyncio.run(_fulfilled(s.kg_port)) - before, 1)
+            cpu = {name: round((cpu_seconds(pid) - before_cpu[name]) * 1e6 / done, 1)
+                   for name, pid in s.pids.items()}
+            print(f"batch route {call + 1}: {batch[-1]:.0f} orders/s; CPU us/order {cpu}",
+                  flush=True)
     ratios = [k["rps"] / c["rps"] for k, c in zip(rows["kamigate"], rows["ceiling"], strict=True)]
     med = statistics.median
     print()
