@@ -52,6 +52,16 @@ class Placement(msgspec.Struct):
     pause: InForce | None
     review: bool  # needs an operator's review (after the pause, if paused)
 
+    @property
+    def overflow(self) -> bool:
+        """Over a capacity bucket: a ticket in the SKU's overflow line (429 without one)."""
+        return self.why == "overflow" and self.gate.verdict == Verdict.OVERFLOW
+
+    @property
+    def ticket(self) -> bool:
+        """Admitted as a ticket: overflowing, paused or held for review."""
+        return self.overflow or self.why != "overflow"
+
 
 def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
               key: str | None) -> Placement:
@@ -132,10 +142,8 @@ async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, 
     """Admit (or replay) one order; (HTTP status, Order or Problem)."""
     ingest, hub, directory = app[INGEST], app[REPLIES], app[DIRECTORY].current
     order = p.order
-    overflow = p.why == "overflow" and p.gate.verdict == Verdict.OVERFLOW
-    if overflow and not directory.settings.waiting_room.enabled:
+    if p.overflow and not directory.settings.waiting_room.enabled:
         return 429, _full(p)
-    ticket = overflow or p.why != "overflow"
     if p.idempotency_key is not None:
         held = await ingest.reserve_key(order.storefront, p.idempotency_key, order.order_id,
                                         p.digest)
@@ -152,26 +160,47 @@ async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, 
             # The key was reserved but the order never reached Redis (the process that
             # reserved it died): admit it now under the reserved id.
             p.order = msgspec.structs.replace(order, order_id=held.order_id)
-            return await _admit_again(app, p, ticket)
-    waiter = hub.expect(order.order_id) if wait_ms > 0 else None
-    # With a key, a racing request of the same key may have admitted this very order id
-    # already (it found the key reserved and no record yet): the admit looks first.
-    admitted = ingest.admit(order, p.shard, again=p.idempotency_key is not None,
-                            ticket=ticket, ttl_ms=p.ttl_ms, why=p.why, review=p.review)
+            return await _admit_again(app, p)
+    admitted, waiter = _start(app, p, wait_ms)
     if waiter is None:
         result = await admitted
         failpoints.hit("door.after_admit")
         app[METRICS].door.admitted += 1
-        if result.status not in ADMIT_ANSWERS:  # admitted before by the racing request
-            result = Admitted("pending")
-        return _answer(app, p, _reply_of(order, p, result))
-    # One await: the worker's reply implies the admission succeeded; a failed admission, a
-    # ticket or a full line is passed on to the same future.
-    admitted.add_done_callback(functools.partial(_relay, waiter, order, p))
+        return _answer(app, p, _settled(p, admitted=result))
     reply = await hub.wait(order.order_id, waiter, wait_ms)
     failpoints.hit("door.after_admit")
     app[METRICS].door.admitted += 1
-    return _answer(app, p, reply or _reply_of(order, p, Admitted("pending")))
+    return _answer(app, p, _settled(p, reply=reply))
+
+
+def _start(app: web.Application, p: Placement, wait_ms: int
+           ) -> tuple[asyncio.Future[Admitted], asyncio.Future[Reply | None] | None]:
+    """Send one order to admission and, when the caller waits, expect the worker's reply.
+
+    One await per order: the worker's reply implies the admission succeeded, and a failed
+    admission, a ticket or a full line is relayed to the same reply future.
+    """
+    order = p.order
+    waiter = app[REPLIES].expect(order.order_id) if wait_ms > 0 else None
+    # With a key, a racing request of the same key may have admitted this very order id
+    # already (it found the key reserved and no record yet): the admit looks first.
+    admitted = app[INGEST].admit(order, p.shard, again=p.idempotency_key is not None,
+                                 ticket=p.ticket, ttl_ms=p.ttl_ms, why=p.why, review=p.review)
+    if waiter is not None:
+        admitted.add_done_callback(functools.partial(_relay, waiter, order, p))
+    return admitted, waiter
+
+
+def _settled(p: Placement, admitted: Admitted | None = None, reply: Reply | None = None
+             ) -> Reply:
+    """What to answer once the admission (and the wait, if any) is over: the worker's reply,
+    else what the admission said (pending when a racing request admitted this id first, or
+    when the wait ran out)."""
+    if reply is not None:
+        return reply
+    if admitted is None or admitted.status not in ADMIT_ANSWERS:
+        admitted = Admitted("pending")
+    return _reply_of(p.order, p, admitted)
 
 
 async def place_many(app: web.Application, placements: list[Placement], wait_ms: int
@@ -197,28 +226,22 @@ async def place_many(app: web.Application, placements: list[Placement], wait_ms:
 
 async def _place_unkeyed(app: web.Application, placements: list[Placement], wait_ms: int
                          ) -> list[tuple[int, Any]]:
-    ingest, hub = app[INGEST], app[REPLIES]
     room = app[DIRECTORY].current.settings.waiting_room.enabled
     answers: list[tuple[int, Any] | None] = [None] * len(placements)
     admits: dict[int, asyncio.Future[Admitted]] = {}
     waiters: dict[str, asyncio.Future[Reply | None]] = {}
     for i, p in enumerate(placements):
-        order = p.order
-        overflow = p.why == "overflow" and p.gate.verdict == Verdict.OVERFLOW
-        if overflow and not room:
+        if p.overflow and not room:
             answers[i] = (429, _full(p))
             continue
-        waiter = hub.expect(order.order_id) if wait_ms > 0 else None
-        admitted = ingest.admit(order, p.shard, ticket=overflow or p.why != "overflow",
-                                ttl_ms=p.ttl_ms, why=p.why, review=p.review)
+        admitted, waiter = _start(app, p, wait_ms)
         if waiter is None:
             admits[i] = admitted
         else:
-            admitted.add_done_callback(functools.partial(_relay, waiter, order, p))
-            waiters[order.order_id] = waiter
+            waiters[p.order.order_id] = waiter
     if admits:
         await asyncio.gather(*admits.values())
-    await hub.wait_many(waiters, wait_ms)
+    await app[REPLIES].wait_many(waiters, wait_ms)
     # every failure is looked at (none is left "never retrieved"); the first one is raised
     failures = [f.exception() for f in waiters.values()]
     failure = next((exc for exc in failures if exc is not None), None)
@@ -231,18 +254,17 @@ async def _place_unkeyed(app: web.Application, placements: list[Placement], wait
         answer = answers[i]
         if answer is None:
             in_line = admits.get(i)
-            reply = _reply_of(p.order, p, in_line.result()) if in_line is not None else (
-                waiters[p.order.order_id].result() or _reply_of(p.order, p, Admitted("pending")))
-            answer = _answer(app, p, reply)
+            answer = _answer(app, p, _settled(p, admitted=in_line.result()) if in_line else
+                             _settled(p, reply=waiters[p.order.order_id].result()))
         done.append(answer)
     return done
 
 
-async def _admit_again(app: web.Application, p: Placement, ticket: bool) -> tuple[int, Any]:
+async def _admit_again(app: web.Application, p: Placement) -> tuple[int, Any]:
     directory = app[DIRECTORY].current
-    admitted = await app[INGEST].admit(p.order, p.shard, again=True, ticket=ticket,
+    admitted = await app[INGEST].admit(p.order, p.shard, again=True, ticket=p.ticket,
                                        ttl_ms=p.ttl_ms, why=p.why, review=p.review)
-    if admitted.status in ("pending", "queued", "full"):
+    if admitted.status in ADMIT_ANSWERS:
         return _answer(app, p, _reply_of(p.order, p, admitted))
     record = await records.read(app[REDIS], p.order.order_id)
     if record is None:
