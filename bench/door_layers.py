@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +26,7 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
-from bench.e2e import HERE, _config, _process, cpu_seconds
+from bench.e2e import _config, _process, cpu_seconds, wrk
 from engine import config, errors
 from engine.embedded import RedisProcess, free_port
 from engine.http.app import create_app
@@ -80,16 +78,11 @@ def serve(port: int, redis_url: str, data_dir: str) -> None:
                 loop=uvloop.new_event_loop())
 
 
-def drive(port: int, path: str, seconds: int, pid: int, scripts: Path) -> tuple[float, float]:
+def drive(port: int, path: str, seconds: int, pid: int) -> tuple[float, float]:
     """(requests/s, CPU µs per request of `pid`) for one wrk run against `path`."""
-    script = scripts / f"{path.strip('/').replace('/', '_')}.lua"
-    script.write_text((HERE / "post_order.lua").read_text().replace('"/v1/orders"', f'"{path}"'))
     before = cpu_seconds(pid)
-    out = subprocess.run(["wrk", "-t1", "-c64", f"-d{seconds}s", "-s", str(script),
-                          f"http://127.0.0.1:{port}"], capture_output=True, text=True,
-                         check=True).stdout
-    run = json.loads(next(x for x in out.splitlines() if x.startswith("JSON "))[5:])
-    return run["requests"] / run["seconds"], (cpu_seconds(pid) - before) * 1e6 / run["requests"]
+    run = wrk(port, seconds, 64, path)
+    return run["rps"], (cpu_seconds(pid) - before) * 1e6 / run["requests"]
 
 
 def main() -> int:
@@ -114,10 +107,9 @@ def main() -> int:
                               str(hello_port)], hello_port) as ceiling:
                 for r in range(args.rounds):
                     results["ceiling"].append(drive(hello_port, "/v1/orders", args.seconds,
-                                                    ceiling.pid, Path(tmp)))
+                                                    ceiling.pid))
                     for path in ROUTES:
-                        results[path].append(drive(port, path, args.seconds, door.pid,
-                                                   Path(tmp)))
+                        results[path].append(drive(port, path, args.seconds, door.pid))
                     print(f"round {r + 1} done", flush=True)
         finally:
             redis.stop()

@@ -141,10 +141,10 @@ def cpu_seconds(pid: int) -> float:
     return own + sum(cpu_seconds(int(child)) for child in children)
 
 
-def wrk(port: int, seconds: int, connections: int) -> dict[str, Any]:
+def wrk(port: int, seconds: int, connections: int, path: str = "/v1/orders") -> dict[str, Any]:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-         "-s", str(HERE / "post_order.lua"), f"http://127.0.0.1:{port}"],
+         "-s", str(HERE / "post_order.lua"), f"http://127.0.0.1:{port}", "--", path],
         capture_output=True, text=True, check=True,
     ).stdout
     line = next(x for x in out.splitlines() if x.startswith("JSON "))

@@ -1,5 +1,7 @@
 -- wrk script: POST /v1/orders with a new buyer each request (same body shape for every target).
+-- `wrk ... -s post_order.lua URL -- PATH` posts to PATH instead (bench.door_layers).
 local counter = 0
+local path = "/v1/orders"
 local thread_id = 0
 local threads = {}
 
@@ -10,13 +12,14 @@ end
 
 function init(args)
   thread_id = id or 0
+  if args[1] then path = args[1] end
 end
 
 request = function()
   counter = counter + 1
   local body = string.format(
     '{"sku":"bench-sku","qty":1,"buyer":"b-%d-%d"}', thread_id, counter)
-  return wrk.format("POST", "/v1/orders", {
+  return wrk.format("POST", path, {
     ["Content-Type"] = "application/json",
     ["Authorization"] = "Bearer bench-shop-key",
   }, body)
