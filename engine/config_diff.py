@@ -3,6 +3,7 @@ and whether a running fleet can take the change live or needs a restart."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -38,14 +39,7 @@ def _walk(path: str, old: Any, new: Any, out: list[str]) -> None:
     if old == new:
         return
     if isinstance(old, dict) and isinstance(new, dict):
-        for key in [*old, *(k for k in new if k not in old)]:
-            sub = f"{path}.{key}" if path else str(key)
-            if key not in new:
-                out.append(f"- {sub}")
-            elif key not in old:
-                out.append(f"+ {sub} = {_show(new[key])}")
-            else:
-                _walk(sub, old[key], new[key], out)
+        _walk_keys(old, new, lambda key: f"{path}.{key}" if path else str(key), out)
         return
     if isinstance(old, list) and isinstance(new, list):
         _walk_list(path, old, new, out)
@@ -55,19 +49,25 @@ def _walk(path: str, old: Any, new: Any, out: list[str]) -> None:
     out.append(f"{path}: {_show(old, secret)} → {_show(new, secret)}{note}")
 
 
+def _walk_keys(old: dict[Any, Any], new: dict[Any, Any], name: Callable[[Any], str],
+               out: list[str]) -> None:
+    """Keys removed (-), added (+) or changed (walked into), in the old order, then the new."""
+    for key in [*old, *(k for k in new if k not in old)]:
+        sub = name(key)
+        if key not in new:
+            out.append(f"- {sub}")
+        elif key not in old:
+            out.append(f"+ {sub} = {_show(new[key])}")
+        else:
+            _walk(sub, old[key], new[key], out)
+
+
 def _walk_list(path: str, old: list[Any], new: list[Any], out: list[str]) -> None:
     if path in KEYED_LISTS:
         # Keyed by id: a reordered list is no change, an edited item shows only what changed.
         before = {item["id"]: item for item in old}
         after = {item["id"]: item for item in new}
-        for ident in [*before, *(i for i in after if i not in before)]:
-            sub = f"{path}[{ident}]"
-            if ident not in after:
-                out.append(f"- {sub}")
-            elif ident not in before:
-                out.append(f"+ {sub} = {_show(after[ident])}")
-            else:
-                _walk(sub, before[ident], after[ident], out)
+        _walk_keys(before, after, lambda ident: f"{path}[{ident}]", out)
         return
     # No identity (pauses): items as a multiset, removed ones by their old index, added ones
     # by their new index; an edited item reads as one removed and one added.
