@@ -23,13 +23,13 @@ class OptionalBuildExt(build_ext):
     def run(self) -> None:
         try:
             super().run()
-        except Exception as exc:  # noqa: BLE001 - any build failure means "pure install"
+        except Exception as exc:  # any build failure means "pure install"
             _report_pure(f"the matching kernel was not built ({exc})")
 
     def build_extension(self, ext):  # type: ignore[no-untyped-def]
         try:
             super().build_extension(ext)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             _report_pure(f"the matching kernel was not built ({exc})")
 
 
@@ -52,7 +52,7 @@ def _extensions() -> list[object]:
     from setuptools import Extension
 
     kernel = Extension(
-        "engine._matching_c",
+        "engine.worker._matching_c",
         ["ext/_matching_c.pyx"],
         extra_compile_args=["-O3"],
     )
@@ -64,7 +64,7 @@ def _extensions() -> list[object]:
                                  "wraparound": False, "cdivision": True},
             quiet=True,
         )
-    except Exception as exc:  # noqa: BLE001 - a kernel that does not translate: pure install
+    except Exception as exc:  # a kernel that does not translate: pure install
         _report_pure(f"Cython could not translate the kernel ({exc})")
         return []
     print("* kamigate: accelerated build (compiled matching kernel)", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine import matching
+from engine.worker import matching
 
 
 def pytest_report_header() -> str:

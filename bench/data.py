@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from engine.matching_types import Lot, MatchOrder, SkuBook
+from engine.worker.matching_types import Lot, MatchOrder, SkuBook
 
 SEED = 42
 NOW = 1_760_000_000  # a fixed "now", unix seconds, so expiries are reproducible

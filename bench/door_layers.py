@@ -28,12 +28,12 @@ from aiohttp import web
 
 from bench.e2e import _config, _process, cpu_seconds, wrk
 from engine import config, errors
-from engine.embedded import RedisProcess, free_port
 from engine.http.app import create_app
 from engine.http.auth import storefront_of
 from engine.http.codec import decode_body
 from engine.http.placing import placement
 from engine.http.state import DIRECTORY
+from engine.store.embedded import RedisProcess, free_port
 from engine.wire import decode_order_request, decode_order_request_msgpack
 
 OVERLOADED = "[limits]\nglobal = { rate = 1, burst = 1 }\n[waiting_room]\ncapacity = 100\n"

@@ -33,8 +33,8 @@ from typing import Any
 import aiohttp
 
 from engine import config
-from engine.cli_support import stop_processes
-from engine.embedded import RedisProcess, free_port
+from engine.cli.support import stop_processes
+from engine.store.embedded import RedisProcess, free_port
 from loadtests.payloads import order
 
 HERE = Path(__file__).parent

@@ -16,9 +16,9 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from bench.data import make_batch
-from engine import matching
-from engine.matching_py import match_batch as match_batch_py
-from engine.matching_types import Decision, Lot, MatchOrder, SkuBook
+from engine.worker import matching
+from engine.worker.matching_py import match_batch as match_batch_py
+from engine.worker.matching_types import Decision, Lot, MatchOrder, SkuBook
 
 SIZES = [64, 512, 4096]
 SKUS = [1, 16, 1000]

@@ -1,9 +1,15 @@
-"""Clock helpers: unix milliseconds and RFC 3339 strings in UTC."""
+"""Clock helpers: unix milliseconds, RFC 3339 strings in UTC, time zones and public-holiday
+years (the calendars' raw material)."""
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays
+from holidays import HolidayBase
 
 
 def now_ms() -> int:
@@ -33,3 +39,35 @@ def parse_rfc3339(text: str) -> int:
     if parsed.tzinfo is None:
         raise ValueError("timestamp needs a time zone (Z or +hh:mm)")
     return int(parsed.timestamp() * 1000)
+
+EARLIEST = datetime.min.replace(tzinfo=UTC)  # a pause with no starts_at began long ago
+LATEST = datetime.max.replace(tzinfo=UTC)  # a pause with no ends_at never ends
+
+
+def aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def parse_moment(text: str | None, default: datetime) -> datetime:
+    return default if text is None else aware(datetime.fromisoformat(text))
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone `name`; ValueError for an unknown one."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
+
+
+@lru_cache(maxsize=256)
+def holiday_year(country: str, subdiv: str | None, year: int) -> HolidayBase:
+    """One year of a country's public holidays, English names, never expanded afterwards;
+    ValueError for an unknown country or subdivision."""
+    try:
+        # language is explicit: left None, holidays reads the names' language from the locale.
+        return holidays.country_holidays(
+            country, subdiv=subdiv, years=year, expand=False, language="en_US"
+        )
+    except NotImplementedError as exc:  # holidays' way of saying "unknown country/subdiv"
+        raise ValueError(f"calendar country {country!r}: {exc}") from exc

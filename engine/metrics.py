@@ -10,9 +10,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from engine.claim import CLAIM_SIZE_BUCKETS
-
+CLAIM_SIZE_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def size_bucket(n: int) -> str:
+    """The claim-size histogram bucket of a claim of n orders."""
+    for bound in CLAIM_SIZE_BUCKETS:
+        if n <= bound:
+            return str(bound)
+    return "inf"
 
 
 class FleetCollector(Collector):

@@ -7,7 +7,13 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from engine.config import SKU_PATTERN
+# `$(?!\n)`: Python's `$` also matches before a final newline; the lookahead refuses that
+# and still reads the same in the JSON Schema (ECMA) dialect of the OpenAPI document.
+SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$(?!\n)"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$(?!\n)"
+LOT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$(?!\n)"  # a lot id an import may name
+# an existing lot: an import's CSV rows with an expiry of their own form `<lot>~<expiry>`
+EXISTING_LOT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}(~[0-9]{1,12})?$(?!\n)"
 
 Sku = Annotated[str, Meta(pattern=SKU_PATTERN)]
 Buyer = Annotated[str, Meta(min_length=1, max_length=128)]
@@ -88,6 +94,19 @@ class StreamOrder(msgspec.Struct, array_like=True, frozen=True):
     hold_s: int = 0
     notify_url: str = ""
     metadata: dict[str, str] | None = None
+
+
+class OrderRecord(msgspec.Struct):
+    request: StreamOrder
+    status: str
+    arrival: int
+    created_ms: int
+    updated_ms: int
+    codes: list[str]
+    reason: str
+    queue_expires_ms: int
+    hold_expires_ms: int
+    admitted_ms: int = 0  # when it entered the stream (after the overflow line, if any)
 
 
 class Reply(msgspec.Struct, array_like=True):

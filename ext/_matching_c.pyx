@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, infer_types=False
-"""The compiled matching kernel: engine.matching_py's rules and output, run over C arrays.
+"""The compiled matching kernel: engine.worker.matching_py's rules and output, over C arrays.
 
 `match_batch(orders, books)` takes and returns what the pure twin does and gives the same
 Decisions (compared with ==); the property test in tests/ keeps the two equal.
@@ -39,8 +39,8 @@ from libc.stdint cimport INT64_MAX, INT64_MIN, int32_t, int64_t, uint64_t
 
 from cpython.object cimport PyObject
 
-from engine import matching_py as _twin
-from engine.matching_types import (
+from engine.worker import matching_py as _twin
+from engine.worker.matching_types import (
     FILL,
     LIMIT_EXCEEDED,
     NO_REASON,
@@ -803,7 +803,7 @@ cdef _Batch _spare = None  # the arrays of the last call, for the next
 
 
 def match_batch(orders, books):
-    """Decide every order of the batch; the same Decisions as engine.matching_py.match_batch."""
+    """Decide every order of the batch; the same Decisions as the pure twin's match_batch."""
     global _spare
     cdef object seq
     cdef _Batch batch

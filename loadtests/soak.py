@@ -27,10 +27,10 @@ from typing import Any
 import aiohttp
 
 from bench.e2e import ADMIN_KEY, STOREFRONT_KEY, _config, _wait_port
-from engine import keys, records, store
-from engine.cli_support import stop_processes
-from engine.embedded import RedisProcess, free_port
-from engine.reconcile import reconcile
+from engine.cli.support import stop_processes
+from engine.stock.reconcile import reconcile
+from engine.store import connection, keys, records
+from engine.store.embedded import RedisProcess, free_port
 from loadtests.payloads import order
 
 SKU = "bench-sku"
@@ -141,7 +141,7 @@ class Soak:
                 self.door.send_signal(signal.SIGHUP)
 
     async def sampler(self, stop_at: float) -> None:
-        client = store.client(self.redis.url, timeout=2)
+        client = connection.client(self.redis.url, timeout=2)
         try:
             while time.monotonic() < stop_at:
                 await asyncio.sleep(10)
@@ -173,7 +173,7 @@ class Soak:
             return await self.verify(session)
 
     async def verify(self, session: aiohttp.ClientSession) -> dict[str, Any]:
-        client = store.client(self.redis.url, timeout=5)
+        client = connection.client(self.redis.url, timeout=5)
         try:
             deadline = time.monotonic() + 120
             pending = list(self.admitted)

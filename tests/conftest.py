@@ -16,10 +16,11 @@ from aiohttp import ClientSession, TCPConnector
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from engine import config, stock, store
-from engine.embedded import RedisProcess, free_port
+from engine import config
 from engine.http.app import create_app
-from engine.worker import Worker
+from engine.store import connection
+from engine.store.embedded import RedisProcess, free_port
+from engine.worker.consumer import Worker
 
 SHOP_A_KEY = "key-shop-a"
 SHOP_B_KEY = "key-shop-b"
@@ -74,7 +75,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
 
 @pytest.fixture
 async def redis(redis_server: RedisProcess) -> AsyncIterator[Redis]:
-    client = store.client(redis_server.url)
+    client = connection.client(redis_server.url)
     await client.flushall()
     await client.script_flush()
     yield client
@@ -107,8 +108,8 @@ class Engine:
         return self
 
     async def start_worker(self) -> Worker:
-        redis = store.client(self.url)
-        blocking = store.client(self.url, timeout=10)
+        redis = connection.client(self.url)
+        blocking = connection.client(self.url, timeout=10)
         self._clients += [redis, blocking]
         self.worker = Worker(self.settings, redis, blocking)
         self._stop = asyncio.Event()
@@ -222,8 +223,6 @@ def worker_process(config_path: Path) -> Iterator[Any]:
             proc.kill()
         proc.wait()
 
-
-__all__ = ["stock"]
 
 
 async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 8.0,

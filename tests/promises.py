@@ -6,8 +6,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from engine import records
-from engine.reconcile import reconcile
+from engine.stock.reconcile import reconcile
+from engine.store import records
 
 FINAL_OR_QUEUED = {"fulfilled", "held", "queued", "rejected", "expired", "cancelled"}
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.admission import Admission, TokenBucket, Verdict
+from engine.controls.token_bucket import TokenBucket
+from engine.door.admission import Admission, Verdict
 from tests.conftest import make_settings
 
 
@@ -82,7 +83,7 @@ def test_ratelimit_headers_are_structured_fields() -> None:
 def test_a_config_change_keeps_the_buckets_it_does_not_change() -> None:
     import msgspec
 
-    from engine.admission import Admission, Verdict
+    from engine.door.admission import Admission, Verdict
     from tests.conftest import make_settings
 
     before = make_settings(limits={"per_buyer": {"rate": 1, "burst": 2}})

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from engine import audit, keys, records
 from engine.clock import rfc3339
+from engine.store import audit, keys, records
 from tests.conftest import (
     ADMIN_KEY,
     OPERATOR_KEY,

@@ -8,7 +8,7 @@ import time
 
 from redis.asyncio import Redis
 
-from engine import records
+from engine.store import records
 from tests.conftest import (
     SHOP_A_KEY,
     EngineFactory,

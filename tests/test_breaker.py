@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import config
-from engine.embedded import RedisProcess, free_port
+from engine.store.embedded import RedisProcess, free_port
 from tests.conftest import SHOP_A_KEY, Engine, auth, codes, settings_dict
 
 

@@ -5,20 +5,13 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import chinese_calendar
 import pytest
 
-from engine import calendars
-from engine.calendars import (
-    EARLIEST,
-    LATEST,
-    Window,
-    active,
-    check_calendar,
-    check_pause,
-    holiday_blocks,
-    windows,
-)
+from engine.clock import EARLIEST, LATEST, holiday_year
 from engine.config import Calendar, Pause
+from engine.config.rules import check_calendar, check_pause
+from engine.controls.calendars import Window, _is_off, active, holiday_blocks, windows
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -216,17 +209,16 @@ def test_bad_calendars_and_pauses() -> None:
 
 def test_names_do_not_follow_the_process_locale(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LANGUAGE", "zh_CN")
-    calendars._year.cache_clear()
+    holiday_year.cache_clear()
     try:
         assert holiday_blocks(CN, date(2026, 10, 1), date(2026, 10, 1))[0][2] == "National Day"
     finally:
-        calendars._year.cache_clear()
+        holiday_year.cache_clear()
 
 
 @pytest.mark.parametrize("year", [2025, 2026])
 def test_days_off_agree_with_chinese_calendar(year: int) -> None:
-    cc = pytest.importorskip("chinese_calendar")
     day = date(year, 1, 1)
     while day.year == year:
-        assert calendars._is_off(CN, day) == cc.is_holiday(day), day
+        assert _is_off(CN, day) == chinese_calendar.is_holiday(day), day
         day += timedelta(days=1)

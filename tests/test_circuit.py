@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.circuit import BreakerRules, CircuitBreaker
+from engine.door.circuit import BreakerRules, CircuitBreaker
 
 
 class FakeClock:

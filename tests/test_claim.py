@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from engine import keys, records
-from engine.claim import StalePlan, apply_plan, build_plan
 from engine.clock import now_ms
-from engine.matching import match_batch
-from engine.matching_types import MatchOrder
-from engine.shard_view import ShardView
-from engine.wire import decode_stream_order
+from engine.store import keys, records
+from engine.wire import decode_stream_order, msgpack_encode
+from engine.worker.claim_plan import StalePlan, apply_plan, build_plan
+from engine.worker.matching import match_batch
+from engine.worker.matching_types import MatchOrder
+from engine.worker.shard_view import ShardView
 from tests.conftest import Engine, codes, make_settings
 
 
@@ -78,14 +78,15 @@ async def test_worker_retries_when_its_view_went_stale(engine: Engine, redis: Re
     assert status == 201 and body["codes"] == ["V-1"]
     shard = keys.shard_of_sku("card-100", 4)
     # stock arrives without the usual kick entry, so the view is not told
-    from engine import scripts, stock
+    from engine.stock import importer
+    from engine.store import scripts
 
     await scripts.IMPORT(
         redis,
         [keys.sku_counts("card-100", shard), keys.lots("card-100", shard),
          keys.lot_expiry("card-100", shard), keys.seen("card-100", shard),
          keys.lot_codes("card-100", "quiet", shard), keys.stream(shard) + ":elsewhere"],
-        ["quiet", 0, "card-100", stock.msgpack_encode([[stock.digest("V-2"), "V-2"]])],
+        ["quiet", 0, "card-100", msgpack_encode([[importer.digest("V-2"), "V-2"]])],
     )
     status, body = await engine.order(buyer="b2")
     assert status == 201 and body["codes"] == ["V-2"]

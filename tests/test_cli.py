@@ -14,8 +14,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from engine import keys
-from engine.embedded import RedisProcess, free_port
+from engine.store import keys
+from engine.store.embedded import RedisProcess, free_port
 from tests.conftest import settings_dict, write_config
 
 

@@ -18,8 +18,9 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from engine import config, records
-from engine.embedded import RedisProcess, free_port
+from engine import config
+from engine.store import records
+from engine.store.embedded import RedisProcess, free_port
 from tests.conftest import (
     SHOP_A_KEY,
     Engine,

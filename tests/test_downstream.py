@@ -7,8 +7,8 @@ import asyncio
 import itertools
 import time
 
-from engine.backpressure import Throttle
 from engine.config import Backpressure
+from engine.door.backpressure import Throttle
 from tests.conftest import SHOP_A_KEY, EngineFactory, auth, codes, make_settings, post_many
 
 POLICY = Backpressure(max_lag=100, max_delay_ms=500, min_rate=5)

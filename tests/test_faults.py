@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from engine import config, records, store
-from engine.embedded import RedisProcess, free_port
+from engine import config
+from engine.store import connection, records
+from engine.store.embedded import RedisProcess, free_port
 from tests.conftest import (
     Engine,
     EngineFactory,
@@ -100,7 +101,7 @@ async def test_redis_restart_with_aof_loses_no_acknowledged_order(
         server.kill()
         server.start()
         await loader
-        check = store.client(server.url)
+        check = connection.client(server.url)
         try:
             await _settle(check, acknowledged)
             await assert_promises(check, 2, ["card-100"], acknowledged, set(imported))
@@ -147,7 +148,7 @@ async def test_entry_delivered_twice_is_claimed_once(engine: Engine, redis: Redi
     worker = engine.worker
     assert worker is not None
     shard = 0
-    from engine import keys
+    from engine.store import keys
 
     for s in range(4):
         if await redis.exists(keys.order(body["order_id"], s)):
@@ -164,8 +165,8 @@ async def test_entry_delivered_twice_is_claimed_once(engine: Engine, redis: Redi
 async def test_acknowledged_entries_are_trimmed_and_pending_ones_kept(
     engine_factory: EngineFactory, redis: Redis,
 ) -> None:
-    from engine import keys
-    from engine.waiting import trim_stream
+    from engine.store import keys
+    from engine.worker.waiting import trim_stream
 
     engine = await engine_factory(make_settings(redis={"shards": 1}))
     await engine.import_codes("card-100", codes("TRIM", 50))

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from engine import records
-from engine.embedded import RedisProcess, free_port
+from engine.store import records
+from engine.store.embedded import RedisProcess, free_port
 from tests.conftest import (
     ADMIN_KEY,
     SHOP_A_KEY,

@@ -33,7 +33,8 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from engine import config, keys
+from engine import config
+from engine.store import keys
 from engine.wire import BatchItem, OrderRequest
 from tests.conftest import (
     ADMIN_KEY,

@@ -23,10 +23,11 @@ from typing import IO, Any
 import aiohttp
 from redis.asyncio import Redis
 
-from engine import keys, live_config, records
-from engine.config_watch import keep_config, stop_tasks
-from engine.embedded import RedisProcess, free_port
-from engine.heartbeat import alive
+from engine.config import live
+from engine.config.watch import keep_config, stop_tasks
+from engine.store import keys, records
+from engine.store.embedded import RedisProcess, free_port
+from engine.store.heartbeat import alive
 from tests.conftest import (
     ADMIN_KEY,
     OPERATOR_KEY,
@@ -103,16 +104,16 @@ async def test_reload_without_a_config_file_is_404(engine: Engine) -> None:
 # -- following and stopping --------------------------------------------------------------------
 async def test_the_follower_survives_an_unreadable_version(redis: Redis) -> None:
     settings = make_settings()
-    running = await live_config.boot(redis, None, settings)
+    running = await live.boot(redis, None, settings)
     applied: list[int] = []
-    follower = live_config.Follower(redis, running, lambda r: applied.append(r.version))
+    follower = live.Follower(redis, running, lambda r: applied.append(r.version))
     async with keep_config(redis, follower, None):
         await redis.hset(keys.config(), mapping={"version": running.version + 1,
                                                  "document": "{not json"})
-        await asyncio.sleep(3 * live_config.POLL_S)
+        await asyncio.sleep(3 * live.POLL_S)
         assert follower.running.version == running.version
         doc = settings_dict(orders={"default_wait_ms": 10})
-        version, changed = await live_config.publish(
+        version, changed = await live.publish(
             redis, doc, make_settings(**doc), "api", "test")
         assert changed
         await _wait("the next version", lambda: applied == [version], 2)

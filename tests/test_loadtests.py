@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from engine import keys
+from engine.store import keys
 from tests.conftest import (
     ADMIN_KEY,
     OPERATOR_KEY,

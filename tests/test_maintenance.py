@@ -11,8 +11,9 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from engine import records, stock
-from engine.embedded import RedisProcess
+from engine.stock import importer
+from engine.store import records
+from engine.store.embedded import RedisProcess
 from tests.conftest import (
     OPERATOR_KEY,
     SHOP_A_KEY,
@@ -87,9 +88,9 @@ async def test_orders_admitted_before_maintenance_still_finish(engine: Engine,
     assert pending["status"] == "pending"
     assert await _set(engine, mode="full") == 200
     # stock arrives behind the closed door (the admin API is closed too in full mode)
-    importer = stock.Importer(redis, 4, "card-100", "late", 0)
-    await importer.feed(["LATE-1"])
-    await importer.finish()
+    intake = importer.Importer(redis, 4, "card-100", "late", 0)
+    await intake.feed(["LATE-1"])
+    await intake.finish()
     worker = await engine.start_worker()
     await worker.drain()
     record = None

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from engine import matching
-from engine.matching_types import (
+from engine.worker import matching
+from engine.worker.matching_types import (
     FILL,
     LIMIT_EXCEEDED,
     NO_REASON,
@@ -271,7 +271,7 @@ def test_compiled_kernel_loaded() -> None:
 def test_no_extensions_env_picks_the_twin() -> None:
     env = {**os.environ, "KAMIGATE_NO_EXTENSIONS": "1"}
     code = (
-        "from engine import matching; "
+        "from engine.worker import matching; "
         "print(matching.IMPLEMENTATION, matching.match_batch is matching.match_batch_py)"
     )
     out = subprocess.run(

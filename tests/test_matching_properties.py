@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from engine import matching
-from engine.matching_py import match_batch as match_batch_py
-from engine.matching_types import (
+from engine.worker import matching
+from engine.worker.matching_py import match_batch as match_batch_py
+from engine.worker.matching_types import (
     FILL,
     LIMIT_EXCEEDED,
     NO_REASON,

@@ -55,15 +55,17 @@ from hypothesis.stateful import (
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from engine import keys, live_config, records, stock, store
 from engine.clock import now_ms
-from engine.embedded import RedisProcess, free_port
+from engine.config import live
+from engine.door.ingest import Ingest
 from engine.http.state import REPLIES
-from engine.ingest import Ingest
-from engine.reconcile import reconcile
-from engine.waiting import sweep
+from engine.stock import lots
+from engine.stock.reconcile import reconcile
+from engine.store import connection, keys, records
+from engine.store.embedded import RedisProcess, free_port
 from engine.wire import StreamOrder
-from engine.worker import Worker
+from engine.worker.consumer import Worker
+from engine.worker.waiting import sweep
 from tests.conftest import (
     ADMIN_KEY,
     OPERATOR_KEY,
@@ -157,9 +159,9 @@ class EngineModel(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.settings = make_settings()
         self.engine = Engine(self.settings, self.server.url)
-        self.redis: Redis = store.client(self.server.url)
+        self.redis: Redis = connection.client(self.server.url)
         self.worker: Worker | None = None
-        self.follower: live_config.Follower | None = None
+        self.follower: live.Follower | None = None
         self.worker_clients: list[Redis] = []
         # the model
         self.policy: dict[str, dict[str, Any]] = {
@@ -197,14 +199,14 @@ class EngineModel(RuleBasedStateMachine):
         await self._new_worker()
 
     async def _new_worker(self) -> None:
-        redis = store.client(self.server.url)
-        blocking = store.client(self.server.url, timeout=10)
+        redis = connection.client(self.server.url)
+        blocking = connection.client(self.server.url, timeout=10)
         self.worker_clients += [redis, blocking]
-        running = await live_config.read(redis)
+        running = await live.read(redis)
         assert running is not None, "the front door published no config"
         worker = Worker(running.settings, redis, blocking)
         self.worker = worker
-        self.follower = live_config.Follower(redis, running, lambda r: worker.use(r.settings))
+        self.follower = live.Follower(redis, running, lambda r: worker.use(r.settings))
 
     async def _drop_worker(self) -> None:
         """The worker process dies: its object is dropped, its sockets close, and its leases
@@ -819,7 +821,7 @@ class EngineModel(RuleBasedStateMachine):
 
     @invariant()
     def inv_c3_no_oversell(self) -> None:
-        levels = {level.sku: level for level in self.run(stock.levels(self.redis, SHARDS, SKUS))}
+        levels = {level.sku: level for level in self.run(lots.levels(self.redis, SHARDS, SKUS))}
         for sku in SKUS:
             level = levels[sku]
             mine = [o for o in self.orders.values() if o.sku == sku]
@@ -974,7 +976,7 @@ async def test_held_codes_of_a_voided_lot_are_not_sold_again(engine: Engine,
     assert resp.status == 200
     status, later = await engine.order(qty=1)
     assert status == 202 and later["status"] == "queued", later
-    [level] = await stock.levels(redis, SHARDS, ["card-100"])
+    [level] = await lots.levels(redis, SHARDS, ["card-100"])
     assert (level.available, level.voided) == (0, 2)
 
 
@@ -993,7 +995,7 @@ async def test_held_codes_of_a_voided_lot_stay_voided_when_the_lot_id_is_reused(
     await engine.import_codes("card-100", ["W-3"], lot="lot2")  # a new delivery, a new lot id
     resp = await engine.http.delete(f"/v1/orders/{held['order_id']}", headers=auth(SHOP_A_KEY))
     assert resp.status == 200
-    [level] = await stock.levels(redis, SHARDS, ["card-100"])
+    [level] = await lots.levels(redis, SHARDS, ["card-100"])
     assert (level.available, level.voided) == (1, 2), "the recalled code is on sale again"
 
 
@@ -1029,7 +1031,7 @@ async def _admit_twice(engine: Engine, redis: Redis, drain_between: bool) -> Str
 async def _filled_once(redis: Redis, order: StreamOrder, codes: list[str]) -> None:
     record = await records.read(redis, order.order_id)
     assert record is not None and record.status == "fulfilled"
-    [level] = await stock.levels(redis, SHARDS, ["card-100"])
+    [level] = await lots.levels(redis, SHARDS, ["card-100"])
     assert (level.issued, level.available) == (2, 2), "the order was filled twice"
     assert record.codes == codes, "the order's codes changed"
     report = await reconcile(redis, SHARDS, ["card-100"])
@@ -1057,7 +1059,7 @@ async def test_an_order_admitted_twice_is_filled_once_across_batches(
 async def test_client_carries_on_after_a_redis_restart(tmp_path: Path) -> None:
     server = RedisProcess(tmp_path / "redis", port=free_port())
     server.start()
-    client = store.client(server.url)
+    client = connection.client(server.url)
     try:
         assert await client.ping()
         server.stop()

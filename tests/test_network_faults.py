@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from engine import config, records, scripts, stock, store
-from engine.embedded import RedisProcess, free_port
+from engine import config
+from engine.stock import lots
+from engine.store import connection, records, scripts
+from engine.store.embedded import RedisProcess, free_port
 from tests.conftest import SHOP_A_KEY, VIEWER_KEY, Engine, auth, codes, post_many, settings_dict
 from tests.promises import assert_promises
 from tests.tcp_proxy import TcpProxy
@@ -81,7 +83,7 @@ async def all_records(redis: Redis) -> list[records.OrderRecord]:
 async def assert_codes_accounted(redis: Redis, order_ids: list[str]) -> None:
     """Every code the SKU counts as issued is held by one of these orders (none issued to an
     order record that no longer shows it)."""
-    [level] = await stock.levels(redis, SHARDS, ["card-100"])
+    [level] = await lots.levels(redis, SHARDS, ["card-100"])
     held = []
     for oid in order_ids:
         record = await records.read(redis, oid)
@@ -344,7 +346,7 @@ async def test_full_disk_never_loses_an_acknowledged_order(tmp_path: Path) -> No
             server.kill()
         filler.unlink()
         server.start()  # the same AOF, with room again
-        check = store.client(server.url)
+        check = connection.client(server.url)
         engine = await start_engine(server.url, server.url)
         try:
             for oid in acknowledged:

@@ -402,7 +402,7 @@ async def test_waiting_page_follows_the_line_in_chromium(engine: Engine, tmp_pat
 
 
 def test_page_links_expire_and_cannot_be_stretched() -> None:
-    from engine.directory import Directory
+    from engine.config.directory import Directory
     from tests.conftest import make_settings
 
     directory = Directory(make_settings(server={"page_link_ttl_s": 600}), "secret")

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from engine import keys, records
 from engine.clock import parse_rfc3339
-from engine.pauses import OperatorPause, PauseBoard
+from engine.controls.pauses import OperatorPause, PauseBoard
+from engine.store import keys, records
 from tests.conftest import (
     OPERATOR_KEY,
     SHOP_A_KEY,

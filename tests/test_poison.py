@@ -6,8 +6,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from engine import keys, records
-from engine.poison import MAX_DELIVERIES
+from engine.store import keys, records
+from engine.worker.poison import MAX_DELIVERIES
 from tests.conftest import EngineFactory, codes, eventually, make_settings
 
 

@@ -12,11 +12,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.exceptions import NoPermissionError, ResponseError
 
-from engine import config, redis_acl, store
-from engine.embedded import RedisProcess, free_port
+from engine import config
+from engine.cli import redis_acl
 from engine.http.app import create_app
-from engine.reconcile import reconcile
-from engine.worker import Worker
+from engine.stock.reconcile import reconcile
+from engine.store import connection
+from engine.store.embedded import RedisProcess, free_port
+from engine.worker.consumer import Worker
 from tests.conftest import OPERATOR_KEY, SHOP_A_KEY, auth, codes, settings_dict
 
 
@@ -27,7 +29,7 @@ def _as(url: str, user: str) -> str:
 async def test_the_engine_runs_under_least_privilege_users(tmp_path: Path) -> None:
     server = RedisProcess(tmp_path / "redis", port=free_port())
     server.start()
-    root = store.client(server.url)
+    root = connection.client(server.url)
     clients: list[Any] = [root]
     try:
         for user in redis_acl.ROLES:
@@ -38,7 +40,7 @@ async def test_the_engine_runs_under_least_privilege_users(tmp_path: Path) -> No
                                        environ={})
         client = TestClient(TestServer(create_app(settings, door_url)))
         await client.start_server()
-        redis, blocking = store.client(worker_url), store.client(worker_url, timeout=10)
+        redis, blocking = connection.client(worker_url), connection.client(worker_url, timeout=10)
         clients += [redis, blocking]
         worker = Worker(settings, redis, blocking)
         stop = asyncio.Event()
@@ -55,7 +57,7 @@ async def test_the_engine_runs_under_least_privilege_users(tmp_path: Path) -> No
             assert resp.status == 201 and len(body["codes"]) == 2, body
             assert (await client.get("/readyz")).status == 200
             assert (await client.get("/metrics")).status == 200
-            admin = store.client(_as(server.url, "kamigate-admin"))
+            admin = connection.client(_as(server.url, "kamigate-admin"))
             clients.append(admin)
             report = await reconcile(admin, 2, ["card-100"])
             assert report.ok, report.violations
@@ -63,7 +65,7 @@ async def test_the_engine_runs_under_least_privilege_users(tmp_path: Path) -> No
             stop.set()
             await asyncio.wait_for(task, 10)
             await client.close()
-        door = store.client(door_url)
+        door = connection.client(door_url)
         clients.append(door)
         for denied in (door.flushall(), door.keys("*"), door.config_get("*"),
                        door.xreadgroup("kamigate", "x", {"kg:{s0}:orders": ">"}),

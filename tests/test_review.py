@@ -10,7 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from engine import keys, records
+from engine.store import keys, records
 from tests.conftest import (
     ADMIN_KEY,
     OPERATOR_KEY,

@@ -33,9 +33,9 @@ import redis as redis_sync
 import schemathesis
 from schemathesis import Case
 
-from engine import openapi
-from engine.embedded import RedisProcess
+from engine.http import openapi
 from engine.http.state import DIRECTORY
+from engine.store.embedded import RedisProcess
 from tests.conftest import (
     ADMIN_KEY,
     SHOP_A_KEY,

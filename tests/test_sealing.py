@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from engine import config, keys
-from engine.directory import Directory
-from engine.reconcile import reconcile
-from engine.rotate import rotate
-from engine.sealing import PLAIN, Sealer, SealError, decode_key
+from engine import config
+from engine.config.directory import Directory
+from engine.stock.reconcile import reconcile
+from engine.stock.rotate import rotate
+from engine.store import keys
+from engine.store.sealing import PLAIN, Sealer, SealError, decode_key
 from tests.conftest import (
     ADMIN_KEY,
     EngineFactory,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.surge import SurgeDetector, SurgeEvent, SurgeRules
+from engine.door.surge import SurgeDetector, SurgeEvent, SurgeRules
 
 
 class FakeClock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from engine import stock
+from engine.stock import lots
 from tests.conftest import OPERATOR_KEY, SHOP_A_KEY, Engine, auth
 
 
@@ -23,7 +23,7 @@ async def test_held_codes_of_a_voided_lot_are_voided_when_the_hold_ends(
     assert again.status == 409 and (await again.json())["code"] == "lot_voided"
     resp = await engine.http.delete(f"/v1/orders/{held['order_id']}", headers=auth(SHOP_A_KEY))
     assert resp.status == 200
-    [level] = await stock.levels(redis, 4, ["card-100"])
+    [level] = await lots.levels(redis, 4, ["card-100"])
     assert (level.available, level.held, level.voided) == (0, 0, 2)
     status, _ = await engine.order(qty=1, buyer="next", wait_ms=500)
     assert status == 202  # nothing on sale: the recalled codes stay out

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from engine.webhooks import retry_delay, signature
+from engine.worker.webhooks import retry_delay, signature
 from tests.conftest import EngineFactory, auth, codes, make_settings, settings_dict
 
 SECRET = "whsec-test"
@@ -142,16 +142,16 @@ async def test_orders_without_notify_url_send_nothing(engine_factory: EngineFact
     engine = await engine_factory(make_settings())
     await engine.import_codes("card-100", codes("NN", 1))
     await engine.order()
-    from engine import keys
+    from engine.store import keys
 
     for shard in range(4):
         assert await engine_redis_len(engine, keys.outbox(shard)) == 0
 
 
 async def engine_redis_len(engine: Any, key: str) -> int:
-    from engine import store
+    from engine.store import connection
 
-    client = store.client(engine.url)
+    client = connection.client(engine.url)
     try:
         return int(await client.xlen(key))
     finally:
@@ -161,9 +161,9 @@ async def engine_redis_len(engine: Any, key: str) -> int:
 async def test_delivered_events_are_trimmed_from_the_outbox(
     engine_factory: EngineFactory,
 ) -> None:
-    from engine import keys
-    from engine.waiting import trim_stream
-    from engine.webhooks import GROUP
+    from engine.store import keys
+    from engine.worker.waiting import trim_stream
+    from engine.worker.webhooks import GROUP
 
     receiver = Receiver()
     server = await _serve(receiver)
@@ -174,9 +174,9 @@ async def test_delivered_events_are_trimmed_from_the_outbox(
         for i in range(3):
             await engine.order(notify_url=hook, buyer=f"t{i}")
         await _until(lambda: len(receiver.events) >= 3)
-        from engine import store
+        from engine.store import connection
 
-        client = store.client(engine.url)
+        client = connection.client(engine.url)
         try:
             await _until_async(lambda: _pending_zero(client), 10)
             await trim_stream(client, keys.outbox(0), GROUP)
@@ -188,8 +188,8 @@ async def test_delivered_events_are_trimmed_from_the_outbox(
 
 
 async def _pending_zero(client: Any) -> bool:
-    from engine import keys
-    from engine.webhooks import GROUP
+    from engine.store import keys
+    from engine.worker.webhooks import GROUP
 
     pending = await client.xpending(keys.outbox(0), GROUP)
     return int(pending["pending"]) == 0

@@ -28,12 +28,13 @@ from pathlib import Path
 from celery import Celery
 from redis.asyncio import Redis
 
-from engine import config, keys
-from engine.cli_support import stop_processes
+from engine import config
+from engine.cli.support import stop_processes
 from engine.clock import now_ms
-from engine.embedded import RedisProcess, free_port
-from engine.ingest import Ingest
-from engine.stock import Importer
+from engine.door.ingest import Ingest
+from engine.stock.importer import Importer
+from engine.store import keys
+from engine.store.embedded import RedisProcess, free_port
 from engine.wire import StreamOrder
 
 from . import job

@@ -10,19 +10,23 @@ from typing import IO
 import msgspec
 from aiohttp import web
 
-from engine import audit, errors, maintenance, stock
+from engine import errors
 from engine.clock import parse_rfc3339
-from engine.config import SKU_PATTERN
+from engine.controls import maintenance
 from engine.http.auth import admin_of
 from engine.http.codec import decode_body, respond
 from engine.http.state import DIRECTORY, MAINTENANCE, REDIS
+from engine.stock.importer import CHUNK, Importer, LotVoided, default_lot
+from engine.stock.lots import levels, void_lot
+from engine.store import audit
+from engine.wire import EXISTING_LOT_PATTERN, LOT_PATTERN, SKU_PATTERN
 
 _SKU = re.compile(SKU_PATTERN)
 _decode_maintenance = msgspec.json.Decoder(maintenance.MaintenanceState).decode
 _decode_maintenance_msgpack = msgspec.msgpack.Decoder(maintenance.MaintenanceState).decode
-_LOT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}\Z")
+_LOT = re.compile(LOT_PATTERN)
 # a lot that exists may also be a sub-lot of a CSV import, "<lot>~<expiry>"
-_EXISTING_LOT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}(~[0-9]{1,12})?\Z")
+_EXISTING_LOT = re.compile(EXISTING_LOT_PATTERN)
 
 
 def _sku(request: web.Request) -> str:
@@ -72,7 +76,7 @@ async def import_stock(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY].current
     who = admin_of(request, directory, "operator")
     sku = _sku(request)
-    lot = request.query.get("lot") or stock.default_lot()
+    lot = request.query.get("lot") or default_lot()
     if not _LOT.match(lot):
         raise errors.invalid("lot", "1-64 characters: letters, digits and . _ : @ -")
     expires_at = 0
@@ -84,19 +88,19 @@ async def import_stock(request: web.Request) -> web.Response:
     ctype = request.content_type
     if ctype not in ("text/plain", "text/csv", "application/octet-stream"):
         raise errors.UnsupportedMediaType("send text/plain (one code per line) or text/csv")
-    importer = stock.Importer(request.app[REDIS], directory.settings.redis.shards, sku, lot,
-                              expires_at, csv=ctype == "text/csv", sealer=directory.sealer)
+    intake = Importer(request.app[REDIS], directory.settings.redis.shards, sku, lot,
+                      expires_at, csv=ctype == "text/csv", sealer=directory.sealer)
     try:
         with await _spool(request, directory.settings.server.max_import_bytes) as body:
             batch: list[str] = []
             for raw in body:
                 batch.append(_text(raw))
-                if len(batch) >= stock.CHUNK:
-                    await importer.feed(batch)
+                if len(batch) >= CHUNK:
+                    await intake.feed(batch)
                     batch = []
-            await importer.feed(batch)
-        result = await importer.finish()
-    except stock.LotVoided as exc:
+            await intake.feed(batch)
+        result = await intake.finish()
+    except LotVoided as exc:
         raise errors.LotVoided(str(exc)) from None
     await audit.record(request.app[REDIS], who.id, "stock.import", {
         "sku": sku, "lot": result.lot, "added": result.added,
@@ -111,7 +115,7 @@ async def void_stock(request: web.Request) -> web.Response:
     lot = request.query.get("lot", "")
     if not _EXISTING_LOT.match(lot):
         raise errors.invalid("lot", "name the lot to void: ?lot=ID")
-    voided, available = await stock.void_lot(
+    voided, available = await void_lot(
         request.app[REDIS], directory.settings.redis.shards, sku, lot
     )
     await audit.record(request.app[REDIS], who.id, "stock.void",
@@ -122,7 +126,7 @@ async def void_stock(request: web.Request) -> web.Response:
 async def list_skus(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY].current
     admin_of(request, directory, "viewer")
-    found = await stock.levels(request.app[REDIS], directory.settings.redis.shards,
+    found = await levels(request.app[REDIS], directory.settings.redis.shards,
                                directory.skus)
     return respond(request, {"skus": found})
 
@@ -131,7 +135,7 @@ async def get_sku(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY].current
     admin_of(request, directory, "viewer")
     sku = _sku(request)
-    [found] = await stock.levels(request.app[REDIS], directory.settings.redis.shards, [sku])
+    [found] = await levels(request.app[REDIS], directory.settings.redis.shards, [sku])
     return respond(request, found)
 
 

@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis.asyncio import Redis
 
-from engine import maintenance, matching, store
-from engine.admission import Admission
-from engine.circuit import CircuitBreaker
-from engine.config import Settings
-from engine.directory import Directory
-from engine.drain import DrainRates
+from engine.config.directory import Directory
+from engine.config.settings import Settings
+from engine.controls import maintenance
+from engine.controls.pauses import PauseBoard
+from engine.door.admission import Admission
+from engine.door.circuit import CircuitBreaker
+from engine.door.ingest import Ingest
+from engine.door.replies import ReplyHub
 from engine.http import admin, configure, health, operations, orders, pages
 from engine.http.fleet import fleet_ctx
 from engine.http.guards import BREAKER, SURGE, SurgeWatch, breaker_rules
@@ -33,10 +35,10 @@ from engine.http.state import (
     DirectoryRef,
     MaintenanceRef,
 )
-from engine.ingest import Ingest
 from engine.metrics import Metrics
-from engine.pauses import PauseBoard
-from engine.replies import ReplyHub
+from engine.store import connection
+from engine.worker import matching
+from engine.worker.drain import DrainRates
 
 log = logging.getLogger("kamigate.http")
 
@@ -64,9 +66,9 @@ def create_app(settings: Settings, redis_url: str | None = None,
     app[SURGE] = SurgeWatch(settings.surge)
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-        url = redis_url or store.resolve_url(settings)
-        redis: Redis = await store.connect(url, timeout=settings.breaker.timeout_s)
-        await store.check_server(redis)
+        url = redis_url or connection.resolve_url(settings.redis.url, settings.redis.data_dir)
+        redis: Redis = await connection.connect(url, timeout=settings.breaker.timeout_s)
+        await connection.check_server(redis)
         app[REDIS] = redis
         room = settings.waiting_room
         app[INGEST] = Ingest(redis, settings.redis.shards, room.capacity if room.enabled else 0)

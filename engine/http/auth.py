@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from engine import errors
-from engine.config import Admin, Storefront
-from engine.directory import ROLE_RANK, Directory
+from engine.config.directory import ROLE_RANK, Directory
+from engine.config.settings import Admin, Storefront
 from engine.http.signing import SIGNATURE, signed_storefront
 
 

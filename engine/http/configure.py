@@ -11,15 +11,16 @@ import msgspec
 from aiohttp import web
 
 from engine import errors
-from engine.admission import Admission
-from engine.config import SECRET_FIELDS, ConfigError, Settings
-from engine.config_watch import apply_document, keep_config, reload_file
-from engine.directory import Directory
+from engine.config.directory import Directory
+from engine.config.live import Follower, Running, boot, page_secret, parse_body
+from engine.config.loading import ConfigError
+from engine.config.settings import SECRET_FIELDS, Settings
+from engine.config.watch import apply_document, keep_config, reload_file
+from engine.door.admission import Admission
 from engine.http.auth import admin_of
 from engine.http.codec import respond
 from engine.http.guards import BREAKER, breaker_rules
 from engine.http.state import ADMISSION, DIRECTORY, INGEST, REDIS
-from engine.live_config import Follower, Running, boot, page_secret, parse_body
 
 FOLLOWER = web.AppKey("config_follower", Follower)
 CONFIG_FILE = web.AppKey("config_file", str)

@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from engine import keys, maintenance, pauses
-from engine.admission import Admission
-from engine.backpressure import Throttle
-from engine.config import Settings
-from engine.heartbeat import alive, heartbeat
+from engine.config.settings import Settings
+from engine.controls import maintenance, pauses
+from engine.door.admission import Admission
+from engine.door.backpressure import Throttle
 from engine.http.guards import BREAKER, BREAKER_STATE, SURGE
 from engine.http.state import ADMISSION, DIRECTORY, DRAIN, MAINTENANCE, METRICS, PAUSES, REDIS
+from engine.store import keys
+from engine.store.heartbeat import alive, heartbeat
 from engine.tasks import stop_tasks
 
 log = logging.getLogger("kamigate.fleet")

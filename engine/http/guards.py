@@ -13,11 +13,11 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
-from engine import audit, keys
-from engine.circuit import BreakerRules, CircuitBreaker
-from engine.config import Breaker, Settings, Surge
+from engine.config.settings import Breaker, Settings, Surge
+from engine.door.circuit import BreakerRules, CircuitBreaker
+from engine.door.surge import SurgeDetector, SurgeEvent, SurgeRules
 from engine.metrics import Metrics
-from engine.surge import SurgeDetector, SurgeEvent, SurgeRules
+from engine.store import audit, keys
 
 log = logging.getLogger("kamigate.alerts")
 BREAKER_STATE = {"closed": 0, "half_open": 1, "open": 2}

@@ -9,12 +9,15 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from engine import keys, matching, openapi, stock
-from engine.heartbeat import alive
+from engine.http import openapi
 from engine.http.configure import FOLLOWER
 from engine.http.guards import BREAKER, BREAKER_STATE
 from engine.http.state import DIRECTORY, METRICS, REDIS
+from engine.stock import lots
+from engine.store import keys
+from engine.store.heartbeat import alive
 from engine.wire import json_encode
+from engine.worker import matching
 
 WORKER_TTL_MS = 5000
 
@@ -67,7 +70,7 @@ async def metrics(request: web.Request) -> web.Response:
             for k, v in raw.items():
                 totals[k.decode()] = totals.get(k.decode(), 0) + int(v)
         m.fleet.stats = totals
-        for level in await stock.levels(redis, directory.settings.redis.shards, directory.skus):
+        for level in await lots.levels(redis, directory.settings.redis.shards, directory.skus):
             for state in ("available", "held", "issued", "voided"):
                 m.stock.labels(level.sku, state).set(getattr(level, state))
             m.queue_length.labels(level.sku).set(level.queued)

@@ -9,13 +9,16 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
-from engine import audit, errors, parking, pauses
-from engine.calendars import MAX_SPAN, holiday_blocks, windows
+from engine import errors
 from engine.clock import parse_rfc3339
+from engine.controls import pauses
+from engine.controls.calendars import MAX_SPAN, holiday_blocks, windows
 from engine.http.auth import admin_of
 from engine.http.codec import decode_body, respond
-from engine.http.render import record_view
 from engine.http.state import DIRECTORY, PAUSES, REDIS
+from engine.store import audit
+from engine.views import record_view
+from engine.worker import parking
 
 FIRST_YEAR, LAST_YEAR = 1900, 2200
 MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z  # what a holiday calendar can sensibly answer

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from aiohttp import web
 
-from engine import errors, keys, records, scripts
+from engine import errors
 from engine.clock import now_ms
-from engine.config import is_ip
-from engine.directory import Directory
+from engine.config.directory import Directory
 from engine.http.auth import storefront_of
 from engine.http.codec import decode_body, respond
 from engine.http.placing import Placement, place, place_many, placement, replay_of
-from engine.http.render import record_view
 from engine.http.state import ADMISSION, DIRECTORY, DRAIN, PAUSES, REDIS
-from engine.waiting import unwind
+from engine.store import keys, records, scripts
+from engine.views import record_view
 from engine.wire import (
     MAX_METADATA_BYTES,
     Order,
+    OrderRecord,
     OrderRequest,
     decode_batch,
     decode_batch_msgpack,
@@ -26,6 +27,15 @@ from engine.wire import (
     decode_order_request_msgpack,
     msgpack_encode,
 )
+from engine.worker.waiting import unwind
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _check(directory: Directory, req: OrderRequest, field: str = "") -> None:
@@ -34,7 +44,7 @@ def _check(directory: Directory, req: OrderRequest, field: str = "") -> None:
         raise errors.UnknownSku(f"no SKU {req.sku!r} is configured")
     if req.qty > sku.max_qty:
         raise errors.invalid(f"{field}qty", f"must be between 1 and {sku.max_qty}")
-    if req.buyer_ip is not None and not is_ip(req.buyer_ip):
+    if req.buyer_ip is not None and not _is_ip(req.buyer_ip):
         raise errors.invalid(f"{field}buyer_ip", "must be an IPv4 or IPv6 address")
     if req.hold_s > directory.settings.orders.max_hold_s:
         raise errors.invalid(
@@ -103,7 +113,7 @@ async def create_batch(request: web.Request) -> web.Response:
                    headers=app[ADMISSION].current.policy_headers(storefront.id))
 
 
-async def _own_record(request: web.Request) -> tuple[Directory, records.OrderRecord]:
+async def _own_record(request: web.Request) -> tuple[Directory, OrderRecord]:
     directory = request.app[DIRECTORY].current
     storefront = await storefront_of(request, directory)
     order_id = request.match_info["order_id"]

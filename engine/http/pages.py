@@ -14,10 +14,11 @@ from urllib.parse import quote, urlencode
 import msgspec
 from aiohttp import web
 
-from engine import errors, records
+from engine import errors
 from engine.clock import now_ms
-from engine.http.render import record_view
 from engine.http.state import DIRECTORY, DRAIN, MAINTENANCE, PAUSES, REDIS
+from engine.store import records
+from engine.views import record_view
 from engine.wire import Order, json_encode
 
 LANGS = ("en", "zh")

@@ -12,13 +12,15 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from engine import errors, failpoints, keys, maintenance, records
-from engine.admission import Outcome, Verdict
+from engine import errors, failpoints
 from engine.clock import now_ms
-from engine.config import Storefront
-from engine.directory import Directory
+from engine.config.directory import Directory
+from engine.config.settings import Storefront
+from engine.controls import maintenance
+from engine.controls.pauses import InForce
+from engine.door.admission import Outcome, Verdict
+from engine.door.ingest import Admitted
 from engine.http.guards import SURGE
-from engine.http.render import order_view, record_view
 from engine.http.state import (
     ADMISSION,
     DIRECTORY,
@@ -30,8 +32,8 @@ from engine.http.state import (
     REDIS,
     REPLIES,
 )
-from engine.ingest import Admitted
-from engine.pauses import InForce
+from engine.store import keys, records
+from engine.views import order_view, record_view
 from engine.wire import BatchItem, OrderRequest, Reply, StreamOrder, msgpack_encode
 
 MAX_PARKED_MS = 366 * 86400 * 1000

@@ -19,10 +19,11 @@ import time
 
 from aiohttp import web
 
-from engine import errors, keys
-from engine.config import Storefront
-from engine.directory import Directory
+from engine import errors
+from engine.config.directory import Directory
+from engine.config.settings import Storefront
 from engine.http.state import REDIS
+from engine.store import keys
 
 WINDOW_S = 300
 SIGNATURE = "Kamigate-Request-Signature"

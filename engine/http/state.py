@@ -5,14 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 from redis.asyncio import Redis
 
-from engine.admission import Admission
-from engine.directory import Directory
-from engine.drain import DrainRates
-from engine.ingest import Ingest
-from engine.maintenance import MaintenanceState
+from engine.config.directory import Directory
+from engine.controls.maintenance import MaintenanceState
+from engine.controls.pauses import PauseBoard
+from engine.door.admission import Admission
+from engine.door.ingest import Ingest
+from engine.door.replies import ReplyHub
 from engine.metrics import Metrics
-from engine.pauses import PauseBoard
-from engine.replies import ReplyHub
+from engine.worker.drain import DrainRates
 
 REDIS = web.AppKey("redis", Redis)
 INGEST = web.AppKey("ingest", Ingest)

@@ -1,0 +1,201 @@
+"""`kamigate up`, `serve` and `worker`: the long-running processes, and how they are tuned."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine import __version__, config
+from engine.cli import demo
+from engine.cli.support import config_path, load_file, run_async, stop_processes
+from engine.config.directory import Directory
+from engine.stock.importer import Importer
+from engine.stock.lots import levels
+from engine.store import connection, embedded
+from engine.worker import matching
+
+log = logging.getLogger("kamigate")
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    up = commands.add_parser("up", parents=[common],
+                             help="Redis (embedded), front door and worker")
+    up.add_argument("--demo", action="store_true", help="demo storefront, SKUs and stock")
+    up.add_argument("--port", type=int, help="port for the demo config (default 8080)")
+    up.set_defaults(func=cmd_up)
+    serve = commands.add_parser("serve", parents=[common], help="the HTTP front door")
+    serve.add_argument("--processes", type=int, default=1,
+                       help="front-door processes sharing the port (SO_REUSEPORT)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.set_defaults(func=cmd_serve)
+    worker = commands.add_parser("worker", parents=[common], help="stream workers")
+    worker.set_defaults(func=cmd_worker)
+
+
+GEN0_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Fewer, later collections: every request allocates short-lived objects that die young.
+
+    Objects alive at start-up (modules, config, compiled decoders) are moved out of the
+    collector's view with gc.freeze(), so a collection walks only what the traffic made.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
+
+
+def _serve(settings: config.Settings, path: str, redis_url: str | None = None,
+           banner: str | None = None, reuse_port: bool = False, watch: bool = True) -> None:
+    from aiohttp import web
+
+    from engine.http.app import create_app
+
+    app = create_app(settings, redis_url, config_file=path, watch_config=watch)
+
+    async def settle_gc(_: web.Application) -> None:
+        tune_gc()
+
+    app.on_startup.append(settle_gc)
+    if banner:
+        async def show(_: web.Application) -> None:
+            print(banner, flush=True)
+        app.on_startup.append(show)
+    try:
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it exists
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    web.run_app(app, host=settings.server.host, port=settings.server.port,
+                access_log=None, print=None, loop=loop, reuse_port=reuse_port or None)
+
+
+# -P: the child imports the installed engine (with its compiled kernel), never a source
+# tree that happens to be the working directory.
+_ENGINE = [sys.executable, "-P", "-m", "engine"]
+
+
+def _hold_sighup() -> None:
+    """A SIGHUP (reload) that arrives before the event loop's handler is in place must not
+    kill the process, which is the default action."""
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _hold_sighup()
+    settings = load_file(config_path(args))
+    processes = args.processes
+    if processes < 1:
+        print("kamigate: --processes must be at least 1", file=sys.stderr)
+        return 1
+    # N processes share the port (SO_REUSEPORT, the kernel spreads connections); each takes
+    # 1/N of the fleet's rates, so the configured limits hold for the whole fleet.
+    others = [
+        subprocess.Popen([*_ENGINE, "serve", "--config",
+                          config_path(args), "--reuse-port"])
+        for _ in range(processes - 1)
+    ]
+    try:
+        # One watcher per fleet host is enough: the others follow through Redis.
+        _serve(settings, config_path(args), reuse_port=args.reuse_port or processes > 1,
+               watch=not args.reuse_port)
+    except connection.StoreError as exc:
+        print(f"kamigate: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stop_processes(*others)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from engine.worker.consumer import run_worker
+
+    _hold_sighup()
+    settings = load_file(config_path(args))
+    print(matching.describe(), flush=True)
+
+    async def main() -> int:
+        tune_gc()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await run_worker(settings, stop, config_path(args))
+        except connection.StoreError as exc:
+            print(f"kamigate: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    return run_async(main)
+
+
+def _start_worker(config_path: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*_ENGINE, "worker", "--config", config_path]
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    _hold_sighup()
+    path = config_path(args)
+    if args.demo and not Path(path).exists():
+        path = str(demo.write_config(".kamigate", args.port or 8080))
+    settings = load_file(path)
+    redis_process = None
+    url = settings.redis.url
+    if url == "embedded":
+        url = embedded.running_url(settings.redis.data_dir) or ""
+        if not url:
+            redis_process = embedded.RedisProcess(settings.redis.data_dir,
+                                                  appendfsync=settings.redis.appendfsync)
+            try:
+                redis_process.start()
+            except embedded.EmbeddedError as exc:
+                print(f"kamigate: {exc}", file=sys.stderr)
+                return 1
+            url = redis_process.url
+            print(f"embedded Redis: {url} (AOF {settings.redis.appendfsync}, data in "
+                  f"{Path(settings.redis.data_dir).resolve()})", flush=True)
+    if args.demo:
+        run_async(lambda: _load_demo_stock(settings, url))
+    worker = _start_worker(path)
+    base = settings.server.public_url
+    banner = f"kamigate {__version__} listening on {base}; {matching.describe()}"
+    if args.demo:
+        banner += "\n\n" + demo.curl_lines(base) + "\n"
+    try:
+        _serve(settings, path, url, banner)
+    finally:
+        stop_processes(worker)
+        if redis_process is not None:
+            redis_process.stop()
+    return 0
+
+
+async def _load_demo_stock(settings: config.Settings, url: str) -> int:
+    redis = await connection.connect(url)
+    try:
+        for level in await levels(redis, settings.redis.shards, demo.SKUS):
+            want = demo.SKUS[level.sku]
+            if level.imported == 0:
+                intake = Importer(redis, settings.redis.shards, level.sku, "demo", 0,
+                                  sealer=Directory(settings).sealer)
+                await intake.feed(demo.codes(level.sku, want))
+                result = await intake.finish()
+                print(f"demo stock: {result.added} codes for {level.sku}", flush=True)
+    finally:
+        await redis.aclose()
+    return 0

@@ -1,0 +1,137 @@
+"""`kamigate status` and `kamigate reconcile`: what the store holds, and whether the stock
+promises hold."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from redis.asyncio import Redis
+
+from engine import config
+from engine.cli.support import load_settings, with_store
+from engine.store import keys
+from engine.worker import matching
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    reconcile = commands.add_parser("reconcile", parents=[common], help="check stock invariants")
+    reconcile.set_defaults(func=cmd_reconcile)
+    status = commands.add_parser("status", parents=[common], help="SKUs, stock and queues")
+    status.set_defaults(func=cmd_status)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from engine.stock.reconcile import reconcile
+
+    settings = load_settings(args)
+
+    async def body(redis: Redis) -> int:
+        report = await reconcile(redis, settings.redis.shards, [s.id for s in settings.skus])
+        for violation in report.violations:
+            print(f"VIOLATION {violation}")
+        print(f"reconcile: {report.skus} SKUs, {report.codes_checked} codes checked, "
+              f"{len(report.violations)} violations")
+        return 0 if report.ok else 1
+
+    return with_store(settings, body)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """SKUs, stock, lines, the fleet and the switches in force, as tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine.controls import maintenance
+    from engine.stock import lots
+    from engine.store.heartbeat import alive
+
+    file_settings = load_settings(args)
+
+    async def body(redis: Redis) -> int:
+        running = await _running(redis, file_settings)
+        settings = running.settings
+        found = await lots.levels(redis, settings.redis.shards, [s.id for s in settings.skus])
+        console = Console()
+        table = Table(title=f"kamigate — {matching.describe()}")
+        columns = ("SKU", "available", "held", "issued", "voided", "waiting (sold out)",
+                   "waiting (overflow)", "lots")
+        for column in columns:
+            table.add_column(column, justify="left" if column == "SKU" else "right")
+        for level in found:
+            shard = keys.shard_of_sku(level.sku, settings.redis.shards)
+            overflow = int(await redis.zcard(keys.overflow_line(level.sku, shard)))
+            table.add_row(level.sku, str(level.available), str(level.held), str(level.issued),
+                          str(level.voided), str(level.queued), str(overflow),
+                          str(len(level.lots)))
+        console.print(table)
+        state = await maintenance.load(redis, settings.maintenance)
+        throttle = await redis.get(keys.throttle())
+        backlog = sum([int(await redis.xlen(keys.stream(s)))
+                       for s in range(settings.redis.shards)])
+        limits = settings.limits
+        fleet = Table(title="fleet", show_header=False)
+        fleet.add_column("what")
+        fleet.add_column("value")
+        rows = [
+            ("front doors alive", str(await alive(redis, keys.front_doors(), 3000))),
+            ("workers alive", str(await alive(redis, keys.workers(), 5000))),
+            ("order-stream backlog", str(backlog)),
+            ("global rate", f"{limits.global_.rate:g}/s" if limits.global_ else "unlimited"),
+            ("per buyer", f"{limits.per_buyer.rate:g}/s" if limits.per_buyer else "unlimited"),
+            ("backpressure", f"throttled to {float(throttle):g}/s" if throttle else "off"),
+            ("maintenance", state.mode + (f" ({state.reason})" if state.reason else "")
+             + (f" from {state.starts_at}" if state.starts_at else "")),
+            *((f"maintenance ({scope})", f"{m.mode}" + (f" ({m.reason})" if m.reason else ""))
+              for scope, m in (await maintenance.load_scoped(redis)).items()),
+            ("dead-lettered stream entries", str(sum([
+                int(await redis.xlen(keys.dead_letter(s)))
+                for s in range(settings.redis.shards)]))),
+            ("waiting for review", str(sum([int(await redis.zcard(keys.review_line(s)))
+                                            for s in range(settings.redis.shards)]))),
+            ("surge", "on" if (await redis.get(keys.surge())) == b"start" else "off"),
+            ("config", f"version {running.version}, sha256 {running.sha256[:12]}"
+             + (f" ({running.origin} by {running.by})" if running.by else "")),
+        ]
+        for name, value in rows:
+            fleet.add_row(name, value)
+        console.print(fleet)
+        console.print(await _pause_table(redis, settings))
+        return 0
+
+    return with_store(file_settings, body)
+
+
+async def _running(redis: Redis, settings: config.Settings) -> Any:
+    """The fleet's running config (live changes included), else the file's."""
+    from engine.config.live import Running, read
+
+    try:
+        found = await read(redis)
+    except config.ConfigError:
+        found = None
+    return found or Running(0, settings.sha256(), settings, {})
+
+
+async def _pause_table(redis: Redis, settings: config.Settings) -> Any:
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from engine.controls import pauses
+
+    board = pauses.PauseBoard()
+    board.refresh(settings, await pauses.load(redis))
+    listing = pauses.listing(board, settings, datetime.now(UTC))
+    table = Table(title="pauses")
+    for column in ("scope", "state", "reason", "until / from", "source"):
+        table.add_column(column)
+    for p in listing["active"]:
+        table.add_row(p["scope"], f"paused ({p['action']})", p["reason"],
+                      p["until"] or "until resumed", p["source"])
+    for w in listing["scheduled"][:10]:
+        table.add_row(w["scope"], "scheduled", w["reason"], f"{w['starts_at']} → "
+                      f"{w['ends_at'] or 'open'}", w["source"])
+    if not listing["active"] and not listing["scheduled"]:
+        table.add_row("—", "none", "", "", "")
+    return table

@@ -1,0 +1,68 @@
+"""Secrets in the config: `env:NAME` references resolved, the sealing keys checked."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from engine.store.sealing import decode_key
+
+
+def resolve_secret(value: str, key: str, environ: Mapping[str, str], errors: list[str]) -> str:
+    """`env:NAME` reads the environment variable NAME; anything else is the secret itself."""
+    if not value.startswith("env:"):
+        return value
+    name = value[4:]
+    if name not in environ:
+        errors.append(f"{key}: environment variable {name} is not set")
+        return ""
+    return environ[name]
+
+
+def resolve(parts: dict[str, Any], environ: Mapping[str, str], errors: list[str]) -> None:
+    if parts.get("storefronts"):
+        parts["storefronts"] = tuple(
+            s if s is None else msgspec.structs.replace(
+                s,
+                webhook_secret=resolve_secret(s.webhook_secret,
+                                              f"storefronts[{i}].webhook_secret", environ, errors),
+                signing_secret=resolve_secret(s.signing_secret,
+                                              f"storefronts[{i}].signing_secret", environ, errors))
+            for i, s in enumerate(parts["storefronts"])
+        )
+        for i, s in enumerate(parts["storefronts"]):
+            if s is not None and s.require_signature and not s.signing_secret:
+                errors.append(f"storefronts[{i}].require_signature: needs a signing_secret")
+    codes = parts.get("codes")
+    if codes is not None and (codes.keys or codes.current or codes.fingerprint_key):
+        parts["codes"] = _codes(codes, environ, errors)
+    if parts.get("server") is not None:
+        server = parts["server"]
+        parts["server"] = msgspec.structs.replace(server, page_secret=resolve_secret(
+            server.page_secret, "server.page_secret", environ, errors))
+
+
+def _codes(codes: Any, environ: Mapping[str, str], errors: list[str]) -> Any:
+    """Resolve and check the sealing keys: each 32 bytes of base64, `current` among them, a
+    fingerprint key with them."""
+    resolved = {}
+    for kid, value in codes.keys.items():
+        key = resolve_secret(value, f"codes.keys.{kid}", environ, errors)
+        if not re.match(r"^[A-Za-z0-9_-]{1,32}$(?!\n)", kid):
+            errors.append(f"codes.keys.{kid}: a key id is 1-32 of A-Z a-z 0-9 _ -")
+        elif key:
+            try:
+                decode_key(key)
+            except ValueError as exc:
+                errors.append(f"codes.keys.{kid}: {exc}")
+        resolved[kid] = key
+    if codes.current not in resolved:
+        errors.append(f"codes.current: {codes.current!r} is not one of codes.keys")
+    fingerprint = resolve_secret(codes.fingerprint_key, "codes.fingerprint_key", environ,
+                                 errors)
+    if resolved and len(fingerprint) < 16:
+        errors.append("codes.fingerprint_key: at least 16 characters, kept for good")
+    return msgspec.structs.replace(codes, keys=resolved, fingerprint_key=fingerprint)

@@ -1,0 +1,218 @@
+"""Settings: the TOML config file as msgspec structs (checked by engine.config.check)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from engine.wire import ID_PATTERN, SKU_PATTERN
+
+HEX64 = r"^[0-9a-f]{64}$(?!\n)"
+
+# Values never shown back (GET /admin/config, `kamigate config diff`): "***" instead.
+SECRET_FIELDS = frozenset({"webhook_secret", "signing_secret", "page_secret", "secret",
+                           "keys", "fingerprint_key"})
+
+Ident = Annotated[str, Meta(pattern=ID_PATTERN)]
+SkuId = Annotated[str, Meta(pattern=SKU_PATTERN)]
+Seconds = Annotated[float, Meta(ge=0, le=10 * 365 * 86400)]  # finite: never inf
+Port = Annotated[int, Meta(ge=0, le=65535)]
+
+
+class Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Every config section: unknown keys are errors, values are immutable once loaded."""
+
+
+class Rate(Base, frozen=True):
+    rate: Annotated[float, Meta(gt=0, le=1e9)]
+    burst: Annotated[int, Meta(ge=1)]
+
+
+class Server(Base, frozen=True):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    max_body_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024
+    max_import_bytes: Annotated[int, Meta(ge=1024)] = 256 * 1024 * 1024
+    body_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0  # a stalled upload: 408
+    page_secret: str = ""  # signs buyer-page links; "env:NAME" reads a variable
+    page_link_ttl_s: Annotated[int, Meta(ge=60)] = 7 * 86400  # a buyer-page link expires
+
+
+class Redis(Base, frozen=True):
+    url: str = "embedded"
+    shards: Annotated[int, Meta(ge=1, le=1024)] = 4
+    data_dir: str = ".kamigate"
+    appendfsync: Literal["always", "everysec", "no"] = "everysec"
+
+
+class Orders(Base, frozen=True):
+    default_wait_ms: Annotated[int, Meta(ge=0, le=10000)] = 2000
+    max_hold_s: Annotated[int, Meta(ge=0)] = 900
+
+
+class Worker(Base, frozen=True):
+    batch_size: Annotated[int, Meta(ge=1, le=10000)] = 512
+    block_ms: Annotated[int, Meta(ge=1, le=60000)] = 200
+    lease_s: Annotated[float, Meta(ge=0.5, le=300)] = 3.0
+    reclaim_idle_ms: Annotated[int, Meta(ge=100)] = 10000
+    line_scan: Annotated[int, Meta(ge=1, le=100000)] = 1000
+
+
+class Webhooks(Base, frozen=True):
+    timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
+    first_retry_s: Annotated[float, Meta(gt=0, le=1e9)] = 1.0
+    max_retry_s: Annotated[float, Meta(gt=0, le=1e9)] = 3600.0
+    give_up_after_s: Annotated[float, Meta(gt=0, le=1e9)] = 86400.0 * 2
+    concurrency: Annotated[int, Meta(ge=1, le=1000)] = 32
+
+
+class Limits(Base, frozen=True):
+    global_: Rate | None = msgspec.field(default=None, name="global")
+    per_storefront: Rate | None = None
+    per_buyer: Rate | None = None
+    per_ip: Rate | None = None
+
+
+class WaitingRoom(Base, frozen=True):
+    enabled: bool = True
+    capacity: Annotated[int, Meta(ge=0)] = 100000
+
+
+class Backpressure(Base, frozen=True):
+    """When the workers fall behind, admission follows what they drain, then recovers."""
+
+    max_lag: Annotated[int, Meta(ge=0)] = 50_000  # stream entries not yet claimed; 0 = off
+    max_delay_ms: Annotated[float, Meta(ge=0, le=1e9)] = 1000.0  # admission to claim; 0 = off
+    min_rate: Annotated[float, Meta(gt=0, le=1e9)] = 10.0  # never throttle below this (orders/s)
+
+
+class Storefront(Base, frozen=True):
+    id: Ident
+    key_sha256: Annotated[str, Meta(pattern=HEX64)]
+    webhook_secret: str = ""
+    signing_secret: str = ""  # HMAC request signing (see engine/http/signing.py); "env:NAME"
+    require_signature: bool = False  # refuse a bearer key alone
+
+
+class Admin(Base, frozen=True):
+    id: Ident
+    role: Literal["viewer", "operator", "admin"]
+    key_sha256: Annotated[str, Meta(pattern=HEX64)]
+
+
+class Sku(Base, frozen=True):
+    id: SkuId
+    max_qty: Annotated[int, Meta(ge=1, le=1000)] = 10
+    buyer_limit: Annotated[int, Meta(ge=0)] = 0
+    on_sold_out: Literal["queue", "reject"] = "queue"
+    queue_ttl_s: Annotated[int, Meta(ge=1)] = 1800
+    review_over_qty: Annotated[int, Meta(ge=0)] = 0
+    limit: Rate | None = None
+
+
+class Calendar(Base, frozen=True):
+    country: Annotated[str, Meta(min_length=2, max_length=3)]
+    timezone: str = "UTC"
+    subdiv: str | None = None
+
+
+class Pause(Base, frozen=True):
+    scope: str
+    reason: str = ""
+    calendar: str | None = None
+    starts_at: str | None = None
+    ends_at: str | None = None
+    action: Literal["queue", "reject"] = "queue"  # what orders for the scope get meanwhile
+
+
+class Blocklist(Base, frozen=True):
+    """Buyers and addresses answered 403 `blocked`."""
+
+    buyers: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()  # addresses or CIDR ranges
+
+
+class Review(Base, frozen=True):
+    """Orders from these buyers or addresses wait for an operator (reason `review`)."""
+
+    buyers: tuple[str, ...] = ()
+    buyer_patterns: tuple[str, ...] = ()  # regular expressions, matched from the start
+    ips: tuple[str, ...] = ()  # addresses or CIDR ranges
+
+
+class Surge(Base, frozen=True):
+    """爆单 alerts: incoming orders against the recent baseline or the drain capacity."""
+
+    enabled: bool = True
+    factor: Annotated[float, Meta(gt=1, le=1e9)] = 10.0
+    capacity_factor: Annotated[float, Meta(ge=0, le=1e9)] = 0.0  # 0 = off
+    clear_factor: Annotated[float, Meta(gt=0, le=1e9)] = 2.0
+    min_rate: Annotated[float, Meta(ge=0, le=1e9)] = 50.0
+    baseline_s: Annotated[float, Meta(gt=0, le=1e9)] = 300.0
+    hold_s: Annotated[float, Meta(ge=0, le=1e9)] = 3.0
+    webhook_url: str = ""  # operators' alert receiver; "" = log and metric only
+
+
+class Breaker(Base, frozen=True):
+    """The front door's circuit breaker around Redis."""
+
+    enabled: bool = True
+    failures: Annotated[int, Meta(ge=1)] = 5
+    slow_ms: Annotated[float, Meta(ge=0, le=1e9)] = 0.0  # 0 = off
+    open_s: Annotated[float, Meta(gt=0, le=1e9)] = 2.0
+    probes: Annotated[int, Meta(ge=1)] = 1
+    timeout_s: Annotated[float, Meta(gt=0, le=60)] = 2.0  # a Redis call slower fails
+
+
+class Codes(Base, frozen=True):
+    """Codes sealed at rest (AES-256-GCM); no keys: codes are stored as imported."""
+
+    keys: dict[str, str] = {}  # key id -> 32 bytes in base64; "env:NAME" reads a variable
+    current: str = ""  # the key that seals new imports and `kamigate keys rotate`
+    fingerprint_key: str = ""  # keys import's duplicate check; set once, never changed
+
+
+class Audit(Base, frozen=True):
+    retention_s: Annotated[int, Meta(ge=60)] = 30 * 86400
+
+
+class Maintenance(Base, frozen=True):
+    mode: Literal["off", "read_only", "full"] = "off"
+    notice_lead_s: Seconds = 86400.0
+    reason: str = ""
+    starts_at: str | None = None
+    eta: str | None = None
+
+
+class Settings(Base, frozen=True):
+    server: Server = Server()
+    redis: Redis = Redis()
+    orders: Orders = Orders()
+    worker: Worker = Worker()
+    webhooks: Webhooks = Webhooks()
+    limits: Limits = Limits()
+    waiting_room: WaitingRoom = WaitingRoom()
+    backpressure: Backpressure = Backpressure()
+    storefronts: tuple[Storefront, ...] = ()
+    admins: tuple[Admin, ...] = ()
+    skus: tuple[Sku, ...] = ()
+    calendars: dict[str, Calendar] = {}
+    pauses: tuple[Pause, ...] = ()
+    maintenance: Maintenance = Maintenance()
+    blocklist: Blocklist = Blocklist()
+    review: Review = Review()
+    surge: Surge = Surge()
+    breaker: Breaker = Breaker()
+    audit: Audit = Audit()
+    codes: Codes = Codes()
+
+    def sha256(self) -> str:
+        return hashlib.sha256(msgspec.json.encode(self, order="sorted")).hexdigest()
+
+
+def sha256_hex(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()

@@ -1,0 +1,120 @@
+"""Maintenance: `off`, `read_only` (order writes answer 503, reads work) or `full` (everything
+but health, metrics, /status and the maintenance switch itself answers 503).
+
+The mode in force is the one an operator set (PUT /admin/maintenance or `kamigate
+maintenance`, kept in Redis so every front door follows it within a second), else the
+config's [maintenance]. A window with `starts_at` in the future is announced: answers carry a
+notice from `notice_lead_s` before it starts. Orders already admitted are never dropped: the
+workers keep claiming while the door is closed. A window may be scoped to one storefront or
+SKU: it closes order writes of that scope only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from engine.clock import parse_rfc3339
+from engine.config.settings import Maintenance
+from engine.store import keys
+
+MODES = ("off", "read_only", "full")
+RETRY_AFTER_S = 60
+
+
+class MaintenanceState(msgspec.Struct, kw_only=True, omit_defaults=True,
+                       forbid_unknown_fields=True):
+    """What the door enforces; also the body of PUT /admin/maintenance."""
+
+    mode: str = "off"
+    reason: str = ""
+    eta: str | None = None
+    starts_at: str | None = None
+    scope: str = "global"  # or "storefront:<id>", "sku:<id>": closes that scope's orders
+
+    def active(self, now: int) -> str:
+        """The mode in force at `now` (a scheduled window is off until it starts)."""
+        if self.mode == "off":
+            return "off"
+        if self.starts_at and parse_rfc3339(self.starts_at) > now:
+            return "off"
+        return self.mode
+
+    def notice(self, now: int, lead_s: float) -> str | None:
+        """Human text for answers: the window in force, or one starting within lead_s."""
+        if self.mode == "off":
+            return None
+        reason = f": {self.reason}" if self.reason else ""
+        until = f" until {self.eta}" if self.eta else ""
+        if self.active(now) != "off":
+            return f"maintenance ({self.mode}){reason}{until}"
+        assert self.starts_at is not None
+        if parse_rfc3339(self.starts_at) - now <= lead_s * 1000:
+            return f"maintenance ({self.mode}) from {self.starts_at}{reason}{until}"
+        return None
+
+    def retry_after(self, now: int) -> int:
+        if self.eta:
+            return max(1, (parse_rfc3339(self.eta) - now) // 1000)
+        return RETRY_AFTER_S
+
+
+def from_config(section: Maintenance) -> MaintenanceState:
+    return MaintenanceState(mode=section.mode, reason=section.reason, eta=section.eta,
+                            starts_at=section.starts_at)
+
+
+def check(state: MaintenanceState) -> list[str]:
+    """Problems with a requested state, each naming its field."""
+    errors = []
+    if state.mode not in MODES:
+        errors.append(f"mode: must be one of {', '.join(MODES)}")
+    kind, _, name = state.scope.partition(":")
+    if state.scope != "global" and not (kind in ("storefront", "sku") and name):
+        errors.append("scope: must be 'global', 'storefront:<id>' or 'sku:<id>'")
+    for field in ("eta", "starts_at"):
+        value = getattr(state, field)
+        if value is not None:
+            try:
+                parse_rfc3339(value)
+            except ValueError:
+                errors.append(f"{field}: must be an RFC 3339 timestamp with a time zone")
+    return errors
+
+
+_decode = msgspec.json.Decoder(MaintenanceState).decode
+
+
+async def load(redis: Redis, section: Maintenance) -> MaintenanceState:
+    """The operator's setting if there is one, else the config's."""
+    raw = await redis.get(keys.maintenance())
+    return _decode(raw) if raw else from_config(section)
+
+
+async def store(redis: Redis, state: MaintenanceState) -> None:
+    if state.scope == "global":
+        await redis.set(keys.maintenance(), msgspec.json.encode(state))
+    elif state.mode == "off":
+        await redis.hdel(keys.maintenance_scoped(), state.scope)
+    else:
+        await redis.hset(keys.maintenance_scoped(), state.scope, msgspec.json.encode(state))
+
+
+async def load_scoped(redis: Redis) -> dict[str, MaintenanceState]:
+    """Maintenance of single storefronts or SKUs, by scope."""
+    raw: Any = await redis.hgetall(keys.maintenance_scoped())
+    return {k.decode(): _decode(v) for k, v in raw.items()}
+
+
+def closing(scoped: dict[str, MaintenanceState], storefront: str, sku: str,
+            now: int) -> MaintenanceState | None:
+    """The scoped maintenance in force for an order of this storefront and SKU (a scoped
+    window, read_only or full alike, closes the scope's order writes)."""
+    for scope in (f"sku:{sku}", f"storefront:{storefront}"):
+        state = scoped.get(scope)
+        if state is not None and state.active(now) != "off":
+            return state
+    return None
+

@@ -1,0 +1,195 @@
+"""Token buckets and the admission decision (pure: the clock is passed in).
+
+Every order takes one token (per unit of work, not per code) from five buckets:
+per buyer and per buyer_ip (abuse: over either is always 429, never queued), and global,
+per storefront and per SKU (capacity: over any of these the order waits in line, or is 429
+when the line is full or disabled). The capacity buckets are taken all or nothing.
+
+With several front-door processes each takes its share of the configured rates (rate / N,
+N = front doors alive), so the fleet as a whole holds the configured rate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from enum import IntEnum
+
+from engine.config.settings import Rate, Settings
+from engine.controls.token_bucket import TokenBucket
+
+MAX_TRACKED = 100_000
+
+
+class Verdict(IntEnum):
+    ADMIT = 0
+    OVERFLOW = 1  # over a capacity bucket: a ticket in the waiting line
+    LIMITED = 2  # over a buyer or IP bucket: 429
+
+
+class BucketTable:
+    """Buckets keyed by buyer, IP, storefront or SKU; idle (full) ones are dropped when the
+    table grows, so a million one-time buyers cost no memory for long."""
+
+    def __init__(self, rate: Rate, share: float) -> None:
+        self.rate = rate
+        self.share = share
+        self.buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def get(self, key: str, now: float) -> TokenBucket:
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = TokenBucket(self.rate.rate * self.share,
+                                 max(1.0, self.rate.burst * self.share), now)
+            self.buckets[key] = bucket
+            if len(self.buckets) > MAX_TRACKED:
+                self._prune(now)
+        else:
+            self.buckets.move_to_end(key)
+        return bucket
+
+    def _prune(self, now: float) -> None:
+        for key in list(self.buckets)[: len(self.buckets) // 2]:
+            if self.buckets[key].full(now):
+                del self.buckets[key]
+
+
+class Outcome:
+    """What the door does with one order, and what it tells the client in headers."""
+
+    __slots__ = ("cached", "limit", "remaining", "reset_s", "retry_after", "verdict")
+
+    def __init__(self, verdict: Verdict, retry_after: float, limit: float, remaining: float,
+                 reset_s: float) -> None:
+        self.verdict = verdict
+        self.retry_after = retry_after
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_s = reset_s
+        self.cached: dict[str, str] | None = None
+
+    def headers(self, window_s: int = 1) -> dict[str, str]:
+        """IETF RateLimit-Policy / RateLimit (structured fields) for the tightest bucket."""
+        if self.cached is not None:
+            return self.cached
+        headers = {
+            "RateLimit-Policy": f'"orders";q={max(1, int(self.limit))};w={window_s}',
+            "RateLimit": f'"orders";r={max(0, int(self.remaining))};t={math.ceil(self.reset_s)}',
+        }
+        if self.verdict != Verdict.ADMIT:
+            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+        return headers
+
+
+UNLIMITED = Outcome(Verdict.ADMIT, 0.0, 1e9, 1e9, 0.0)
+UNLIMITED.cached = UNLIMITED.headers()  # the same for every answer when no bucket is set
+
+
+class Admission:
+    """The five bucket tables of one front-door process."""
+
+    def __init__(self, settings: Settings, now: float, share: float = 1.0) -> None:
+        self.settings = settings
+        self.share = share
+        limits = settings.limits
+        self.per_buyer = BucketTable(limits.per_buyer, share) if limits.per_buyer else None
+        self.per_ip = BucketTable(limits.per_ip, share) if limits.per_ip else None
+        self.per_storefront = (
+            BucketTable(limits.per_storefront, share) if limits.per_storefront else None
+        )
+        self.global_ = (
+            TokenBucket(limits.global_.rate * share, max(1.0, limits.global_.burst * share), now)
+            if limits.global_ else None
+        )
+        self.per_sku = {
+            s.id: BucketTable(s.limit, share) for s in settings.skus if s.limit is not None
+        }
+        self._unlimited = self.unlimited
+
+    def inherit(self, old: Admission) -> Admission:
+        """Keep the old buckets whose limits did not change, tokens and all: a config change
+        must not hand every buyer a fresh burst. Returns self."""
+        if old.share != self.share:
+            return self
+        for name in ("per_buyer", "per_ip", "per_storefront"):
+            new, prev = getattr(self, name), getattr(old, name)
+            if new is not None and prev is not None and new.rate == prev.rate:
+                setattr(self, name, prev)
+        for sku, table in self.per_sku.items():
+            prev = old.per_sku.get(sku)
+            if prev is not None and prev.rate == table.rate:
+                self.per_sku[sku] = prev
+        if self.global_ is not None and old.global_ is not None and \
+                self.settings.limits.global_ == old.settings.limits.global_:
+            self.global_ = old.global_
+        return self
+
+    def throttle(self, rate: float | None, now: float) -> None:
+        """Follow the fleet's throttled rate (None: back to the configured global bucket)."""
+        configured = self.settings.limits.global_
+        if rate is None:
+            if configured is None:
+                self.global_ = None
+            elif self.global_ is not None:
+                self.global_.rate = configured.rate * self.share
+        else:
+            share = rate * self.share
+            if self.global_ is None:
+                self.global_ = TokenBucket(share, max(1.0, share), now)
+            else:
+                self.global_.rate = share
+                self.global_.burst = min(self.global_.burst, max(1.0, share))
+        self._unlimited = self.unlimited
+
+    @property
+    def unlimited(self) -> bool:
+        return not (self.per_buyer or self.per_ip or self.per_storefront or self.global_
+                    or self.per_sku)
+
+    def decide(self, now: float, storefront: str, sku: str, buyer: str,
+               buyer_ip: str | None) -> Outcome:
+        if self._unlimited:
+            return UNLIMITED
+        abuse = []
+        if self.per_buyer is not None:
+            abuse.append(self.per_buyer.get(f"{storefront}\0{buyer}", now))
+        if self.per_ip is not None and buyer_ip:
+            abuse.append(self.per_ip.get(buyer_ip, now))
+        waits = [b.wait(now) for b in abuse]
+        if any(waits):
+            return self._outcome(Verdict.LIMITED, max(waits), abuse, now)
+        capacity = []
+        if self.global_ is not None:
+            capacity.append(self.global_)
+        if self.per_storefront is not None:
+            capacity.append(self.per_storefront.get(storefront, now))
+        table = self.per_sku.get(sku)
+        if table is not None:
+            capacity.append(table.get(sku, now))
+        waits = [b.wait(now) for b in capacity]
+        if any(waits):
+            return self._outcome(Verdict.OVERFLOW, max(waits), capacity, now)
+        for bucket in abuse + capacity:
+            bucket.take(now)
+        return self._outcome(Verdict.ADMIT, 0.0, abuse + capacity, now)
+
+    def policy_headers(self, storefront: str | None) -> dict[str, str]:
+        """RateLimit headers for answers that take no token (reads, cancels)."""
+        if self._unlimited:
+            return UNLIMITED.headers()
+        now = time.monotonic()
+        bucket = None
+        if storefront is not None and self.per_storefront is not None:
+            bucket = self.per_storefront.get(storefront, now)
+        elif self.global_ is not None:
+            bucket = self.global_
+        return self._outcome(Verdict.ADMIT, 0.0, [bucket] if bucket else [], now).headers()
+
+    def _outcome(self, verdict: Verdict, retry_after: float, buckets: list[TokenBucket],
+                 now: float) -> Outcome:
+        if not buckets:
+            return Outcome(verdict, retry_after, 1e9, 1e9, 0.0)
+        tight = min(buckets, key=lambda b: b.tokens / b.burst)
+        reset = (tight.burst - tight.tokens) / tight.rate if tight.rate else 0.0
+        return Outcome(verdict, retry_after, tight.burst / self.share, tight.tokens, reset)

@@ -1,0 +1,1 @@
+"""Value that moves with an order: prices, the points ledger and coupons (reserve, post, void)."""

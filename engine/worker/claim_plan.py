@@ -1,0 +1,155 @@
+"""Turn the kernel's decisions into one claim plan and apply it with one Lua call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import msgspec
+from redis.asyncio import Redis
+
+from engine.metrics import size_bucket
+from engine.store import keys, scripts
+from engine.store.records import line_score
+from engine.wire import StreamOrder, msgpack_encode
+from engine.worker.book import Snapshot
+from engine.worker.matching_types import FILL, QUEUE, REASONS, Decision, MatchOrder
+
+ACTION_FILL, ACTION_QUEUE, ACTION_REJECT, ACTION_HOLD = 1, 2, 3, 4
+
+
+class StalePlan(Exception):
+    """Stock or an order changed between the reads and the claim; nothing was written."""
+
+
+class Plan(msgspec.Struct):
+    names: list[str]  # KEYS of the claim call
+    payload: bytes
+    orders: int
+
+
+class _KeyTable:
+    """KEYS of the claim call, each listed once; the plan refers to them by 1-based index."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def __call__(self, name: str) -> int:
+        index = self._index.get(name)
+        if index is None:
+            self.names.append(name)
+            index = self._index[name] = len(self.names)
+        return index
+
+
+class _SkuKeys:
+    """A SKU's key indexes in the claim call, looked up once per batch."""
+
+    def __init__(self, table: _KeyTable, sku: str, shard: int) -> None:
+        self._table, self._sku, self._shard = table, sku, shard
+        self.counters = table(keys.sku_counts(sku, shard))
+        self.lots = table(keys.lots(sku, shard))
+        self.line = table(keys.line(sku, shard))
+        self.bought = table(keys.bought(sku, shard))
+        self._codes: dict[str, int] = {}
+
+    def codes(self, lot: str) -> int:
+        index = self._codes.get(lot)
+        if index is None:
+            index = self._codes[lot] = self._table(keys.lot_codes(self._sku, lot, self._shard))
+        return index
+
+
+def build_plan(
+    shard: int,
+    settings_skus: Mapping[str, object],
+    snapshot: Snapshot,
+    orders: Sequence[MatchOrder],
+    requests: dict[str, StreamOrder],
+    decisions: Sequence[Decision],
+    now: int,
+    channels: Mapping[str, str],
+    ack: Sequence[bytes],
+    notify: Mapping[str, str] | None = None,
+) -> Plan:
+    """The claim plan of a batch: only the orders whose state changes are in it, and the
+    batch's stream entries to acknowledge once it is applied."""
+    notify = notify or {}
+    table = _KeyTable()
+    stream, stats = table(keys.stream(shard)), table(keys.stats(shard))
+    expiry_index = table(keys.expiries(shard))
+    outbox = table(keys.outbox(shard))
+    issued_key = table(keys.issued(shard))
+    issued: list[str] = []  # the audit's code issuance lines: "order sku status lot:n,..."
+    versions: dict[str, list[object]] = {}
+    deltas: dict[tuple[int, str], int] = {}
+    counts: dict[str, int] = {}
+    rows: list[list[object]] = []
+
+    def add(key: int, field: str, n: int) -> None:
+        deltas[key, field] = deltas.get((key, field), 0) + n
+
+    sku_keys: dict[str, _SkuKeys] = {}
+    for order, decision in zip(orders, decisions, strict=True):
+        was_queued = order.order_id not in requests
+        if was_queued and decision.action == QUEUE:
+            continue  # a ticket that stays in line: nothing to write
+        sku = order.sku
+        k = sku_keys.get(sku)
+        if k is None:
+            k = sku_keys[sku] = _SkuKeys(table, sku, shard)
+            versions[sku] = [k.counters, snapshot.skus[sku].ver]
+            add(k.counters, "ver", 1)
+        counters = k.counters
+        request = requests.get(order.order_id)
+        hold_s = request.hold_s if request is not None else 0
+        fills = [[k.codes(lot), n] for lot, n in decision.fills]
+        detail: object = REASONS[decision.reason]
+        score, expiry, lots_text = 0, 0, ""
+        if decision.action == FILL:
+            action = ACTION_HOLD if hold_s > 0 else ACTION_FILL
+            for lot, n in decision.fills:
+                add(k.lots, lot, -n)
+            add(counters, "available", -order.qty)
+            add(counters, "held" if hold_s > 0 else "issued", order.qty)
+            add(k.bought, order.buyer, order.qty)
+            if hold_s > 0:
+                detail = now + hold_s * 1000
+                lots_text = ",".join(f"{lot}:{n}" for lot, n in decision.fills)
+            status = "held" if hold_s > 0 else "fulfilled"
+            issued.append(f"{order.order_id} {sku} {status} "
+                          + ",".join(f"{lot}:{n}" for lot, n in decision.fills))
+        elif decision.action == QUEUE:
+            action, status = ACTION_QUEUE, "queued"
+            score = line_score(order.tier, order.arrival)
+            policy = settings_skus.get(sku)
+            expiry = now + getattr(policy, "queue_ttl_s", 1800) * 1000
+        else:
+            action, status = ACTION_REJECT, "rejected"
+        counts[status] = counts.get(status, 0) + 1
+        rows.append([
+            table(keys.order(order.order_id, shard)), k.line,
+            "queued" if was_queued else "pending", action, order.order_id, order.qty, detail,
+            score, fills, expiry, channels.get(order.order_id, ""),
+            1 if notify.get(order.order_id) else 0, lots_text, order.arrival,
+        ])
+    if rows:
+        counts.update({"claim_batches": 1, "claim_orders": len(rows),
+                       f"claim_size_le_{size_bucket(len(rows))}": 1})
+    payload = msgpack_encode({
+        "stream": stream, "stats": stats, "expiries": expiry_index, "outbox": outbox,
+        "issued": issued_key, "issued_text": "\n".join(issued),
+        "group": keys.GROUP, "ack": [i.decode() for i in ack],
+        "skus": list(versions.values()), "orders": rows,
+        "deltas": [[k, f, n] for (k, f), n in deltas.items() if n],
+        "counts": [[f, n] for f, n in counts.items()],
+    })
+    return Plan(table.names, payload, len(rows))
+
+
+async def apply_plan(redis: Redis, plan: Plan, now: int) -> int:
+    """Run claim.lua: orders decided; raise StalePlan when it refused the plan."""
+    result = await scripts.CLAIM(redis, plan.names, [now, plan.payload])
+    if result[0] == b"STALE":
+        raise StalePlan(result[1].decode())
+    return int(result[1])

@@ -1,0 +1,69 @@
+"""The worker's rounds beside the batches: admit overflow tickets at the rate, move parked
+tickets on when their pause ends, expire what is due, publish drain rates, trim streams."""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import Redis
+
+from engine.clock import now_ms
+from engine.config.settings import Settings
+from engine.controls import pauses
+from engine.store import audit, keys
+from engine.worker import parking
+from engine.worker.drain import DrainMeter
+from engine.worker.waiting import Releaser, sweep, trim_stream
+from engine.worker.webhooks import GROUP as WEBHOOK_GROUP
+
+PAUSE_REFRESH_S = 0.5
+AUDIT_TRIM_S = 60.0
+
+
+class Housekeeping:
+    """One per worker; `round` runs every few tens of milliseconds for the owned shards."""
+
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.redis = redis
+        self.meters: dict[int, DrainMeter] = {}
+        self.board = pauses.PauseBoard()
+        self._board_at = 0.0
+        self._trimmed_at = 0.0
+        self.use(settings)
+
+    def use(self, settings: Settings) -> None:
+        self.settings = settings
+        self.releaser = Releaser(settings, time.monotonic())
+        self._board_at = 0.0  # pauses of the new config at the next round
+
+    def meter(self, shard: int) -> DrainMeter:
+        meter = self.meters.get(shard)
+        if meter is None:
+            meter = self.meters[shard] = DrainMeter(time.monotonic())
+        return meter
+
+    async def round(self, shards: list[int]) -> tuple[int, int]:
+        """(tickets released, orders expired)."""
+        released = expired = 0
+        now = now_ms()
+        clock = time.monotonic()
+        moving = clock - self._board_at >= PAUSE_REFRESH_S
+        if moving:
+            self.board.refresh(self.settings, await pauses.load(self.redis))
+            self._board_at = clock
+        for shard in shards:
+            meter = self.meter(shard)
+            if moving:
+                await parking.unpark(self.redis, shard, self.board)
+            released += await self.releaser.release(self.redis, shard, now, clock, meter)
+            expired += await sweep(self.redis, shard, now)
+            meter.tick(clock)
+            if meter.due(clock):
+                await meter.publish(self.redis, shard, now)
+                await trim_stream(self.redis, keys.stream(shard), keys.GROUP)
+                await trim_stream(self.redis, keys.outbox(shard), WEBHOOK_GROUP)
+        if clock - self._trimmed_at >= AUDIT_TRIM_S and shards:
+            self._trimmed_at = clock
+            await audit.trim(self.redis, self.settings.redis.shards,
+                             self.settings.audit.retention_s)
+        return released, expired
