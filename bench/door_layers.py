@@ -34,7 +34,7 @@ from engine.http.codec import decode_body
 from engine.http.placing import placement
 from engine.http.state import DIRECTORY
 from engine.store.embedded import RedisProcess, free_port
-from engine.wire import decode_order_request, decode_order_request_msgpack
+from engine.wire import ORDER_REQUEST
 
 OVERLOADED = "[limits]\nglobal = { rate = 1, burst = 1 }\n[waiting_room]\ncapacity = 100\n"
 ROUTES = ("/bench/hello", "/bench/auth", "/bench/placement", "/bench/problem", "/v1/orders")
@@ -48,13 +48,13 @@ async def hello(request: web.Request) -> web.Response:
 
 async def auth(request: web.Request) -> web.Response:
     await storefront_of(request, request.app[DIRECTORY].current)
-    await decode_body(request, decode_order_request, decode_order_request_msgpack)
+    await decode_body(request, ORDER_REQUEST)
     return web.Response(body=HELLO, status=201, content_type="application/json")
 
 
 async def placed(request: web.Request) -> web.Response:
     storefront = await storefront_of(request, request.app[DIRECTORY].current)
-    req = await decode_body(request, decode_order_request, decode_order_request_msgpack)
+    req = await decode_body(request, ORDER_REQUEST)
     with contextlib.suppress(errors.Problem):  # the placement is what is timed, not its answer
         placement(request.app, storefront, req, None)
     return web.Response(body=HELLO, status=201, content_type="application/json")
@@ -62,7 +62,7 @@ async def placed(request: web.Request) -> web.Response:
 
 async def problem(request: web.Request) -> web.Response:
     await storefront_of(request, request.app[DIRECTORY].current)
-    await decode_body(request, decode_order_request, decode_order_request_msgpack)
+    await decode_body(request, ORDER_REQUEST)
     answer = errors.RateLimited("over capacity and the waiting line is full; retry later",
                                 retry_after=1)
     answer.extra_headers = {"RateLimit-Policy": '"orders";q=1;w=1', "RateLimit": '"orders";r=0;t=1'}

@@ -76,7 +76,6 @@ Blocked = _problem("blocked", 403, "The buyer is blocked")
 NotFound = _problem("not_found", 404, "No such resource")
 UnknownSku = _problem("unknown_sku", 404, "No such SKU")
 MethodNotAllowed = _problem("method_not_allowed", 405, "Method not allowed")
-NotAcceptable = _problem("not_acceptable", 406, "No acceptable representation")
 SoldOut = _problem("sold_out", 409, "Sold out")
 LimitExceeded = _problem("limit_exceeded", 409, "Over the buyer's purchase limit")
 IdempotencyConflict = _problem(
@@ -97,7 +96,7 @@ Paused = _problem("paused", 503, "Delivery is paused")
 
 ALL: tuple[type[Problem], ...] = (
     InvalidRequest, Unauthenticated, Forbidden, Blocked, NotFound, UnknownSku, MethodNotAllowed,
-    NotAcceptable, SoldOut, LimitExceeded, IdempotencyConflict, NotHeld, NotInReview, LotVoided,
+    SoldOut, LimitExceeded, IdempotencyConflict, NotHeld, NotInReview, LotVoided,
     NotCancellable, RequestTimeout, PayloadTooLarge, UnsupportedMediaType, RateLimited,
     Internal, Unavailable, Maintenance, Paused,
 )

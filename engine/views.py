@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from engine.clock import rfc3339
-from engine.wire import Order, OrderRecord, QueueInfo, StreamOrder
+from engine.wire import Order, OrderRecord, QueueInfo, Status, StreamOrder, as_ticket_reason
 
 
 class CodeOpener(Protocol):
@@ -45,7 +45,7 @@ def order_view(
     directory: Shop,
     request: StreamOrder,
     *,
-    status: str,
+    status: Status,
     created_ms: int,
     updated_ms: int,
     codes: list[str] | None = None,
@@ -72,16 +72,17 @@ def order_view(
     elif status == "held":
         order.hold_expires_at = rfc3339(expires_ms) if expires_ms else None
     elif status == "queued":
-        eta = drain.eta_s(reason, request.sku, position) if drain is not None else None
-        if reason == "paused":
+        why = as_ticket_reason(reason)
+        eta = drain.eta_s(why, request.sku, position) if drain is not None else None
+        if why == "paused":
             # served when the pause ends (then by the line's rate: not known yet)
             ends = pause.ends_ms() if pause is not None else None
             eta = None if ends is None else round(max(0, ends - now_ms) / 1000, 1)
             order.notice = pause.notice() if pause is not None else None
-        elif reason == "review":
+        elif why == "review":
             eta = None  # an operator decides
         order.queue = QueueInfo(
-            reason=reason or "sold_out",
+            reason=why,
             position=position or None,
             eta_s=eta,
             expires_at=rfc3339(expires_ms) if expires_ms else None,

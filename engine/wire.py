@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Generic, Literal, TypeVar, get_args
 
 import msgspec
 from msgspec import Meta
@@ -21,8 +22,31 @@ IdempotencyKey = Annotated[str, Meta(pattern=r"^[\x21-\x7e]{1,128}$(?!\n)")]
 NotifyUrl = Annotated[str, Meta(pattern=r"^https?://[^\s]+$(?!\n)", max_length=2048)]
 Metadata = dict[Annotated[str, Meta(max_length=256)], Annotated[str, Meta(max_length=2048)]]
 
-STATUSES = ("pending", "queued", "fulfilled", "held", "rejected", "expired", "cancelled")
+Status = Literal["pending", "queued", "fulfilled", "held", "rejected", "expired", "cancelled"]
+STATUSES: tuple[Status, ...] = get_args(Status)
+# Why a ticket waits: stock ran out, a capacity bucket was empty, its scope is paused, or an
+# operator has to review it.
+TicketReason = Literal["sold_out", "overflow", "paused", "review"]
+TICKET_REASONS: tuple[TicketReason, ...] = get_args(TicketReason)
+# What admitting an order answers: a status, or "full" (no room in its line; nothing written).
+AdmitStatus = Status | Literal["full"]
+_STATUS_OF: dict[str, Status] = {s: s for s in STATUSES}
+_TICKET_REASON_OF: dict[str, TicketReason] = {r: r for r in TICKET_REASONS}
+
+
+def as_status(text: str) -> Status:
+    """A status as Redis keeps it, checked; ValueError for anything else."""
+    try:
+        return _STATUS_OF[text]
+    except KeyError:
+        raise ValueError(f"not an order status: {text!r}") from None
+
+
+def as_ticket_reason(text: str) -> TicketReason:
+    """A waiting order's reason as its record keeps it; none recorded means sold out."""
+    return _TICKET_REASON_OF.get(text, "sold_out")
 MAX_METADATA_BYTES = 2048
+T = TypeVar("T")
 
 
 class _Wire(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -49,8 +73,51 @@ class BatchRequest(_Wire):
     orders: Annotated[list[BatchItem], Meta(min_length=1, max_length=1000)]
 
 
+class PauseRequest(_Wire):
+    """POST /admin/pause."""
+
+    scope: str
+    reason: str = ""
+    until: str | None = None
+    action: Literal["queue", "reject"] = "queue"
+
+
+class ResumeRequest(_Wire):
+    """POST /admin/resume."""
+
+    scope: str
+
+
+class ReviewDecision(_Wire):
+    """POST /admin/review/{order_id}."""
+
+    decision: Literal["approve", "reject"]
+
+
+class PageText(msgspec.Struct, kw_only=True):
+    """What the buyer's page shows, already worded in its language; null rows are hidden."""
+
+    headline: str
+    detail: str
+    position: str | None
+    eta: str | None
+    expires: str | None
+
+
+class PageState(msgspec.Struct, kw_only=True):
+    """GET /q/{order_id}/state: the order as its buyer may see it (never its codes)."""
+
+    status: Status
+    position: int | None
+    eta_s: float | None
+    expires_at: str | None
+    notice: str | None
+    reason: str | None
+    text: PageText
+
+
 class QueueInfo(msgspec.Struct, kw_only=True):
-    reason: str
+    reason: TicketReason
     position: int | None
     eta_s: float | None
     expires_at: str | None
@@ -61,7 +128,7 @@ class Order(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The Order object of the API."""
 
     order_id: str
-    status: str
+    status: Status
     sku: str
     qty: int
     buyer: str
@@ -97,8 +164,10 @@ class StreamOrder(msgspec.Struct, array_like=True, frozen=True):
 
 
 class OrderRecord(msgspec.Struct):
+    """An order's record in Redis, read back (engine/store/records.py names its fields)."""
+
     request: StreamOrder
-    status: str
+    status: Status
     arrival: int
     created_ms: int
     updated_ms: int
@@ -110,10 +179,11 @@ class OrderRecord(msgspec.Struct):
 
 
 class Reply(msgspec.Struct, array_like=True):
-    """The outcome a worker publishes to the front door that admitted the order."""
+    """The outcome a worker publishes to the front door that admitted the order (claim.lua
+    and others build it as an array: their headers name its fields in this order)."""
 
     order_id: str
-    status: str
+    status: AdmitStatus  # "full" only in the door: an admission the line had no room for
     updated_ms: int
     codes: list[str] = []
     reason: str = ""
@@ -123,10 +193,24 @@ class Reply(msgspec.Struct, array_like=True):
 
 json_encode = msgspec.json.Encoder().encode
 msgpack_encode = msgspec.msgpack.Encoder().encode
-decode_order_request = msgspec.json.Decoder(OrderRequest).decode
-decode_order_request_msgpack = msgspec.msgpack.Decoder(OrderRequest).decode
-decode_batch = msgspec.json.Decoder(BatchRequest).decode
-decode_batch_msgpack = msgspec.msgpack.Decoder(BatchRequest).decode
 decode_stream_order = msgspec.msgpack.Decoder(StreamOrder).decode
 decode_reply = msgspec.msgpack.Decoder(Reply).decode
 decode_replies = msgspec.msgpack.Decoder(list[Reply]).decode
+
+
+class BodyDecoder(Generic[T]):
+    """A request body's type and its JSON and msgpack decoders, built once."""
+
+    __slots__ = ("json", "msgpack", "type")
+
+    def __init__(self, body_type: type[T]) -> None:
+        self.type = body_type
+        self.json: Callable[[bytes], T] = msgspec.json.Decoder(body_type).decode
+        self.msgpack: Callable[[bytes], T] = msgspec.msgpack.Decoder(body_type).decode
+
+
+ORDER_REQUEST = BodyDecoder(OrderRequest)
+BATCH_REQUEST = BodyDecoder(BatchRequest)
+PAUSE_REQUEST = BodyDecoder(PauseRequest)
+RESUME_REQUEST = BodyDecoder(ResumeRequest)
+REVIEW_DECISION = BodyDecoder(ReviewDecision)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -116,6 +117,16 @@ class Engine:
         self._task = asyncio.create_task(self.worker.run(self._stop))
         return self.worker
 
+    def stepped_worker(self) -> Worker:
+        """A worker that runs only when the test steps it (`drain`, `chores`): what it has
+        not done by then, it did not do, with no sleep to wait it out."""
+        assert self._task is None, "the engine already runs a worker of its own"
+        redis = connection.client(self.url)
+        blocking = connection.client(self.url, timeout=10)
+        self._clients += [redis, blocking]
+        self.worker = Worker(self.settings, redis, blocking)
+        return self.worker
+
     async def stop_worker(self) -> None:
         if self._task is not None:
             self._stop.set()
@@ -225,15 +236,24 @@ def worker_process(config_path: Path) -> Iterator[Any]:
 
 
 
-async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 8.0,
-                     every: float = 0.05) -> None:
-    """Wait until an async predicate holds; fail the test after `timeout` seconds."""
+async def eventually(predicate: Callable[[], Awaitable[bool] | bool], timeout: float = 8.0,
+                     every: float = 0.05, what: str = "the condition",
+                     ignoring: tuple[type[BaseException], ...] = ()) -> None:
+    """Wait until a predicate (sync or async) holds; fail the test after `timeout` seconds.
+
+    `ignoring`: exceptions that mean "not yet" (a server still starting up)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await predicate():
-            return
+        try:
+            held = predicate()
+            if inspect.isawaitable(held):
+                held = await held
+            if held:
+                return
+        except ignoring:
+            pass
         await asyncio.sleep(every)
-    raise AssertionError("condition not reached in time")
+    raise AssertionError(f"{what} not reached within {timeout:g} s")
 
 
 async def wait_ready(base: str, timeout: float = 20) -> None:

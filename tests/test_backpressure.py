@@ -8,7 +8,9 @@ import time
 
 from redis.asyncio import Redis
 
+from engine.http.state import DRAIN
 from engine.store import records
+from engine.worker.drain import line_name
 from tests.conftest import (
     SHOP_A_KEY,
     EngineFactory,
@@ -182,9 +184,19 @@ async def test_eta_matches_the_real_wait_in_a_steady_drain(
         limits={"global": {"rate": 20, "burst": 1}}, redis={"shards": 1}))
     await engine.import_codes("card-100", codes("ETA", 200))
     base = str(engine.http.make_url("")).rstrip("/")
-    await post_many(base, [{"sku": "card-100", "qty": 1, "buyer": f"e{i}", "wait_ms": 0}
-                           for i in range(80)])
-    await asyncio.sleep(1.5)  # the line has been draining long enough to be measured
+    line = await post_many(base, [{"sku": "card-100", "qty": 1, "buyer": f"e{i}", "wait_ms": 0}
+                                  for i in range(80)])
+    drain = engine.http.server.app[DRAIN]
+
+    async def measured() -> bool:
+        """A second's worth of the line (20 at 20/s) is served, and the door knows its rate."""
+        served = 0
+        for _, body in line[:30]:
+            record = await records.read(redis, body["order_id"])
+            served += record is not None and record.status == "fulfilled"
+        return served >= 20 and drain.rates.get(line_name("overflow", "card-100"), 0) > 0
+
+    await eventually(measured, timeout=15, what="a measured drain")
     status, probe = await engine.order(buyer="probe", wait_ms=0)
     asked = time.monotonic()
     assert status == 202 and probe["queue"]["reason"] == "overflow"

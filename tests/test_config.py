@@ -86,8 +86,7 @@ def test_base_config_is_valid() -> None:
 
 # -- the example file ----------------------------------------------------------------------------
 def _example() -> Path:
-    if not EXAMPLE.exists():
-        pytest.skip("kamigate.example.toml is not in the repository yet")
+    assert EXAMPLE.exists(), "kamigate.example.toml belongs in the repository"
     return EXAMPLE
 
 

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from redis.asyncio import Redis
 
-from tests.conftest import SHOP_A_KEY, Engine, auth, codes, post_many
+from tests.conftest import SHOP_A_KEY, Engine, auth, codes, eventually, post_many
 from tests.promises import assert_promises
 
 
 async def _wait_decided(engine: Engine, order_ids: list[str], status: str) -> None:
-    for _ in range(300):
-        done = 0
+    async def all_decided() -> bool:
         for oid in order_ids:
             resp = await engine.http.get(f"/v1/orders/{oid}", headers=auth(SHOP_A_KEY))
-            done += (await resp.json())["status"] == status
-        if done == len(order_ids):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"only {done} of {len(order_ids)} orders became {status}")
+            if (await resp.json())["status"] != status:
+                return False
+        return True
+
+    await eventually(all_decided, timeout=15, what=f"every order {status}")
 
 
 async def test_flash_sale_never_oversells_and_serves_the_line_in_order(

@@ -13,18 +13,38 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from engine.store import records
+from engine.clock import now_ms
+from engine.http.fleet import HEARTBEAT_TTL_MS
+from engine.store import keys, records
 from engine.store.embedded import RedisProcess, free_port
+from engine.store.heartbeat import alive
 from tests.conftest import (
     ADMIN_KEY,
     SHOP_A_KEY,
     auth,
+    eventually,
     post_many,
     settings_dict,
     wait_ready,
     worker_process,
     write_config,
 )
+
+
+async def _both_doors_take_half(redis: Redis) -> None:
+    """Each door takes its share right after its heartbeat: once both are registered, a beat
+    of each one later means each has counted two doors and holds half the rate."""
+    async def two_alive() -> bool:
+        return await alive(redis, keys.front_doors(), HEARTBEAT_TTL_MS) == 2
+
+    await eventually(two_alive, what="two front doors alive")
+    seen_both = now_ms()
+
+    async def each_beat_since() -> bool:
+        beats = await redis.zrange(keys.front_doors(), 0, -1, withscores=True)
+        return len(beats) == 2 and all(score > seen_both for _, score in beats)
+
+    await eventually(each_beat_since, what="a round of each door since")
 
 
 async def test_two_front_doors_hold_the_global_rate_together(
@@ -45,7 +65,7 @@ async def test_two_front_doors_hold_the_global_rate_together(
     try:
         with worker_process(config):
             await wait_ready(base)
-            await asyncio.sleep(1.5)  # both doors have seen each other: each takes half
+            await _both_doors_take_half(redis)
             async with aiohttp.ClientSession() as session:
                 codes = "\n".join(f"FLEET-{i}" for i in range(1500))
                 async with session.post(f"{base}/admin/skus/card-100/stock?lot=f", data=codes,
@@ -61,15 +81,16 @@ async def test_two_front_doors_hold_the_global_rate_together(
                 await asyncio.sleep(max(0.0, started + (slice_ + 1) / 10 - time.monotonic()))
             assert not [s for s, _ in answers if s >= 500]
             order_ids = [b["order_id"] for _, b in answers]
-            deadline = time.monotonic() + 40
             stamps: list[int] = []
-            while time.monotonic() < deadline:
+
+            async def all_served() -> bool:
                 found = [await records.read(redis, oid) for oid in order_ids]
-                if all(r is not None and r.status == "fulfilled" for r in found):
-                    stamps = sorted(r.admitted_ms for r in found if r is not None)
-                    break
-                await asyncio.sleep(0.5)
-            assert len(stamps) == 1000, "not every order was served"
+                stamps[:] = sorted(r.admitted_ms for r in found
+                                   if r is not None and r.status == "fulfilled")
+                return len(stamps) == len(order_ids)
+
+            await eventually(all_served, timeout=40, every=0.5, what="every order served")
+            assert len(stamps) == 1000
     finally:
         doors.terminate()
         doors.wait(20)

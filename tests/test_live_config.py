@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import inspect
 import json
 import os
 import re
@@ -37,6 +36,7 @@ from tests.conftest import (
     Engine,
     EngineFactory,
     auth,
+    eventually,
     make_settings,
     settings_dict,
     write_config,
@@ -110,8 +110,9 @@ async def test_the_follower_survives_an_unreadable_version(redis: Redis) -> None
     async with keep_config(redis, follower, None):
         await redis.hset(keys.config(), mapping={"version": running.version + 1,
                                                  "document": "{not json"})
-        await asyncio.sleep(3 * live.POLL_S)
-        assert follower.running.version == running.version
+        await eventually(lambda: follower.refused_version == running.version + 1,
+                         what="the follower to see the unreadable version")
+        assert follower.running.version == running.version and applied == []
         doc = settings_dict(orders={"default_wait_ms": 10})
         version, changed = await live.publish(
             redis, doc, make_settings(**doc), "api", "test")
@@ -262,18 +263,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 async def _wait(what: str, check: Callable[[], Any], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done = check()
-            if inspect.isawaitable(done):
-                done = await done
-            if done:
-                return
-        except (aiohttp.ClientError, OSError):
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    """The fleet is other processes: until they listen, a refused connection means not yet."""
+    await eventually(check, timeout, every=0.1, what=what,
+                     ignoring=(aiohttp.ClientError, OSError))
 
 
 Mutation = Callable[[dict[str, Any]], None]
@@ -356,11 +348,12 @@ async def _invalid_files(fleet: Fleet, doc: dict[str, Any]) -> None:
                     lambda n=before: fleet.refusals("watch") > n)  # type: ignore[misc]
     broken = copy.deepcopy(doc)
     broken["limits"]["global"]["rate"] = "fast"
-    before = fleet.refusals("sighup")
+    before, watched = fleet.refusals("sighup"), fleet.refusals("watch")
     write_config(fleet.path, broken)
     fleet.doors.send_signal(signal.SIGHUP)
     await _wait("SIGHUP to refuse the file", lambda: fleet.refusals("sighup") > before)
-    await asyncio.sleep(0.3)  # the watcher's turn on the same file
+    await _wait("the watcher to refuse the same file",
+                lambda: fleet.refusals("watch") > watched)
     assert await fleet.version() == version
     assert set(await fleet.door_versions(FRESH_SAMPLES)) == {version}
     log = fleet.doors_log.read_text()

@@ -1012,15 +1012,15 @@ async def test_reconcile_accepts_one_code_text_in_two_skus(engine_factory: Engin
 
 async def _admit_twice(engine: Engine, redis: Redis, drain_between: bool) -> StreamOrder:
     """The race of two requests at once with one new Idempotency-Key: B finds the key reserved
-    and no record yet and re-admits (again=1); its admit reaches Redis before A's first one
-    (again=0: no check for a record), e.g. when A's waits for the NOSCRIPT round trip after a
-    SCRIPT FLUSH or a Redis restart, or A is on a slower front door. Over HTTP, 3000 rounds of
-    SCRIPT FLUSH + two same-key POSTs at once admitted 4 orders twice."""
+    and no record yet and re-admits; its admit reaches Redis before A's first one, e.g. when A's
+    waits for the NOSCRIPT round trip after a SCRIPT FLUSH or a Redis restart, or A is on a
+    slower front door. Over HTTP, 3000 rounds of SCRIPT FLUSH + two same-key POSTs at once
+    admitted 4 orders twice, when admit.lua looked for a record only on a re-admit."""
     shard = keys.shard_of_sku("card-100", SHARDS)
     order = StreamOrder(keys.new_order_id(shard), "shop-a", "card-100", 2, "b1", 0, now_ms())
     ingest = Ingest(redis, SHARDS)
     worker = Worker(engine.settings, redis, redis)
-    assert (await ingest.admit(order, shard, again=True)).status == "pending"  # B
+    assert (await ingest.admit(order, shard)).status == "pending"  # B
     if drain_between:
         await worker.drain()
     await ingest.admit(order, shard)  # A

@@ -22,7 +22,7 @@ from aiohttp.test_utils import make_mocked_request
 from engine.http import pages
 from engine.http.state import DIRECTORY
 from engine.wire import Order, QueueInfo
-from tests.conftest import SHOP_A_KEY, Engine, auth
+from tests.conftest import SHOP_A_KEY, Engine, auth, eventually
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 STATE_KEYS = {"status", "position", "eta_s", "expires_at", "notice", "reason", "text"}
@@ -47,13 +47,16 @@ async def get_state(engine: Engine, page: str) -> tuple[int, dict[str, Any]]:
 
 
 async def wait_for_status(engine: Engine, page: str, wanted: str) -> dict[str, Any]:
-    for _ in range(250):
+    found: dict[str, Any] = {}
+
+    async def reached() -> bool:
         status, body = await get_state(engine, page)
         assert status == 200
-        if body["status"] == wanted:
-            return body
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"never {wanted}: {body}")
+        found.update(body)
+        return bool(body["status"] == wanted)
+
+    await eventually(reached, timeout=5, every=0.02, what=f"the page to say {wanted}")
+    return found
 
 
 def assert_csp(headers: Any) -> None:

@@ -2,16 +2,24 @@
 
 API.md: errors are RFC 9457 `application/problem+json` with type/title/status/code/detail;
 `errors` (with field names) only on validation problems; `order_id` when the problem concerns an
-existing order. Codes of later issues (rate_limited, blocked, maintenance, paused) are not here.
+existing order. The last tests walk every code errors.py defines, each provoked over HTTP.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import ClientResponse
+from redis.asyncio import Redis
 
+from engine import config, errors
+from engine.store import keys
+from engine.store.embedded import RedisProcess, free_port
 from tests.conftest import (
     ADMIN_KEY,
     OPERATOR_KEY,
@@ -23,6 +31,7 @@ from tests.conftest import (
     auth,
     codes,
     make_settings,
+    settings_dict,
 )
 
 PROBLEM_JSON = "application/problem+json"
@@ -414,3 +423,247 @@ async def test_unsupported_media_type_on_stock_import(engine: Engine) -> None:
 async def test_method_not_allowed(engine: Engine, method: str, path: str) -> None:
     resp = await engine.http.request(method, path, json=ORDER, headers=auth(SHOP_A_KEY))
     await problem_of(resp, 405, "method_not_allowed")
+
+
+# -- every code of errors.py, provoked over HTTP ---------------------------------------------------
+# One recipe per problem code the engine can answer: each runs against a real engine (and Redis)
+# and returns the answer that must carry that code. The first test fails when errors.py gains a
+# code without a recipe here.
+Provoke = Callable[[EngineFactory, Redis, Path], Awaitable[ClientResponse]]
+PROVOKE: dict[str, Provoke] = {}
+WITH_ORDER_ID = {"sold_out", "limit_exceeded", "idempotency_conflict", "not_held",
+                 "not_cancellable", "not_in_review"}
+
+
+def provokes(code: str) -> Callable[[Provoke], Provoke]:
+    def register(recipe: Provoke) -> Provoke:
+        PROVOKE[code] = recipe
+        return recipe
+    return register
+
+
+def _post(engine: Engine, body: dict[str, Any], key: str = SHOP_A_KEY,
+          **headers: str) -> Awaitable[ClientResponse]:
+    return engine.http.post("/v1/orders", json=body, headers={**auth(key), **headers})
+
+
+@provokes("invalid_request")
+async def _invalid(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    return await _post(await make(worker=False), {**ORDER, "qty": 0})
+
+
+@provokes("unauthenticated")
+async def _unauthenticated(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    return await _post(await make(worker=False), ORDER, key="key-nobody")
+
+
+@provokes("forbidden")
+async def _forbidden(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    return await (await make(worker=False)).http.get("/admin/skus", headers=auth(SHOP_A_KEY))
+
+
+@provokes("blocked")
+async def _blocked(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    engine = await make(make_settings(blocklist={"buyers": ["mallory"]}), worker=False)
+    return await _post(engine, {**ORDER, "buyer": "mallory"})
+
+
+@provokes("not_found")
+async def _not_found(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    return await (await make(worker=False)).http.get(f"/v1/orders/{UNKNOWN_ID}",
+                                                     headers=auth(SHOP_A_KEY))
+
+
+@provokes("unknown_sku")
+async def _unknown_sku(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    return await _post(await make(worker=False), {**ORDER, "sku": "no-such-sku"})
+
+
+@provokes("method_not_allowed")
+async def _method(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    return await (await make(worker=False)).http.put("/v1/orders", json=ORDER,
+                                                     headers=auth(SHOP_A_KEY))
+
+
+@provokes("sold_out")
+async def _sold_out(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    return await _post(await make(), {**ORDER, "sku": "card-reject"})
+
+
+@provokes("limit_exceeded")
+async def _limit(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    engine = await make()
+    await engine.import_codes("card-limited", codes("WLE", 5))
+    assert (await engine.order(sku="card-limited", qty=3, buyer="greedy"))[0] == 201
+    return await _post(engine, {**ORDER, "sku": "card-limited", "buyer": "greedy"})
+
+
+@provokes("idempotency_conflict")
+async def _conflict(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    engine = await make()
+    await engine.import_codes("card-100", codes("WIC", 3))
+    assert (await engine.order(idempotency_key="walk-key"))[0] == 201
+    return await _post(engine, {**ORDER, "qty": 2}, **{"Idempotency-Key": "walk-key"})
+
+
+async def _queued(make: EngineFactory) -> tuple[Engine, str]:
+    """An engine with one order waiting for stock (neither held nor in review)."""
+    engine = await make()
+    status, queued = await engine.order()
+    assert status == 202 and queued["queue"]["reason"] == "sold_out"
+    return engine, queued["order_id"]
+
+
+@provokes("not_held")
+async def _not_held(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    engine, order_id = await _queued(make)
+    return await engine.http.post(f"/v1/orders/{order_id}/confirm", headers=auth(SHOP_A_KEY))
+
+
+@provokes("lot_voided")
+async def _lot_voided(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    engine = await make(worker=False)
+    await engine.import_codes("card-100", codes("WLV", 2), lot="recalled")
+    voided = await engine.http.delete("/admin/skus/card-100/stock", params={"lot": "recalled"},
+                                      headers=auth(OPERATOR_KEY))
+    assert voided.status == 200
+    return await engine.http.post("/admin/skus/card-100/stock", data="WLV-NEW",
+                                  params={"lot": "recalled"},
+                                  headers={**auth(OPERATOR_KEY), "Content-Type": "text/plain"})
+
+
+@provokes("not_in_review")
+async def _not_in_review(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    engine, order_id = await _queued(make)
+    return await engine.http.post(f"/admin/review/{order_id}", json={"decision": "approve"},
+                                  headers=auth(OPERATOR_KEY))
+
+
+@provokes("not_cancellable")
+async def _not_cancellable(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    engine = await make()
+    await engine.import_codes("card-100", codes("WNC", 1))
+    status, fulfilled = await engine.order()
+    assert status == 201
+    return await engine.http.delete(f"/v1/orders/{fulfilled['order_id']}",
+                                    headers=auth(SHOP_A_KEY))
+
+
+class _Stalled:
+    """A request whose body never finishes arriving, read back as the answer."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status, self._body = status, body
+        self.headers = {"Content-Type": PROBLEM_JSON}
+
+    async def text(self) -> str:
+        return self._body.decode()
+
+    async def json(self, content_type: str | None = None) -> Any:
+        return json.loads(self._body)
+
+
+@provokes("request_timeout")
+async def _timeout(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    engine = await make(make_settings(server={"body_timeout_s": 0.5}), worker=False)
+    server = engine.http.server
+    reader, writer = await asyncio.open_connection(str(server.host), int(server.port or 0))
+    writer.write(f"POST /v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SHOP_A_KEY}"
+                 "\r\nContent-Type: application/json\r\nContent-Length: 200\r\n"
+                 "Connection: close\r\n\r\n".encode() + b'{"sku": ')
+    await writer.drain()
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        body = await reader.readexactly(length)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert b"application/problem+json" in head, head
+    return _Stalled(int(head.split()[1]), body)  # type: ignore[return-value]
+
+
+@provokes("payload_too_large")
+async def _too_large(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    engine = await make(make_settings(server={"max_body_bytes": 1024}), worker=False)
+    return await _post(engine, {**ORDER, "metadata": {"pad": "x" * 2000}})
+
+
+@provokes("unsupported_media_type")
+async def _media_type(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    return await (await make(worker=False)).http.post(
+        "/v1/orders", data=b"<order/>",
+        headers={**auth(SHOP_A_KEY), "Content-Type": "application/xml"})
+
+
+@provokes("rate_limited")
+async def _rate_limited(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    engine = await make(make_settings(limits={"per_buyer": {"rate": 0.01, "burst": 1}}))
+    await engine.import_codes("card-100", codes("WRL", 2))
+    assert (await engine.order(buyer="eager"))[0] == 201
+    return await _post(engine, {**ORDER, "buyer": "eager"})
+
+
+@provokes("internal")
+async def _internal(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    """A record the store holds but nobody can read (not a client's doing): 500, as a problem
+    document, without a traceback."""
+    engine = await make(worker=False)
+    order_id = keys.new_order_id(0)
+    await redis.hset(keys.order(order_id, 0), mapping={"r": b"\xc1 not msgpack", "st": "held"})
+    return await engine.http.get(f"/v1/orders/{order_id}", headers=auth(SHOP_A_KEY))
+
+
+@provokes("unavailable")
+async def _unavailable(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    server = RedisProcess(tmp / "redis", port=free_port())
+    server.start()
+    raw = settings_dict(redis={"url": server.url, "shards": 1})
+    engine = Engine(config.from_mapping(raw, environ={}), server.url)
+    await engine.start(worker=False)
+    try:
+        server.stop()
+        resp = await _post(engine, {**ORDER, "wait_ms": 0})
+        await resp.read()
+        return resp
+    finally:
+        await engine.close()
+
+
+@provokes("maintenance")
+async def _maintenance(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    engine = await make(worker=False)
+    closed = await engine.http.put("/admin/maintenance", json={"mode": "read_only"},
+                                   headers=auth(OPERATOR_KEY))
+    assert closed.status == 200
+    return await _post(engine, ORDER)
+
+
+@provokes("paused")
+async def _paused(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    engine = await make(worker=False)
+    paused = await engine.http.post("/admin/pause", json={"scope": "sku:card-100",
+                                                          "action": "reject"},
+                                    headers=auth(OPERATOR_KEY))
+    assert paused.status == 200
+    return await _post(engine, ORDER)
+
+
+def test_every_problem_code_has_a_recipe() -> None:
+    defined = {value for value in vars(errors).values() if isinstance(value, type)
+               and issubclass(value, errors.Problem) and value is not errors.Problem}
+    assert defined == set(errors.ALL)
+    assert {p.code for p in errors.ALL} == set(PROVOKE)
+
+
+@pytest.mark.parametrize("problem", errors.ALL, ids=lambda p: p.code)
+async def test_every_problem_code_over_http(problem: type[errors.Problem],
+                                            engine_factory: EngineFactory, redis: Redis,
+                                            tmp_path: Path) -> None:
+    resp = await PROVOKE[problem.code](engine_factory, redis, tmp_path)
+    body = await resp.json(content_type=None)
+    order_id = body.get("order_id") if problem.code in WITH_ORDER_ID else None
+    if problem.code in WITH_ORDER_ID:
+        assert isinstance(order_id, str) and order_id.startswith("o_"), body
+    await problem_of(resp, problem.status, problem.code, order_id=order_id)

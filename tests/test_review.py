@@ -4,13 +4,13 @@ nothing to anyone; blocked buyers and addresses get 403 `blocked` and leave noth
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
 
 from engine.store import keys, records
+from engine.worker.consumer import Worker
 from tests.conftest import (
     ADMIN_KEY,
     OPERATOR_KEY,
@@ -80,20 +80,30 @@ async def _footprint(redis: Redis) -> tuple[list[str], list[int]]:
     return sorted(found), streams
 
 
+async def _bought(engine: Engine, worker: Worker, **order: Any) -> dict[str, Any]:
+    """Order without waiting, let the stepped worker decide it, and read it back."""
+    status, body = await engine.order(wait_ms=0, **order)
+    assert status == 202 and body["status"] == "pending", body
+    await worker.drain()
+    return await _get(engine, body["order_id"])
+
+
 async def test_large_order_waits_for_review_then_approve_delivers(
     engine_factory: EngineFactory, redis: Redis,
 ) -> None:
-    engine = await engine_factory(make_settings(skus=REVIEWED_SKUS))
+    engine = await engine_factory(make_settings(skus=REVIEWED_SKUS), worker=False)
+    worker = engine.stepped_worker()
     await engine.import_codes("card-100", codes("RV", 10))
-    status, small = await engine.order(qty=3, buyer="small")  # at the limit: not reviewed
-    assert status == 201 and small["status"] == "fulfilled"
+    small = await _bought(engine, worker, qty=3, buyer="small")  # at the limit: not reviewed
+    assert small["status"] == "fulfilled"
     status, big = await engine.order(qty=4, buyer="big", buyer_ip="192.0.2.7")
     assert status == 202, big
     assert big["status"] == "queued" and big["queue"]["reason"] == "review"
     assert big["queue"]["eta_s"] is None  # an operator decides
     assert (await _get(engine, big["order_id"]))["queue"]["reason"] == "review"
-    # still waiting a moment later: the worker leaves it alone
-    await asyncio.sleep(0.3)
+    # the worker leaves it alone: a whole round of batches and chores later it still waits
+    await worker.drain()
+    await worker.chores()
     record = await records.read(redis, big["order_id"])
     assert record is not None and record.status == "queued"
     # nothing was taken for it
@@ -110,7 +120,7 @@ async def test_large_order_waits_for_review_then_approve_delivers(
     status, decided = await _decide(engine, big["order_id"], "approve")
     assert status == 200
     assert decided["order_id"] == big["order_id"] and decided["decision"] == "approve"
-    await _status_is(redis, big["order_id"], "fulfilled")
+    await worker.drain()
     fulfilled = await _get(engine, big["order_id"])
     assert fulfilled["status"] == "fulfilled" and len(fulfilled["codes"]) == 4
     assert set(fulfilled["codes"]) <= set(codes("RV", 10))
@@ -126,7 +136,8 @@ async def test_large_order_waits_for_review_then_approve_delivers(
 
 async def test_reject_keeps_the_codes_in_stock(engine_factory: EngineFactory,
                                                redis: Redis) -> None:
-    engine = await engine_factory(make_settings(skus=REVIEWED_SKUS))
+    engine = await engine_factory(make_settings(skus=REVIEWED_SKUS), worker=False)
+    worker = engine.stepped_worker()
     await engine.import_codes("card-100", codes("RJ", 5))
     status, big = await engine.order(qty=5, buyer="bulk")
     assert status == 202 and big["queue"]["reason"] == "review"
@@ -138,8 +149,9 @@ async def test_reject_keeps_the_codes_in_stock(engine_factory: EngineFactory,
     sku = await _sku(engine)
     assert sku["available"] == 5 and sku["issued"] == 0 and sku["held"] == 0
     assert await _review_list(engine) == []
-    # stays rejected; the worker does not pick it up
-    await asyncio.sleep(0.3)
+    # stays rejected: a whole round of the worker later, nothing picked it up
+    await worker.drain()
+    await worker.chores()
     record = await records.read(redis, big["order_id"])
     assert record is not None and record.status == "rejected"
     status, problem = await _decide(engine, big["order_id"], "reject")
@@ -147,8 +159,8 @@ async def test_reject_keeps_the_codes_in_stock(engine_factory: EngineFactory,
     status, problem = await _decide(engine, big["order_id"], "approve")
     assert status == 409 and problem["code"] == "not_in_review"
     # the codes are there for the next buyer
-    status, next_one = await engine.order(qty=3, buyer="next")
-    assert status == 201 and next_one["codes"] == codes("RJ", 3)
+    next_one = await _bought(engine, worker, qty=3, buyer="next")
+    assert next_one["status"] == "fulfilled" and next_one["codes"] == codes("RJ", 3)
 
 
 async def test_decisions_on_orders_not_in_review(engine: Engine) -> None:

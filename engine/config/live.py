@@ -193,6 +193,11 @@ class Follower:
                       int(version), self.running.version, "; ".join(exc.errors))
             self.refused_version = int(version)
             return
+        except (ValueError, KeyError) as exc:  # not a document at all (garbled, hand-written)
+            log.error("config version %s is unreadable (%s); keeping version %s",
+                      int(version), type(exc).__name__, self.running.version)
+            self.refused_version = int(version)
+            return
         if running is not None:
             self.adopt(running)
 

@@ -170,10 +170,10 @@ async def pause(redis: Redis, scope: str, reason: str, until: str | None,
 
 
 async def resume(redis: Redis, board: PauseBoard, settings: Settings, scope: str,
-                 by: str) -> OperatorPause | None:
+                 by: str, now: datetime | None = None) -> OperatorPause | None:
     """End the operator's pause of the scope; a config or holiday window in force for it is
-    overridden until its end. None when nothing was paused."""
-    now = datetime.now(UTC)
+    overridden until its end. None when nothing was paused (by `now`, default the clock's)."""
+    now = now or datetime.now(UTC)
     active = [w for w in board.config_windows(settings, now)
               if w.scope == scope and w.starts_at <= now < w.ends_at]
     current = (await load(redis)).get(scope)

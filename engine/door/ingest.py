@@ -18,8 +18,9 @@ from redis.asyncio import Redis
 
 from engine.clock import now_ms
 from engine.store import keys, scripts
+from engine.store.records import line_score
 from engine.store.scripts import Call, KeyArg
-from engine.wire import StreamOrder, msgpack_encode
+from engine.wire import AdmitStatus, StreamOrder, TicketReason, msgpack_encode
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 MAX_IN_FLIGHT = 2
@@ -30,17 +31,36 @@ class Admitted(msgspec.Struct, frozen=True):
     """What admit.lua did with an order: pending (in the stream), queued (an overflow ticket
     at `position`), full (no room in the line), or an earlier status (a re-admit)."""
 
-    status: str
+    status: AdmitStatus
     position: int = 0
+
+
+class AdmitItem(msgspec.Struct, array_like=True, frozen=True):
+    """One order of an admit.lua call (ARGV[2] is a msgpack array of these).
+
+    admit.lua names the same fields in the same order in its header; tests/test_lua_contracts.py
+    holds the two together.
+    """
+
+    order_id: str
+    payload_length: int  # bytes of its msgpack StreamOrder in ARGV[3]
+    ticket: bool  # the door wants a ticket (a capacity bucket was empty, a pause, a review)
+    score_base: int  # line_score(tier, 0): its place in a line is score_base + arrival
+    sku: str
+    ttl_ms: int  # how long a ticket may wait
+    notify: bool  # it has a notify_url: marked on its record, its changes go to the outbox
+    line: int  # which of the call's lines it waits in if it becomes a ticket (1-based)
+    why: TicketReason  # "overflow", "paused" (a parked line) or "review"
+    parking: str  # the parked line's member of the shard's parked set: "<storefront>:<sku>"
+    review: bool  # a paused ticket that goes to review when the pause ends
 
 
 class Admit(msgspec.Struct):
     order: StreamOrder
     future: asyncio.Future[Admitted]
-    again: bool
     ticket: bool
     ttl_ms: int
-    why: str
+    why: TicketReason
     review: bool
 
     def line(self, shard: int) -> str:
@@ -68,19 +88,18 @@ class Ingest:
         self._inflight: set[asyncio.Task[None]] = set()
         self._full_until: dict[str, float] = {}
 
-    def admit(self, order: StreamOrder, shard: int, again: bool = False,
-              ticket: bool = False, ttl_ms: int = 0, why: str = "overflow",
-              review: bool = False) -> asyncio.Future[Admitted]:
-        """Admit one order (see Admitted).
+    def admit(self, order: StreamOrder, shard: int, ticket: bool = False, ttl_ms: int = 0,
+              why: TicketReason = "overflow", review: bool = False
+              ) -> asyncio.Future[Admitted]:
+        """Admit one order (see Admitted); one admitted before answers its status now.
 
-        `again` marks an order id that may have been admitted before (idempotent re-admit);
         `ticket` asks for a ticket expiring after ttl_ms, for `why`: "overflow" (the SKU's
         overflow line), "paused" (a parked line) or "review" (the review line); `review`
         marks a paused ticket that goes to review when the pause ends.
         """
         future: asyncio.Future[Admitted] = asyncio.get_running_loop().create_future()
         self._admits.setdefault(shard, []).append(
-            Admit(order, future, again, ticket, ttl_ms, why, review))
+            Admit(order, future, ticket, ttl_ms, why, review))
         self._schedule()
         return future
 
@@ -150,9 +169,9 @@ class Ingest:
                 lines.setdefault(a.line(shard), len(lines) + 1)
             payloads = [msgpack_encode(a.order) for a in items]
             index = msgpack_encode([
-                (a.order.order_id, len(p), int(a.again), int(a.ticket), a.order.tier,
-                 a.order.sku, a.ttl_ms, 1 if a.order.notify_url else 0, lines[a.line(shard)],
-                 a.why, f"{a.order.storefront}:{a.order.sku}", int(a.review))
+                AdmitItem(a.order.order_id, len(p), a.ticket, line_score(a.order.tier, 0),
+                          a.order.sku, a.ttl_ms, bool(a.order.notify_url), lines[a.line(shard)],
+                          a.why, f"{a.order.storefront}:{a.order.sku}", a.review)
                 for a, p in zip(items, payloads, strict=True)
             ])
             order_keys += list(lines)

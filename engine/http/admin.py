@@ -19,11 +19,10 @@ from engine.http.state import DIRECTORY, MAINTENANCE, REDIS
 from engine.stock.importer import CHUNK, Importer, LotVoided, default_lot
 from engine.stock.lots import levels, void_lot
 from engine.store import audit
-from engine.wire import EXISTING_LOT_PATTERN, LOT_PATTERN, SKU_PATTERN
+from engine.wire import EXISTING_LOT_PATTERN, LOT_PATTERN, SKU_PATTERN, BodyDecoder
 
 _SKU = re.compile(SKU_PATTERN)
-_decode_maintenance = msgspec.json.Decoder(maintenance.MaintenanceState).decode
-_decode_maintenance_msgpack = msgspec.msgpack.Decoder(maintenance.MaintenanceState).decode
+_MAINTENANCE_STATE = BodyDecoder(maintenance.MaintenanceState)
 _LOT = re.compile(LOT_PATTERN)
 # a lot that exists may also be a sub-lot of a CSV import, "<lot>~<expiry>"
 _EXISTING_LOT = re.compile(EXISTING_LOT_PATTERN)
@@ -142,7 +141,7 @@ async def get_sku(request: web.Request) -> web.Response:
 async def set_maintenance(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY].current
     who = admin_of(request, directory, "operator")
-    state = await decode_body(request, _decode_maintenance, _decode_maintenance_msgpack)
+    state = await decode_body(request, _MAINTENANCE_STATE)
     problems = maintenance.check(state)
     if problems:
         raise errors.InvalidRequest("; ".join(problems), errors=[

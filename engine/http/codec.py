@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -12,7 +11,7 @@ from aiohttp import web
 
 from engine import errors
 from engine.http.state import DIRECTORY
-from engine.wire import json_encode, msgpack_encode
+from engine.wire import BodyDecoder, json_encode, msgpack_encode
 
 T = TypeVar("T")
 MSGPACK = "application/msgpack"
@@ -50,44 +49,38 @@ async def read_body(request: web.Request) -> bytes:
         raise errors.RequestTimeout(f"the body did not arrive within {limit:g} s") from None
 
 
-async def decode_body(
-    request: web.Request,
-    json_decoder: Callable[[bytes], T],
-    msgpack_decoder: Callable[[bytes], T],
-) -> T:
+async def decode_body(request: web.Request, decoder: BodyDecoder[T]) -> T:
+    """The body as `decoder.type`, from JSON or msgpack (by Content-Type), validated."""
     ctype = request.content_type
-    if ctype == MSGPACK:
-        decoder = msgpack_decoder
-    elif ctype in ("application/json", "application/octet-stream", "text/plain") or \
-            ctype.endswith("+json"):
-        decoder = json_decoder
-    else:
+    is_json = ctype in ("application/json", "application/octet-stream", "text/plain") or \
+        ctype.endswith("+json")
+    if ctype != MSGPACK and not is_json:
         raise errors.UnsupportedMediaType(f"send application/json or {MSGPACK}, not {ctype}")
     body = await read_body(request)
     try:
-        return decoder(body)
+        return decoder.json(body) if is_json else decoder.msgpack(body)
     except msgspec.ValidationError as exc:
-        if "got `float`" in str(exc) and decoder is json_decoder:
-            # JSON has one number type: 2.0 is the integer 2 (as in JSON Schema)
-            retried = _integral_floats_as_ints(body, decoder)
-            if retried is not None:
-                return retried
+        # JSON has one number type: 2.0 is the integer 2 (as in JSON Schema)
+        retried = _with_whole_floats_as_ints(body, decoder.type) if is_json else None
+        if retried is not None:
+            return retried
         raise validation_problem(exc) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         # msgspec raises UnicodeDecodeError for invalid UTF-8 inside strings and keys.
-        kind = "msgpack" if decoder is msgpack_decoder else "JSON"
+        kind = "JSON" if is_json else "msgpack"
         why = "invalid UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
         raise errors.invalid("body", f"not valid {kind}: {why}") from None
 
 
-def _integral_floats_as_ints(body: bytes, decoder: Callable[[bytes], T]) -> T | None:
-    """Decode again with every whole float (1.0, 1e0) read as an int; None if still bad."""
-    target = getattr(getattr(decoder, "__self__", None), "type", None)
-    if target is None:
-        return None
+def _with_whole_floats_as_ints(body: bytes, target: type[T]) -> T | None:
+    """The body again with every whole float (1.0, 1e0) read as an int; None when it holds
+    none, or when it is still not a valid `target` (the first error is the one reported)."""
+    changed = False
 
     def whole(node: Any) -> Any:
+        nonlocal changed
         if isinstance(node, float) and node.is_integer() and abs(node) < 2**63:
+            changed = True
             return int(node)
         if isinstance(node, dict):
             return {k: whole(v) for k, v in node.items()}
@@ -96,8 +89,12 @@ def _integral_floats_as_ints(body: bytes, decoder: Callable[[bytes], T]) -> T | 
         return node
 
     try:
-        found: T = msgspec.convert(whole(msgspec.json.decode(body)), target)
-    except msgspec.ValidationError:
+        document = whole(msgspec.json.decode(body))
+        if not changed:
+            return None
+        found: T = msgspec.convert(document, target)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        # malformed further on, or nested past what the types allow: the first error stands
         return None
     return found
 

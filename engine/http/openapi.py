@@ -59,8 +59,8 @@ from engine.http.openapi_vocabulary import (
     query_param,
     request_body,
 )
-from engine.http.operations import MAX_MS, PauseRequest, ResumeRequest, ReviewDecision
-from engine.http.pages import ASSETS, PageState
+from engine.http.operations import MAX_MS
+from engine.http.pages import ASSETS
 from engine.stock.importer import ImportResult
 from engine.stock.lots import SkuLevel
 from engine.store.audit import MAX_PAGE
@@ -71,6 +71,10 @@ from engine.wire import (
     BatchRequest,
     Order,
     OrderRequest,
+    PageState,
+    PauseRequest,
+    ResumeRequest,
+    ReviewDecision,
 )
 
 

@@ -4,7 +4,6 @@ calendar, and manual review of held-back orders."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
 
 import msgspec
 from aiohttp import web
@@ -18,25 +17,11 @@ from engine.http.codec import decode_body, respond
 from engine.http.state import DIRECTORY, PAUSES, REDIS
 from engine.store import audit
 from engine.views import record_view
+from engine.wire import PAUSE_REQUEST, RESUME_REQUEST, REVIEW_DECISION
 from engine.worker import parking
 
 FIRST_YEAR, LAST_YEAR = 1900, 2200
 MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z  # what a holiday calendar can sensibly answer
-
-
-class PauseRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    scope: str
-    reason: str = ""
-    until: str | None = None
-    action: Literal["queue", "reject"] = "queue"
-
-
-class ResumeRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    scope: str
-
-
-class ReviewDecision(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    decision: Literal["approve", "reject"]
 
 
 def _check_scope(request: web.Request, scope: str) -> None:
@@ -52,8 +37,7 @@ def _check_scope(request: web.Request, scope: str) -> None:
 async def pause(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY].current
     who = admin_of(request, directory, "operator")
-    body = await decode_body(request, msgspec.json.Decoder(PauseRequest).decode,
-                             msgspec.msgpack.Decoder(PauseRequest).decode)
+    body = await decode_body(request, PAUSE_REQUEST)
     _check_scope(request, body.scope)
     if body.until is not None:
         try:
@@ -76,8 +60,7 @@ async def pause(request: web.Request) -> web.Response:
 async def resume(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY].current
     who = admin_of(request, directory, "operator")
-    body = await decode_body(request, msgspec.json.Decoder(ResumeRequest).decode,
-                             msgspec.msgpack.Decoder(ResumeRequest).decode)
+    body = await decode_body(request, RESUME_REQUEST)
     _check_scope(request, body.scope)
     redis = request.app[REDIS]
     entry = await pauses.resume(redis, request.app[PAUSES], directory.settings, body.scope,
@@ -149,15 +132,15 @@ async def list_review(request: web.Request) -> web.Response:
 async def decide_review(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY].current
     who = admin_of(request, directory, "operator")
-    body = await decode_body(request, msgspec.json.Decoder(ReviewDecision).decode,
-                             msgspec.msgpack.Decoder(ReviewDecision).decode)
+    body = await decode_body(request, REVIEW_DECISION)
     order_id = request.match_info["order_id"]
     redis = request.app[REDIS]
     before, after = await parking.decide(redis, order_id, body.decision, who.id)
     if not before:
         raise errors.NotFound(f"no order {order_id}")
     if before == after:
-        raise errors.NotInReview(f"order {order_id} is not waiting for review (status {before})")
+        raise errors.NotInReview(f"order {order_id} is not waiting for review (status {before})",
+                                order_id=order_id)
     await audit.record(redis, who.id, f"review.{body.decision}", {"order_id": order_id})
     return respond(request, {"order_id": order_id, "decision": body.decision,
                              "status": after})

@@ -17,14 +17,12 @@ from engine.http.state import ADMISSION, DIRECTORY, DRAIN, PAUSES, REDIS
 from engine.store import keys, records, scripts
 from engine.views import record_view
 from engine.wire import (
+    BATCH_REQUEST,
     MAX_METADATA_BYTES,
+    ORDER_REQUEST,
     Order,
     OrderRecord,
     OrderRequest,
-    decode_batch,
-    decode_batch_msgpack,
-    decode_order_request,
-    decode_order_request_msgpack,
     msgpack_encode,
 )
 from engine.worker.waiting import unwind
@@ -68,7 +66,7 @@ async def create_order(request: web.Request) -> web.Response:
     app = request.app
     directory = app[DIRECTORY].current
     storefront = await storefront_of(request, directory)
-    req = await decode_body(request, decode_order_request, decode_order_request_msgpack)
+    req = await decode_body(request, ORDER_REQUEST)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (1 <= len(key) <= 128 and key.isascii() and key.isprintable()
                                 and " " not in key):
@@ -91,7 +89,7 @@ async def create_batch(request: web.Request) -> web.Response:
     app = request.app
     directory = app[DIRECTORY].current
     storefront = await storefront_of(request, directory)
-    batch = await decode_body(request, decode_batch, decode_batch_msgpack)
+    batch = await decode_body(request, BATCH_REQUEST)
     results: list[Any] = [None] * len(batch.orders)
     pending: list[tuple[int, Placement]] = []
     deadline_ms = max(

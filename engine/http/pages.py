@@ -11,7 +11,6 @@ from string import Template
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import msgspec
 from aiohttp import web
 
 from engine import errors
@@ -19,7 +18,7 @@ from engine.clock import now_ms
 from engine.http.state import DIRECTORY, DRAIN, MAINTENANCE, PAUSES, REDIS
 from engine.store import records
 from engine.views import record_view
-from engine.wire import Order, json_encode
+from engine.wire import Order, PageState, PageText, json_encode
 
 LANGS = ("en", "zh")
 HTML_LANG = {"en": "en", "zh": "zh-CN"}
@@ -35,28 +34,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 NO_STORE = {**SECURITY_HEADERS, "Cache-Control": "no-store", "Vary": "Accept-Language"}
-
-
-class PageText(msgspec.Struct):
-    """What the page shows, already worded in its language; null rows are hidden."""
-
-    headline: str
-    detail: str
-    position: str | None
-    eta: str | None
-    expires: str | None
-
-
-class PageState(msgspec.Struct):
-    """GET /q/{order_id}/state: the order as its buyer may see it (never its codes)."""
-
-    status: str
-    position: int | None
-    eta_s: float | None
-    expires_at: str | None
-    notice: str | None
-    reason: str | None
-    text: PageText
 
 
 @functools.cache
@@ -173,7 +150,7 @@ def _words(order: Order, msgs: dict[str, str]) -> PageText:
         detail = msgs.get(f"reason_{order.reason}", detail)
     queue = order.queue
     if status != "queued" or queue is None:
-        return PageText(headline, detail, None, None, None)
+        return PageText(headline=headline, detail=detail, position=None, eta=None, expires=None)
     if queue.position is not None:
         headline = msgs["headline_queued_at"].format(n=queue.position)
     detail = msgs.get(f"queue_{queue.reason}", detail)
@@ -186,7 +163,8 @@ def _words(order: Order, msgs: dict[str, str]) -> PageText:
     # UTC for the first paint; the script rewrites it in the buyer's own time zone.
     expires = queue.expires_at.replace("T", " ")[:16] + " UTC" if queue.expires_at else None
     position = None if queue.position is None else str(queue.position)
-    return PageText(headline, detail, position, eta, expires)
+    return PageText(headline=headline, detail=detail, position=position, eta=eta,
+                    expires=expires)
 
 
 async def queue_page(request: web.Request) -> web.Response:

@@ -34,7 +34,14 @@ from engine.http.state import (
 )
 from engine.store import keys, records
 from engine.views import order_view, record_view
-from engine.wire import BatchItem, OrderRequest, Reply, StreamOrder, msgpack_encode
+from engine.wire import (
+    BatchItem,
+    OrderRequest,
+    Reply,
+    StreamOrder,
+    TicketReason,
+    msgpack_encode,
+)
 
 MAX_PARKED_MS = 366 * 86400 * 1000
 ADMIT_ANSWERS = ("pending", "queued", "full")  # what an admit of a new order can answer
@@ -50,7 +57,7 @@ class Placement(msgspec.Struct):
     digest: str
     gate: Outcome  # the admission buckets' verdict and the RateLimit headers
     ttl_ms: int
-    why: str  # if it becomes a ticket: "overflow", "paused" or "review"
+    why: TicketReason  # if it becomes a ticket: "overflow", "paused" or "review"
     pause: InForce | None
     review: bool  # needs an operator's review (after the pause, if paused)
 
@@ -88,7 +95,8 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
                                  retry_after=closed.retry_after(now))
     sku = directory.skus[req.sku]
     ttl_ms = sku.queue_ttl_s * 1000
-    why, pause = "overflow", app[PAUSES].lookup(storefront.id, req.sku)
+    why: TicketReason = "overflow"
+    pause = app[PAUSES].lookup(storefront.id, req.sku)
     if pause is not None:
         ends = pause.ends_ms()
         if pause.action == "reject":
@@ -185,9 +193,9 @@ def _start(app: web.Application, p: Placement, wait_ms: int
     order = p.order
     waiter = app[REPLIES].expect(order.order_id) if wait_ms > 0 else None
     # With a key, a racing request of the same key may have admitted this very order id
-    # already (it found the key reserved and no record yet): the admit looks first.
-    admitted = app[INGEST].admit(order, p.shard, again=p.idempotency_key is not None,
-                                 ticket=p.ticket, ttl_ms=p.ttl_ms, why=p.why, review=p.review)
+    # already (it found the key reserved and no record yet): admit.lua looks first.
+    admitted = app[INGEST].admit(order, p.shard, ticket=p.ticket, ttl_ms=p.ttl_ms, why=p.why,
+                                 review=p.review)
     if waiter is not None:
         admitted.add_done_callback(functools.partial(_relay, waiter, order, p))
     return admitted, waiter
@@ -264,8 +272,8 @@ async def _place_unkeyed(app: web.Application, placements: list[Placement], wait
 
 async def _admit_again(app: web.Application, p: Placement) -> tuple[int, Any]:
     directory = app[DIRECTORY].current
-    admitted = await app[INGEST].admit(p.order, p.shard, again=True, ticket=p.ticket,
-                                       ttl_ms=p.ttl_ms, why=p.why, review=p.review)
+    admitted = await app[INGEST].admit(p.order, p.shard, ticket=p.ticket, ttl_ms=p.ttl_ms,
+                                       why=p.why, review=p.review)
     if admitted.status in ADMIT_ANSWERS:
         return _answer(app, p, _reply_of(p.order, p, admitted))
     record = await records.read(app[REDIS], p.order.order_id)

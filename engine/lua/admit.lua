@@ -9,15 +9,16 @@
 -- KEYS[6+i]  the record of order i (i = 1..n)
 -- KEYS[6+n+j] the j-th line of the call: a SKU's overflow line, a parked line, the review line
 -- ARGV[1]    now, unix milliseconds
--- ARGV[2]    msgpack array, one per order, of {order_id, payload_length, check, ticket,
---            tier, sku, ttl_ms, notify, line, why, parking, review}: check = 1 when the door
---            knows the order may have been admitted before (informational: every record is
---            looked up first, since two requests of one new key can race); ticket = 1 when the door
---            wants a ticket: a capacity bucket was empty (why "overflow"), the scope is paused
---            (why "paused", line = its parked line, parking = the parked line's name in
---            KEYS[6]) or the order needs review (why "review"); notify = 1 when the order has
---            a notify_url (marked 'nu' on its record; its changes go to the outbox); line = j;
---            review = 1 marks a paused ticket ('rq') that goes to review when the pause ends
+-- ARGV[2]    msgpack array, one item per order (engine/door/ingest.py AdmitItem, array_like):
+--            ORDER_ID, PAYLOAD_LENGTH, TICKET (the door wants a ticket: a capacity bucket was
+--            empty, why "overflow"; the scope is paused, why "paused", PARKING naming the
+--            parked line's member of KEYS[6]; or the order needs review, why "review"),
+--            SCORE_BASE (line_score(tier, 0): the ticket's score is SCORE_BASE + arrival),
+--            SKU, TTL_MS (how long a ticket may wait), NOTIFY (it has a notify_url: marked
+--            'nu' on its record, its changes go to the outbox), LINE (j: its line is
+--            KEYS[6+n+j]), WHY, PARKING, REVIEW (a paused ticket, marked 'rq', that goes to
+--            review when the pause ends). Every record is looked up first: racing requests of
+--            one Idempotency-Key can admit one order id twice.
 -- ARGV[3]    the payloads (msgpack StreamOrder each), concatenated: Lua's cmsgpack has no
 --            binary type, so binary payloads travel beside the msgpack index
 -- ARGV[4]    the waiting room's capacity per line (0 = no waiting room)
@@ -27,6 +28,9 @@
 -- An order never overtakes the line: while a SKU's overflow line is not empty, its new
 -- orders join the line too, so tickets are admitted in arrival order. Paused and review
 -- tickets wait in lines of their own and never hold up the overflow line.
+-- Record fields: engine/store/records.py.
+local ORDER_ID, PAYLOAD_LENGTH, TICKET, SCORE_BASE, SKU, TTL_MS, NOTIFY, LINE, WHY, PARKING,
+  REVIEW = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
 local now = tonumber(ARGV[1])
 local batch = cmsgpack.unpack(ARGV[2])
 local blob = ARGV[3]
@@ -39,9 +43,9 @@ local out = {}
 local seq = redis.call('INCRBY', KEYS[2], n) - n
 local waiting = {}
 for i, item in ipairs(batch) do
-  local record, line, why = KEYS[6 + i], KEYS[6 + n + item[9]], item[10]
-  local payload = string.sub(blob, at, at + item[2] - 1)
-  at = at + item[2]
+  local record, line, why = KEYS[6 + i], KEYS[6 + n + item[LINE]], item[WHY]
+  local payload = string.sub(blob, at, at + item[PAYLOAD_LENGTH] - 1)
+  at = at + item[PAYLOAD_LENGTH]
   seq = seq + 1
   -- always looked up: racing requests of one Idempotency-Key can admit one id twice
   local status = redis.call('HGET', record, 'st')
@@ -53,35 +57,35 @@ for i, item in ipairs(batch) do
       length = redis.call('ZCARD', line)
       waiting[line] = length
     end
-    if item[4] == 1 or (why == 'overflow' and length > 0) then
+    if item[TICKET] or (why == 'overflow' and length > 0) then
       if length >= capacity then
         out[i] = {'full', 0}
       else
-        local expiry = now + item[7]
+        local expiry = now + item[TTL_MS]
         redis.call('HSET', record, 'r', payload, 'st', 'queued', 'why', why, 'seq', seq,
           'c', now, 'qexp', expiry)
-        redis.call('ZADD', line, (9 - item[5]) * 1099511627776 + seq, item[1])
-        redis.call('ZADD', KEYS[3], expiry, item[1])
+        redis.call('ZADD', line, item[SCORE_BASE] + seq, item[ORDER_ID])
+        redis.call('ZADD', KEYS[3], expiry, item[ORDER_ID])
         if why == 'overflow' then
-          redis.call('SADD', KEYS[4], item[6])
+          redis.call('SADD', KEYS[4], item[SKU])
         elseif why == 'paused' then
-          redis.call('SADD', KEYS[6], item[11])
-          if item[12] == 1 then
+          redis.call('SADD', KEYS[6], item[PARKING])
+          if item[REVIEW] then
             redis.call('HSET', record, 'rq', 1)
           end
         end
         waiting[line] = length + 1
-        local position = redis.call('ZRANK', line, item[1]) + 1
+        local position = redis.call('ZRANK', line, item[ORDER_ID]) + 1
         out[i] = {'queued', position}
-        if item[8] == 1 then
+        if item[NOTIFY] then
           redis.call('HSET', record, 'nu', 1)
-          redis.call('XADD', KEYS[5], '*', 'o', item[1], 'st', 'queued', 'u', now,
+          redis.call('XADD', KEYS[5], '*', 'o', item[ORDER_ID], 'st', 'queued', 'u', now,
             'why', why, 'x', expiry, 'p', position)
         end
       end
     else
       -- arrival ('seq') is written when the order becomes a ticket; admission time is 'c'
-      if item[8] == 1 then
+      if item[NOTIFY] then
         redis.call('HSET', record, 'r', payload, 'st', 'pending', 'c', now, 'nu', 1)
       else
         redis.call('HSET', record, 'r', payload, 'st', 'pending', 'c', now)

@@ -4,31 +4,36 @@
 --          the shard's stream, stats hash, expiry index and webhook outbox; per SKU its
 --          counters, lots, line and bought hashes; per order its record; per lot its code list.
 -- ARGV[1]  now, unix milliseconds
--- ARGV[2]  msgpack plan:
---          {stream, stats, expiries, outbox, group, ack = {entry ids},
---           issued (the shard's issuance audit stream), issued_text (one line per order that
---           got codes: "order_id sku status lot:n,lot:n"; "" when none did),
+-- ARGV[2]  msgpack plan (engine/worker/claim_plan.py ClaimPlan, a map):
+--          {stream, stats, expiries, outbox, issued (KEYS indexes of the shard's stream,
+--           stats hash, expiry index, webhook outbox and issuance audit stream),
+--           issued_text (one line per order that got codes: "order_id sku status lot:n,...";
+--           "" when none did), group, ack = {entry ids},
 --           skus   = {{counters, expected_ver}, ...},
---           orders = {{record, line, expected_status, action, order_id, qty, detail, score,
---                      fills, queue_expiry_ms, reply_channel, notify, lots_text,
---                      arrival}, ...},
+--           orders = {row, ...}: ClaimRow arrays (array_like), fields named below: RECORD,
+--                    LINE, EXPECTED_STATUS, ACTION (1 FILL, 2 QUEUE, 3 REJECT, 4 HOLD),
+--                    ORDER_ID, REASON (QUEUE, REJECT), EXPIRES_MS (when a HOLD ends or a
+--                    QUEUE ticket expires), SCORE (QUEUE), FILLS ({{code list key, n}, ...}
+--                    for FILL and HOLD), REPLY_CHANNEL, NOTIFY (true: the new state goes to
+--                    the outbox), HELD_LOTS ("lot:n,..." for HOLD: where its codes go back
+--                    to), ARRIVAL
 --           deltas = {{hash key, field, increment}, ...}   -- counters, lots, bought, summed
 --           counts = {{stats field, increment}, ...}}
---          action 1 = FILL, 2 = QUEUE, 3 = REJECT, 4 = HOLD
---          detail: the reject or queue reason, or the hold expiry (ms) for HOLD
---          score: the line score for QUEUE (new tickets), else 0
---          fills = {{code_list_key, n}, ...} for FILL and HOLD
---          lots_text: "lot:n,lot:n" for HOLD (where its codes go back to), else ""
---          notify = 1 when the order has a notify_url: its new state goes to the outbox
 -- Returns  {"STALE", why} when any precondition failed (nothing written, nothing acked), else
 --          {"OK", orders decided}. Outcomes go out by PUBLISH, one message per channel:
---          a msgpack array of {order_id, status, updated_ms, codes, reason, position, expiry}.
+--          a msgpack array of replies (engine/wire.py Reply, array_like; fields R_ORDER_ID,
+--          R_STATUS, R_UPDATED_MS, R_CODES, R_REASON, R_POSITION, R_EXPIRES_MS).
+-- Record fields: engine/store/records.py.
 -- Every precondition is checked before the first write: Redis never rolls a script back.
 -- Sums (stock counters, lot counts, buyers' purchases) come computed in the plan, so the
 -- script spends its time on what only it can do: popping codes and writing records.
 local now = tonumber(ARGV[1])
 local plan = cmsgpack.unpack(ARGV[2])
 local FILL, QUEUE, HOLD = 1, 2, 4
+local RECORD, LINE, EXPECTED_STATUS, ACTION, ORDER_ID, REASON, EXPIRES_MS, SCORE, FILLS,
+  REPLY_CHANNEL, NOTIFY, HELD_LOTS, ARRIVAL = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+local R_ORDER_ID, R_STATUS, R_UPDATED_MS, R_CODES, R_REASON, R_POSITION, R_EXPIRES_MS =
+  1, 2, 3, 4, 5, 6, 7
 
 -- 1. validate
 for _, s in ipairs(plan.skus) do
@@ -38,10 +43,10 @@ for _, s in ipairs(plan.skus) do
 end
 local need = {}
 for _, o in ipairs(plan.orders) do
-  if redis.call('HGET', KEYS[o[1]], 'st') ~= o[3] then
-    return {'STALE', 'order ' .. o[5] .. ' is no longer ' .. o[3]}
+  if redis.call('HGET', KEYS[o[RECORD]], 'st') ~= o[EXPECTED_STATUS] then
+    return {'STALE', 'order ' .. o[ORDER_ID] .. ' is no longer ' .. o[EXPECTED_STATUS]}
   end
-  for _, f in ipairs(o[9]) do
+  for _, f in ipairs(o[FILLS]) do
     need[f[1]] = (need[f[1]] or 0) + f[2]
   end
 end
@@ -56,14 +61,15 @@ local expiries = KEYS[plan.expiries]
 local results = {}
 local queued = {}
 for i, o in ipairs(plan.orders) do
-  local record, line, was, action, oid = KEYS[o[1]], KEYS[o[2]], o[3], o[4], o[5]
+  local record, line, was, action, oid =
+    KEYS[o[RECORD]], KEYS[o[LINE]], o[EXPECTED_STATUS], o[ACTION], o[ORDER_ID]
   if was == 'queued' and action ~= QUEUE then
     redis.call('ZREM', line, oid)
     redis.call('ZREM', expiries, oid)
   end
   local status, codes, reason, expiry = 'rejected', {}, '', 0
   if action == FILL or action == HOLD then
-    local fills = o[9]
+    local fills = o[FILLS]
     if #fills == 1 then
       codes = redis.call('LPOP', KEYS[fills[1][1]], fills[1][2])
     else
@@ -76,8 +82,8 @@ for i, o in ipairs(plan.orders) do
     -- codes never hold a newline (imports refuse them), so a newline joins them
     local joined = table.concat(codes, '\n')
     if action == HOLD then
-      status, expiry = 'held', o[7]
-      redis.call('HSET', record, 'st', status, 'u', now, 'codes', joined, 'lots', o[13],
+      status, expiry = 'held', o[EXPIRES_MS]
+      redis.call('HSET', record, 'st', status, 'u', now, 'codes', joined, 'lots', o[HELD_LOTS],
         'hexp', expiry)
       redis.call('ZADD', expiries, expiry, oid)
       codes = {}
@@ -89,14 +95,14 @@ for i, o in ipairs(plan.orders) do
       redis.call('HDEL', record, 'why')
     end
   elseif action == QUEUE then
-    status, reason, expiry = 'queued', o[7], o[10]
-    redis.call('ZADD', line, o[8], oid)
+    status, reason, expiry = 'queued', o[REASON], o[EXPIRES_MS]
+    redis.call('ZADD', line, o[SCORE], oid)
     redis.call('HSET', record, 'st', status, 'why', reason, 'u', now, 'qexp', expiry,
-      'seq', o[14])
+      'seq', o[ARRIVAL])
     redis.call('ZADD', expiries, expiry, oid)
     queued[#queued + 1] = {i, line}
   else
-    reason = o[7]
+    reason = o[REASON]
     redis.call('HSET', record, 'st', status, 'why', reason, 'u', now)
   end
   results[i] = {oid, status, now, codes, reason, 0, expiry}
@@ -105,13 +111,14 @@ for _, d in ipairs(plan.deltas) do
   redis.call('HINCRBY', KEYS[d[1]], d[2], d[3])
 end
 for _, q in ipairs(queued) do
-  results[q[1]][6] = redis.call('ZRANK', q[2], results[q[1]][1]) + 1
+  local reply = results[q[1]]
+  reply[R_POSITION] = redis.call('ZRANK', q[2], reply[R_ORDER_ID]) + 1
 end
 
 -- 3. settle: replies per channel, outbox, counters, acknowledgement
 local by_channel = {}
 for i, o in ipairs(plan.orders) do
-  local channel = o[11]
+  local channel = o[REPLY_CHANNEL]
   if channel ~= '' then
     local list = by_channel[channel]
     if not list then
@@ -120,10 +127,10 @@ for i, o in ipairs(plan.orders) do
     end
     list[#list + 1] = results[i]
   end
-  if o[12] == 1 then
+  if o[NOTIFY] then
     local r = results[i]
-    redis.call('XADD', KEYS[plan.outbox], '*', 'o', r[1], 'st', r[2], 'u', now, 'why', r[5],
-      'x', r[7], 'p', r[6])
+    redis.call('XADD', KEYS[plan.outbox], '*', 'o', r[R_ORDER_ID], 'st', r[R_STATUS], 'u', now,
+      'why', r[R_REASON], 'x', r[R_EXPIRES_MS], 'p', r[R_POSITION])
   end
 end
 if plan.issued_text ~= '' then

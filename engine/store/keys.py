@@ -12,7 +12,6 @@ import zlib
 
 PREFIX = "kg"
 GROUP = "workers"
-CONFIG_CHANNEL = "kg:config"
 
 
 def shard_of_sku(sku: str, shards: int) -> int:

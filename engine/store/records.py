@@ -1,4 +1,31 @@
-"""Order records in Redis: read one back as a typed value (for GET, replays and re-replies)."""
+"""Order records in Redis, the places of tickets in their lines, and the webhook outbox entry.
+
+An order's record is a hash, `kg:{s<k>}:o:<order id>` (keys.order). The Lua scripts write it
+(each names the fields it touches in its header); Python reads it through the names below.
+
+    field  name here       what it holds
+    r      REQUEST         the admitted request: a msgpack StreamOrder, never changed
+    st     STATUS          pending, queued, fulfilled, held, rejected, expired, cancelled
+    c      CREATED         when it was admitted, unix ms
+    a      ADMITTED        when a ticket entered the stream (released, approved), unix ms
+    u      UPDATED         its last change, unix ms
+    seq    ARRIVAL         its arrival number in the shard, once it is (or was) a ticket
+    why    REASON          why it waits (a TicketReason) or why it ended (reject reason)
+    qexp   QUEUE_EXPIRES   when a ticket expires, unix ms
+    hexp   HOLD_EXPIRES    when a hold ends (then its codes go back), unix ms
+    codes  CODES           its codes, newline-joined (fulfilled or held), as stored
+    lots   HELD_LOTS       "lot:n,lot:n": where held codes go back to
+    nu     NOTIFY          1 when it has a notify_url: its changes go to the outbox
+    rq     REVIEW_AFTER    1 on a paused ticket that goes to review when the pause ends
+    rv     REVIEWED_BY     who approved or rejected it in review
+
+An entry of a shard's order stream (keys.stream) holds ENTRY_PAYLOAD (the StreamOrder) and
+ENTRY_ARRIVAL (its arrival number), or ENTRY_KICK (a SKU whose line is to be run again).
+
+A waiting line is a sorted set of order ids scored by line_score: higher tier first, then
+arrival. An outbox entry (keys.outbox, one per change of an order with a notify_url) holds
+OUTBOX_ORDER, OUTBOX_STATUS, OUTBOX_UPDATED, OUTBOX_REASON, OUTBOX_EXPIRES, OUTBOX_POSITION.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +35,33 @@ from typing import Any
 from redis.asyncio import Redis
 
 from engine.store import keys
-from engine.wire import OrderRecord, decode_stream_order
+from engine.wire import OrderRecord, as_status, decode_stream_order
+
+REQUEST = b"r"
+STATUS = b"st"
+CREATED = b"c"
+ADMITTED = b"a"
+UPDATED = b"u"
+ARRIVAL = b"seq"
+REASON = b"why"
+QUEUE_EXPIRES = b"qexp"
+HOLD_EXPIRES = b"hexp"
+CODES = b"codes"
+HELD_LOTS = b"lots"
+NOTIFY = b"nu"
+REVIEW_AFTER = b"rq"
+REVIEWED_BY = b"rv"
+
+ENTRY_PAYLOAD = b"p"
+ENTRY_ARRIVAL = b"s"
+ENTRY_KICK = b"kick"
+
+OUTBOX_ORDER = b"o"
+OUTBOX_STATUS = b"st"
+OUTBOX_UPDATED = b"u"
+OUTBOX_REASON = b"why"
+OUTBOX_EXPIRES = b"x"
+OUTBOX_POSITION = b"p"
 
 LINE_TIERS = 10
 LINE_SHIFT = 2**40
@@ -24,20 +77,20 @@ def _int(value: bytes | None) -> int:
 
 
 def parse(fields: Mapping[Any, Any]) -> OrderRecord | None:
-    if b"r" not in fields:
+    if REQUEST not in fields:
         return None
-    codes = fields.get(b"codes")
+    codes = fields.get(CODES)
     return OrderRecord(
-        request=decode_stream_order(fields[b"r"]),
-        status=fields.get(b"st", b"pending").decode(),
-        arrival=_int(fields.get(b"seq")),
-        created_ms=_int(fields.get(b"c")),
-        updated_ms=_int(fields.get(b"u")),
+        request=decode_stream_order(fields[REQUEST]),
+        status=as_status(fields.get(STATUS, b"pending").decode()),
+        arrival=_int(fields.get(ARRIVAL)),
+        created_ms=_int(fields.get(CREATED)),
+        updated_ms=_int(fields.get(UPDATED)),
         codes=codes.decode().split("\n") if codes else [],
-        reason=fields.get(b"why", b"").decode(),
-        queue_expires_ms=_int(fields.get(b"qexp")),
-        hold_expires_ms=_int(fields.get(b"hexp")),
-        admitted_ms=_int(fields.get(b"a") or fields.get(b"c")),
+        reason=fields.get(REASON, b"").decode(),
+        queue_expires_ms=_int(fields.get(QUEUE_EXPIRES)),
+        hold_expires_ms=_int(fields.get(HOLD_EXPIRES)),
+        admitted_ms=_int(fields.get(ADMITTED) or fields.get(CREATED)),
     )
 
 

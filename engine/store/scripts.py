@@ -15,7 +15,7 @@ Arg = str | bytes | int | float
 
 
 class Script:
-    """One Lua file of engine/scripts, known by its SHA1."""
+    """One Lua file of engine/lua, known by its SHA1."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -83,3 +83,4 @@ CONFIG = Script("config")
 UNPARK = Script("unpark")
 REVIEW = Script("review")
 RESEAL = Script("reseal")
+DEAD_LETTER = Script("dead_letter")

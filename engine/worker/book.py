@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from engine.store import keys
+from engine.store import keys, records
 from engine.wire import StreamOrder, decode_stream_order
 from engine.worker.matching_types import Lot, MatchOrder, SkuBook
 
@@ -100,7 +100,7 @@ async def read_statuses(redis: Redis, shard: int, orders: Sequence[StreamOrder]
         return {}
     pipe = redis.pipeline(transaction=False)
     for order in orders:
-        pipe.hget(keys.order(order.order_id, shard), "st")
+        pipe.hget(keys.order(order.order_id, shard), records.STATUS)
     found = await pipe.execute()
     return {o.order_id: (st or b"").decode() for o, st in zip(orders, found, strict=True)}
 
@@ -114,11 +114,12 @@ async def read_tickets(redis: Redis, shard: int, states: list[SkuState], scan: i
     pipe = redis.pipeline(transaction=False)
     for head in heads:
         for oid in head:
-            pipe.hmget(keys.order(oid.decode(), shard), "r", "seq", "st")
-    records = iter(await pipe.execute())
+            pipe.hmget(keys.order(oid.decode(), shard),
+                       [records.REQUEST, records.ARRIVAL, records.STATUS])
+    found = iter(await pipe.execute())
     for state, head in zip(states, heads, strict=True):
         for _ in head:
-            payload, seq, status = next(records)
+            payload, seq, status = next(found)
             if payload is None or status != b"queued":
                 continue  # cancelled or decided since the line was read: the claim re-checks
             state.tickets.append(Ticket(decode_stream_order(payload), int(seq)))

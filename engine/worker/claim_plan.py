@@ -17,6 +17,44 @@ from engine.worker.matching_types import FILL, QUEUE, REASONS, Decision, MatchOr
 ACTION_FILL, ACTION_QUEUE, ACTION_REJECT, ACTION_HOLD = 1, 2, 3, 4
 
 
+class ClaimRow(msgspec.Struct, array_like=True, frozen=True):
+    """One order whose state the claim changes (claim.lua names these fields, in this order,
+    in its header; tests/test_lua_contracts.py holds the two together). Keys are 1-based
+    indexes into the call's KEYS."""
+
+    record: int
+    line: int  # the SKU's line (where a ticket waits, or leaves)
+    expected_status: str  # "pending" or "queued": anything else makes the plan stale
+    action: int  # ACTION_FILL, ACTION_QUEUE, ACTION_REJECT or ACTION_HOLD
+    order_id: str
+    reason: str  # why it waits (QUEUE) or was rejected (REJECT)
+    expires_ms: int  # when a hold ends (HOLD) or a ticket expires (QUEUE)
+    score: int  # its place in the line (QUEUE)
+    fills: list[tuple[int, int]]  # (code list key, n) for FILL and HOLD
+    reply_channel: str  # the front door waiting for it ("" when none)
+    notify: bool  # it has a notify_url: its new state goes to the outbox
+    held_lots: str  # "lot:n,lot:n" for HOLD: where its codes go back to
+    arrival: int
+
+
+class ClaimPlan(msgspec.Struct, frozen=True):
+    """ARGV[2] of claim.lua (a msgpack map): the shard's keys (KEYS indexes), the entries to
+    acknowledge, the expected stock versions, the rows, and sums the script adds."""
+
+    stream: int
+    stats: int
+    expiries: int
+    outbox: int
+    issued: int  # the shard's issuance audit stream
+    issued_text: str  # one line per order that got codes: "order_id sku status lot:n,..."
+    group: str
+    ack: list[str]
+    skus: list[tuple[int, int]]  # (counters key, expected version)
+    orders: list[ClaimRow]
+    deltas: list[tuple[int, str, int]]  # (hash key, field, increment): stock, lots, bought
+    counts: list[tuple[str, int]]  # (stats field, increment)
+
+
 class StalePlan(Exception):
     """Stock or an order changed between the reads and the claim; nothing was written."""
 
@@ -81,10 +119,10 @@ def build_plan(
     outbox = table(keys.outbox(shard))
     issued_key = table(keys.issued(shard))
     issued: list[str] = []  # the audit's code issuance lines: "order sku status lot:n,..."
-    versions: dict[str, list[object]] = {}
+    versions: dict[str, tuple[int, int]] = {}
     deltas: dict[tuple[int, str], int] = {}
     counts: dict[str, int] = {}
-    rows: list[list[object]] = []
+    rows: list[ClaimRow] = []
 
     def add(key: int, field: str, n: int) -> None:
         deltas[key, field] = deltas.get((key, field), 0) + n
@@ -98,13 +136,13 @@ def build_plan(
         k = sku_keys.get(sku)
         if k is None:
             k = sku_keys[sku] = _SkuKeys(table, sku, shard)
-            versions[sku] = [k.counters, snapshot.skus[sku].ver]
+            versions[sku] = (k.counters, snapshot.skus[sku].ver)
             add(k.counters, "ver", 1)
         counters = k.counters
         request = requests.get(order.order_id)
         hold_s = request.hold_s if request is not None else 0
-        fills = [[k.codes(lot), n] for lot, n in decision.fills]
-        detail: object = REASONS[decision.reason]
+        fills = [(k.codes(lot), n) for lot, n in decision.fills]
+        reason = REASONS[decision.reason]
         score, expiry, lots_text = 0, 0, ""
         if decision.action == FILL:
             action = ACTION_HOLD if hold_s > 0 else ACTION_FILL
@@ -114,7 +152,7 @@ def build_plan(
             add(counters, "held" if hold_s > 0 else "issued", order.qty)
             add(k.bought, order.buyer, order.qty)
             if hold_s > 0:
-                detail = now + hold_s * 1000
+                expiry = now + hold_s * 1000
                 lots_text = ",".join(f"{lot}:{n}" for lot, n in decision.fills)
             status = "held" if hold_s > 0 else "fulfilled"
             issued.append(f"{order.order_id} {sku} {status} "
@@ -127,23 +165,22 @@ def build_plan(
         else:
             action, status = ACTION_REJECT, "rejected"
         counts[status] = counts.get(status, 0) + 1
-        rows.append([
+        rows.append(ClaimRow(
             table(keys.order(order.order_id, shard)), k.line,
-            "queued" if was_queued else "pending", action, order.order_id, order.qty, detail,
-            score, fills, expiry, channels.get(order.order_id, ""),
-            1 if notify.get(order.order_id) else 0, lots_text, order.arrival,
-        ])
+            "queued" if was_queued else "pending", action, order.order_id, reason, expiry,
+            score, fills, channels.get(order.order_id, ""), bool(notify.get(order.order_id)),
+            lots_text, order.arrival,
+        ))
     if rows:
         counts.update({"claim_batches": 1, "claim_orders": len(rows),
                        f"claim_size_le_{size_bucket(len(rows))}": 1})
-    payload = msgpack_encode({
-        "stream": stream, "stats": stats, "expiries": expiry_index, "outbox": outbox,
-        "issued": issued_key, "issued_text": "\n".join(issued),
-        "group": keys.GROUP, "ack": [i.decode() for i in ack],
-        "skus": list(versions.values()), "orders": rows,
-        "deltas": [[k, f, n] for (k, f), n in deltas.items() if n],
-        "counts": [[f, n] for f, n in counts.items()],
-    })
+    payload = msgpack_encode(ClaimPlan(
+        stream=stream, stats=stats, expiries=expiry_index, outbox=outbox, issued=issued_key,
+        issued_text="\n".join(issued), group=keys.GROUP, ack=[i.decode() for i in ack],
+        skus=list(versions.values()), orders=rows,
+        deltas=[(k, f, n) for (k, f), n in deltas.items() if n],
+        counts=list(counts.items()),
+    ))
     return Plan(table.names, payload, len(rows))
 
 

@@ -25,6 +25,7 @@ from engine.config.settings import Settings
 from engine.config.watch import keep_config
 from engine.store import connection, keys, scripts
 from engine.store.heartbeat import heartbeat
+from engine.store.records import ENTRY_ARRIVAL, ENTRY_KICK, ENTRY_PAYLOAD
 from engine.tasks import stop_tasks
 from engine.wire import StreamOrder, decode_stream_order
 from engine.worker import matching
@@ -112,9 +113,10 @@ class Worker:
             except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("housekeeping skipped (%s)", type(exc).__name__)
 
-    async def chores(self) -> tuple[int, int]:
-        """One round for every owned shard: (tickets released, orders expired)."""
-        return await self.housekeeping.round(sorted(self.owned))
+    async def chores(self, at_ms: int | None = None) -> tuple[int, int]:
+        """One round for every owned shard: (tickets released, orders expired). `at_ms` runs
+        it as if the clock said so (tests and tools step the worker through time)."""
+        return await self.housekeeping.round(sorted(self.owned), at_ms)
 
     async def drain(self, max_batches: int = 10_000) -> int:
         """Burst mode for tests and tools: process until every stream is empty; batches run."""
@@ -221,12 +223,12 @@ class Worker:
         kicks: set[str] = set()
         buried: set[bytes] = set()
         for entry_id, fields in entries:
-            if b"kick" in fields:
-                kicks.add(fields[b"kick"].decode())
+            if ENTRY_KICK in fields:
+                kicks.add(fields[ENTRY_KICK].decode())
                 continue
             try:
-                order = decode_stream_order(fields[b"p"])
-                arrival = int(fields[b"s"])
+                order = decode_stream_order(fields[ENTRY_PAYLOAD])
+                arrival = int(fields[ENTRY_ARRIVAL])
             except Exception as exc:
                 await bury(self.redis, shard, entry_id, fields,
                            f"undecodable: {type(exc).__name__}")
@@ -242,7 +244,7 @@ class Worker:
         # How long orders waited in the stream: the entry id is the moment of admission.
         meter, now = self.housekeeping.meter(shard), now_ms()
         for entry_id, fields in entries:
-            if b"p" in fields:
+            if ENTRY_PAYLOAD in fields:
                 meter.delay(now - int(entry_id.split(b"-")[0]))
 
     async def _claim(
@@ -306,7 +308,7 @@ class Worker:
             if len(s.tickets) >= self.settings.worker.line_scan and s.available > 0
         ]
         for sku in rerun:
-            await self.redis.xadd(keys.stream(shard), {"kick": sku})
+            await self.redis.xadd(keys.stream(shard), {ENTRY_KICK: sku})
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None,

@@ -4,6 +4,7 @@ tickets on when their pause ends, expire what is due, publish drain rates, trim 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
@@ -42,14 +43,16 @@ class Housekeeping:
             meter = self.meters[shard] = DrainMeter(time.monotonic())
         return meter
 
-    async def round(self, shards: list[int]) -> tuple[int, int]:
-        """(tickets released, orders expired)."""
+    async def round(self, shards: list[int], at_ms: int | None = None) -> tuple[int, int]:
+        """(tickets released, orders expired); `at_ms`: as if the clock said so (pauses are
+        then looked at again whatever the last refresh)."""
         released = expired = 0
-        now = now_ms()
+        now = now_ms() if at_ms is None else at_ms
         clock = time.monotonic()
-        moving = clock - self._board_at >= PAUSE_REFRESH_S
+        moving = at_ms is not None or clock - self._board_at >= PAUSE_REFRESH_S
         if moving:
-            self.board.refresh(self.settings, await pauses.load(self.redis))
+            self.board.refresh(self.settings, await pauses.load(self.redis),
+                               datetime.fromtimestamp(now / 1000, UTC))
             self._board_at = clock
         for shard in shards:
             meter = self.meter(shard)

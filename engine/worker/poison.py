@@ -14,7 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from engine.clock import now_ms
-from engine.store import keys
+from engine.store import keys, records, scripts
 from engine.wire import decode_stream_order
 
 log = logging.getLogger("kamigate.worker")
@@ -27,26 +27,17 @@ async def bury(redis: Redis, shard: int, entry_id: bytes, fields: dict[bytes, by
     """Move one entry to the dead-letter stream (payload kept: no codes travel in it)."""
     order_id = ""
     with contextlib.suppress(Exception):  # undecodable may be why it is buried
-        order_id = decode_stream_order(fields[b"p"]).order_id
+        order_id = decode_stream_order(fields[records.ENTRY_PAYLOAD]).order_id
     pipe = redis.pipeline(transaction=True)
     pipe.xadd(keys.dead_letter(shard), {"entry": entry_id, "reason": reason,
-                                        "order_id": order_id, "p": fields.get(b"p", b"")})
+                                        "order_id": order_id,
+                                        "p": fields.get(records.ENTRY_PAYLOAD, b"")})
     pipe.xack(keys.stream(shard), keys.GROUP, entry_id)
     pipe.hincrby(keys.stats(shard), "dead_letter", 1)
     await pipe.execute()
     if order_id:
-        record = keys.order(order_id, shard)
-        # only a pending order changes: one decided in the meantime keeps its outcome
-        await redis.eval(_REJECT_PENDING, 1, record, now_ms())
+        await scripts.DEAD_LETTER(redis, [keys.order(order_id, shard)], [now_ms()])
     log.error("shard %d: stream entry %s dead-lettered (%s)", shard, entry_id.decode(), reason)
-
-
-_REJECT_PENDING = """
-if redis.call('HGET', KEYS[1], 'st') == 'pending' then
-  redis.call('HSET', KEYS[1], 'st', 'rejected', 'why', 'dead_letter', 'u', ARGV[1])
-end
-return 0
-"""
 
 
 async def sort_out(redis: Redis, shard: int, entries: Sequence[Entry]) -> list[Entry]:

@@ -25,7 +25,7 @@ async def unwind(redis: Redis, record: OrderRecord, mode: str, now: int
     shard = keys.shard_of_order(req.order_id)
     if shard is None:
         return "", ""
-    raw: Any = await redis.hget(keys.order(req.order_id, shard), "lots")
+    raw: Any = await redis.hget(keys.order(req.order_id, shard), records.HELD_LOTS)
     # "lot:n,lot:n" (a lot id never holds a comma; its last colon ends it)
     lots = [part.rpartition(":")[0] for part in raw.decode().split(",")] if raw else []
     before, after = await scripts.UNWIND(

@@ -33,7 +33,7 @@ from engine.config.live import page_secret
 from engine.config.settings import Settings
 from engine.store import keys, records
 from engine.views import order_view
-from engine.wire import json_encode
+from engine.wire import as_status, json_encode
 
 log = logging.getLogger("kamigate.webhooks")
 GROUP = "webhooks"
@@ -110,7 +110,7 @@ class Dispatcher:
     async def _send_new(self, shard: int, events: list[Event]) -> None:
         by_order: dict[str, list[Event]] = {}
         for event in events:
-            by_order.setdefault(event[1][b"o"].decode(), []).append(event)
+            by_order.setdefault(event[1][records.OUTBOX_ORDER].decode(), []).append(event)
         waiting: Any = await self.redis.hmget(keys.webhook_waiting(shard), list(by_order))
         behind = {oid for oid, w in zip(by_order, waiting, strict=True) if w}
         for oid in behind:
@@ -192,13 +192,14 @@ class Dispatcher:
         record = await records.read(self.redis, order_id)
         if record is None or not record.request.notify_url:
             return True  # nothing to tell anyone: count as sent
-        status = fields[b"st"].decode()
+        status = as_status(fields[records.OUTBOX_STATUS].decode())
         view = order_view(
             self.directory, record.request, status=status, created_ms=record.created_ms,
-            updated_ms=int(fields[b"u"]),
+            updated_ms=int(fields[records.OUTBOX_UPDATED]),
             codes=record.codes if status == "fulfilled" else None,
-            reason=fields[b"why"].decode(), position=int(fields[b"p"]) or None,
-            expires_ms=int(fields[b"x"]),
+            reason=fields[records.OUTBOX_REASON].decode(),
+            position=int(fields[records.OUTBOX_POSITION]) or None,
+            expires_ms=int(fields[records.OUTBOX_EXPIRES]),
         )
         body = json_encode(view)
         headers = {"Content-Type": "application/json", "Kamigate-Event": EVENT}
