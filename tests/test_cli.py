@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,15 +15,19 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from engine.store import keys
+from engine.store import embedded, keys
 from engine.store.embedded import RedisProcess, free_port
 from tests.conftest import settings_dict, write_config
 
 
-def kamigate(*args: str, cwd: Path | None = None,
-             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def kamigate(*args: str, cwd: Path | None = None, timeout: float = 60,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd)
+                          text=True, timeout=timeout, cwd=cwd, env=env)
+
+
+def _without_config_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "KAMIGATE_CONFIG"}
 
 
 def _config(tmp_path: Path, url: str) -> Path:
@@ -89,11 +94,14 @@ def _get(url: str, key: str | None = None, body: dict[str, Any] | None = None
 
 
 def test_up_demo_serves_orders_end_to_end(tmp_path: Path) -> None:
+    """The README's first command: it serves, the other commands find its config, and a
+    SIGTERM to its whole process group (a service manager, Ctrl-C) stops it cleanly, Redis
+    last."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine", "up", "--demo", "--port", str(port)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "KAMIGATE_CONFIG": str(tmp_path / "none.toml")},
+        env=_without_config_env(), start_new_session=True,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -116,8 +124,30 @@ def test_up_demo_serves_orders_end_to_end(tmp_path: Path) -> None:
         assert levels["netflix-1m"]["available"] == 50
         assert (tmp_path / ".kamigate" / "appendonlydir").exists() or \
             (tmp_path / ".kamigate" / "appendonly.aof").exists()
+        # the other commands, run from the same directory, find the demo's config
+        status_cmd = kamigate("status", cwd=tmp_path,
+                              env={**_without_config_env(), "COLUMNS": "200"})
+        assert status_cmd.returncode == 0, status_cmd.stderr
+        assert "steam-cn-100" in status_cmd.stdout
+        assert ".kamigate/demo.toml" in status_cmd.stderr
+        assert kamigate("reconcile", cwd=tmp_path, env=_without_config_env()).returncode == 0
     finally:
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     assert "curl -s -H 'Authorization: Bearer demo-shop-key'" in out
     assert proc.returncode == 0, out
+    assert "Redis unreachable" not in out and "Traceback" not in out, out
+    assert embedded.running_url(tmp_path / ".kamigate") is None  # stopped, last
+
+
+def test_up_on_a_port_in_use_says_so_and_starts_nothing(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = kamigate("up", "--demo", "--port", str(port), cwd=tmp_path,
+                          env=_without_config_env(), timeout=30)
+    assert result.returncode == 1
+    assert f"port {port} is in use" in result.stderr and "--port N" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert embedded.running_url(tmp_path / ".kamigate") is None  # no Redis left behind

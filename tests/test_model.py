@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -890,6 +891,14 @@ class EngineModel(RuleBasedStateMachine):
         self.run(check())
 
 
+# A longer run than the default sets its own size; the suite's per-test timeout (300 s) would
+# stop it mid-step, and hypothesis would then report a flaky strategy instead of the timeout.
+# KAMIGATE_MODEL_TIMEOUT (seconds, 0 = none) bounds a long run instead.
+LONG_RUN = "KAMIGATE_MODEL_EXAMPLES" in os.environ or "KAMIGATE_MODEL_STEPS" in os.environ
+TIMEOUT_S = int(os.environ.get("KAMIGATE_MODEL_TIMEOUT", "0" if LONG_RUN else "300"))
+
+
+@pytest.mark.timeout(TIMEOUT_S)
 def test_model(redis_server: RedisProcess) -> None:
     EngineModel.server = redis_server
     COVERAGE.clear()

@@ -417,3 +417,18 @@ def test_page_links_expire_and_cannot_be_stretched() -> None:
     stretched = f"{int(stamp, 16) + 10**6:x}.{mac}"
     assert not directory.page_token_valid("o_1", stretched, now_s=1_000_000)
     assert not directory.page_token_valid("o_1", "nonsense", now_s=1_000_000)
+
+
+def test_page_tokens_take_only_the_hex_the_engine_writes() -> None:
+    """The same expiry written another way (0x, sign, spaces, underscores, capitals) is not
+    the token the engine signed: refused, even with the right MAC."""
+    from engine.config.directory import Directory
+    from tests.conftest import make_settings
+
+    directory = Directory(make_settings(server={"page_link_ttl_s": 600}), "secret")
+    token = directory.page_token("o_1", now_s=1_000_000)
+    stamp, _, mac = token.partition(".")
+    assert directory.page_token_valid("o_1", token, now_s=1_000_000)
+    for other in (f"0x{stamp}", f"+{stamp}", f" {stamp}", f"{stamp} ", f"{stamp[:2]}_{stamp[2:]}",
+                  stamp.upper(), f"0{stamp}" * 3, ""):
+        assert not directory.page_token_valid("o_1", f"{other}.{mac}", now_s=1_000_000), other

@@ -45,7 +45,7 @@ def test_seal_and_open_are_bound_to_sku_and_lot() -> None:
     with pytest.raises(SealError):
         sealer.open("card-200", token)  # moved to another SKU
     with pytest.raises(SealError):
-        sealer.open("card-100", token.replace("$lot1$", "$lot2$"))  # another lot
+        sealer.open("card-100", token.replace("$lot1$", "$lot2$"))  # its lot relabelled
     tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
     with pytest.raises(SealError):
         sealer.open("card-100", tampered)

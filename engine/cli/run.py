@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import logging
 import signal
@@ -14,7 +15,14 @@ from typing import Any
 
 from engine import __version__, config
 from engine.cli import demo
-from engine.cli.support import config_path, load_file, run_async, stop_processes
+from engine.cli.support import (
+    DEMO_CONFIG,
+    config_path,
+    load_file,
+    port_in_use,
+    run_async,
+    stop_processes,
+)
 from engine.config.directory import Directory
 from engine.stock.importer import Importer
 from engine.stock.lots import levels
@@ -100,6 +108,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if processes < 1:
         print("kamigate: --processes must be at least 1", file=sys.stderr)
         return 1
+    if not args.reuse_port and _port_taken(settings, "set server.port in the config"):
+        return 1
     # N processes share the port (SO_REUSEPORT, the kernel spreads connections); each takes
     # 1/N of the fleet's rates, so the configured limits hold for the whole fleet.
     others = [
@@ -114,9 +124,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except connection.StoreError as exc:
         print(f"kamigate: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # taken between the check and the bind
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        _port_taken(settings, "set server.port in the config", known=True)
+        return 1
     finally:
         stop_processes(*others)
     return 0
+
+
+def _port_taken(settings: config.Settings, remedy: str, known: bool = False) -> bool:
+    """Say so (and how to pick another) when the listening port is in use."""
+    host, port = settings.server.host, settings.server.port
+    if not known and not port_in_use(host, port):
+        return False
+    print(f"kamigate: port {port} is in use on {host}; {remedy}", file=sys.stderr)
+    return True
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -151,9 +175,11 @@ def _start_worker(config_path: str) -> subprocess.Popen[bytes]:
 def cmd_up(args: argparse.Namespace) -> int:
     _hold_sighup()
     path = config_path(args)
-    if args.demo and not Path(path).exists():
-        path = str(demo.write_config(".kamigate", args.port or 8080))
+    if args.demo and (path == DEMO_CONFIG or not Path(path).exists()):
+        path = str(demo.write_config(str(Path(DEMO_CONFIG).parent), args.port or 8080))
     settings = load_file(path)
+    if _port_taken(settings, "pass --port N" if args.demo else "set server.port in the config"):
+        return 1
     redis_process = None
     url = settings.redis.url
     if url == "embedded":
@@ -175,9 +201,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     base = settings.server.public_url
     banner = f"kamigate {__version__} listening on {base}; {matching.describe()}"
     if args.demo:
-        banner += "\n\n" + demo.curl_lines(base) + "\n"
+        banner += ("\n\n" + demo.curl_lines(base) + "\n# from this directory, `kamigate status`"
+                   f", `reconcile`, `pause` ... use {path}\n")
     try:
         _serve(settings, path, url, banner)
+    except OSError as exc:  # taken between the check and the bind
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        _port_taken(settings, "pass --port N", known=True)
+        return 1
     finally:
         stop_processes(worker)
         if redis_process is not None:

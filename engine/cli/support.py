@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -17,10 +19,31 @@ from engine import config
 from engine.store import connection
 
 DEFAULT_CONFIG = "kamigate.toml"
+DEMO_CONFIG = ".kamigate/demo.toml"  # what `kamigate up --demo` writes
 
 
 def config_path(args: argparse.Namespace) -> str:
-    return str(args.config or os.environ.get("KAMIGATE_CONFIG") or DEFAULT_CONFIG)
+    """--config, else $KAMIGATE_CONFIG, else ./kamigate.toml; where there is none, the demo
+    config `kamigate up --demo` wrote here (so `status`, `pause`... follow the demo)."""
+    chosen = args.config or os.environ.get("KAMIGATE_CONFIG")
+    if chosen:
+        return str(chosen)
+    if not os.path.exists(DEFAULT_CONFIG) and os.path.exists(DEMO_CONFIG):
+        print(f"kamigate: no {DEFAULT_CONFIG} here; using the demo config {DEMO_CONFIG}",
+              file=sys.stderr)
+        return DEMO_CONFIG
+    return DEFAULT_CONFIG
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Another process listens on host:port (checked before anything is started)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def load_file(path: str) -> config.Settings:

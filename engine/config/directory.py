@@ -13,6 +13,7 @@ from engine.store import keys
 from engine.store.sealing import sealer_of
 
 ROLE_RANK = {"viewer": 0, "operator": 1, "admin": 2}
+_STAMP = re.compile(r"[0-9a-f]{1,12}")  # a page token's expiry, lowercase hex unix seconds
 
 
 class Directory:
@@ -64,11 +65,10 @@ class Directory:
     def page_token_valid(self, order_id: str, token: str, now_s: float | None = None) -> bool:
         """Signed for this order and not expired (constant-time compare)."""
         stamp, _, mac = token.partition(".")
-        try:
-            expires = int(stamp, 16)
-        except ValueError:
+        if not _STAMP.fullmatch(stamp):  # exactly what page_token writes: no 0x, sign, _ or space
             return False
-        if expires < (time.time() if now_s is None else now_s) or len(stamp) > 12:
+        expires = int(stamp, 16)
+        if expires < (time.time() if now_s is None else now_s):
             return False
         return hmac.compare_digest(mac.encode(), self._page_mac(order_id, expires).encode())
 

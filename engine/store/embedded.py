@@ -96,8 +96,11 @@ class RedisProcess:
 
     def start(self, timeout: float = 10.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # A session of its own: a signal to the starter's process group (Ctrl-C, a service
+        # manager's SIGTERM) stops the processes that use Redis, and Redis is stopped last.
         self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

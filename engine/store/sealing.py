@@ -1,7 +1,9 @@
 """Codes at rest: sealed with AES-256-GCM when `[codes] keys` are configured.
 
 A sealed code is `~<key id>$<lot>$<base64url(nonce, ciphertext and tag)>`, the SKU and the lot
-bound in as associated data, so a sealed code moved to another SKU or lot no longer opens.
+it was sealed for bound in as associated data: moved to another SKU, or with its lot relabelled,
+it no longer opens. The lot is read from the value itself (an order record does not keep which
+lot list each code left), so a value moved whole to another lot of the same SKU still opens.
 It travels through Redis (stock lists, claims, order records) as it is and is opened only
 where a code leaves kamigate: the Order object (answers, replays, webhooks). The key id
 names the key that sealed it, so older keys keep opening what they sealed while `kamigate
@@ -98,7 +100,7 @@ PLAIN = Sealer()
 
 
 def sealer_of(keys: dict[str, str], current: str, fingerprint_key: str) -> Sealer:
-    """The Sealer of a validated `[codes]` section (see engine/config.py)."""
+    """The Sealer of a validated `[codes]` section (see engine/config/credentials.py)."""
     if not keys:
         return PLAIN
     return Sealer({kid: decode_key(k) for kid, k in keys.items()}, current,
