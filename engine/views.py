@@ -15,7 +15,7 @@ from engine.wire import Order, OrderRecord, QueueInfo, Status, StreamOrder, as_t
 class CodeOpener(Protocol):
     """Opens codes as stored (sealed or not) for the buyer: engine.store.sealing.Sealer."""
 
-    def reveal(self, sku: str, stored: list[str]) -> list[str]: ...
+    def reveal(self, sku: str, stored: list[str]) -> list[str] | None: ...
 
 
 class Shop(Protocol):
@@ -69,6 +69,9 @@ def order_view(
     )
     if status == "fulfilled":
         order.codes = directory.sealer.reveal(request.sku, codes or [])
+        if order.codes is None:
+            order.notice = ("the codes cannot be shown now: they are sealed with a key that is "
+                            "not configured; the operator restores it, then they show here")
     elif status == "held":
         order.hold_expires_at = rfc3339(expires_ms) if expires_ms else None
     elif status == "queued":

@@ -6,8 +6,7 @@ back and checked (the sha256 from GET /admin/config is the one from before the r
 answer to POST /v1/orders, a change refused or not visible, a restore that does not match,
 or a missed SLO fails the run.
 
-Where the config comes from: GET /admin/config answers the effective config with secrets
-redacted as "***", which cannot be PUT back as it is. So:
+Where the config comes from:
   - with KAMIGATE_CONFIG (the engine's config file, as for flash_sale.py): the file is read
     as TOML, never written; each change is the file's document with the SKU's max_qty
     changed, PUT as application/json (the same document; the API takes TOML or JSON), and
@@ -15,8 +14,8 @@ redacted as "***", which cannot be PUT back as it is. So:
     that the file is what the fleet runs (the sha256 the `engine` package computes for it,
     when importable here, is the running one; or else every key the file sets has its
     running value) and refuses otherwise.
-  - without it: the `config` field of GET /admin/config is PUT back, changed, when it holds
-    no redacted secret; when it does the run refuses to start (set KAMIGATE_CONFIG).
+  - without it: the `config` field of GET /admin/config is PUT back, changed (its secrets,
+    shown as "***", keep their running values on a PUT).
 POST /admin/config/reload is not used: it would need the file rewritten under the engine.
 
 Usage:  locust -f loadtests/config_reload.py --headless -u 101 -r 100 -t 60s \
@@ -93,14 +92,6 @@ def _sku_entry(document: dict[str, Any]) -> dict[str, Any] | None:
         if isinstance(skus, list) else None
 
 
-def _redacted(node: Any) -> bool:
-    if isinstance(node, dict):
-        return any(_redacted(v) for v in node.values())
-    if isinstance(node, list):
-        return any(_redacted(v) for v in node)
-    return node == "***"
-
-
 def _mismatch(mine: Any, live: Any, key: str = "") -> str:
     """The first key the file sets to something other than what runs ("" when none);
     a redacted secret matches anything."""
@@ -126,8 +117,9 @@ def _file_differs(document: dict[str, Any], view: dict[str, Any]) -> str:
     the running value (the engine here may be another version than the fleet's)."""
     try:
         from engine.config import ConfigError, from_mapping
+        from engine.config.redaction import public_sha256
 
-        if from_mapping(document).sha256() == view["sha256"]:
+        if public_sha256(from_mapping(document)) == view["sha256"]:
             return ""
     except (ImportError, ConfigError):
         pass
@@ -158,9 +150,6 @@ def _prepare(view: dict[str, Any]) -> None:
         STATE.source = CONFIG_PATH
     else:
         document = copy.deepcopy(view["config"])
-        if _redacted(document):
-            STATE.problem = ("the running config has secrets (redacted as \"***\" by GET "
-                             "/admin/config): set KAMIGATE_CONFIG to the engine's config file")
         STATE.source = "GET /admin/config"
     STATE.document = document
     STATE.original = view

@@ -33,8 +33,8 @@ def test_identical_files_say_no_changes(tmp_path: Path,
 def test_changes_by_dotted_key_and_list_items_by_id(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("HOOK_OLD", "old-hook-secret")
-    monkeypatch.setenv("HOOK_NEW", "new-hook-secret")
+    monkeypatch.setenv("HOOK_OLD", "old-hook-secret" * 3)
+    monkeypatch.setenv("HOOK_NEW", "new-hook-secret" * 3)
     old = settings_dict(limits={"global": {"rate": 800, "burst": 1600}},
                         pauses=[{"scope": "global", "starts_at": "2099-01-01T00:00:00Z"}])
     old["storefronts"][0]["webhook_secret"] = "env:HOOK_OLD"
@@ -47,7 +47,7 @@ def test_changes_by_dotted_key_and_list_items_by_id(
     new["skus"].reverse()  # order alone is no change for lists keyed by id
     new["pauses"] = [{"scope": "sku:card-100", "starts_at": "2099-02-01T00:00:00Z"}]
     new["storefronts"][0]["webhook_secret"] = "env:HOOK_NEW"
-    new["storefronts"][1]["webhook_secret"] = "plain-secret"
+    new["storefronts"][1]["webhook_secret"] = "plain-secret" * 3
     new["orders"]["default_wait_ms"] = 500
     code, out, err = _run(capsys, *_files(tmp_path, old, new))
     assert code == 0 and err == ""

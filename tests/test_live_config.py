@@ -50,8 +50,8 @@ APPLIED = re.compile(r"^(\S+ \S+) INFO kamigate\.config: config version (\d+) ap
 
 # -- the in-process front door: the admin routes ---------------------------------------------------
 async def test_get_config_needs_a_viewer_and_hides_secrets(engine_factory: EngineFactory) -> None:
-    raw = settings_dict(server={"page_secret": "page-secret-value"})
-    raw["storefronts"][0]["webhook_secret"] = "hook-secret-value"
+    raw = settings_dict(server={"page_secret": "page-secret-value" * 2})
+    raw["storefronts"][0]["webhook_secret"] = "hook-secret-value" * 2
     engine = await engine_factory(make_settings(**raw), worker=False)
     assert (await engine.http.get("/admin/config")).status == 401
     assert (await engine.http.get("/admin/config", headers=auth(SHOP_A_KEY))).status == 403

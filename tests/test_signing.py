@@ -22,7 +22,7 @@ from tests.conftest import (
     settings_dict,
 )
 
-SECRET = "shop-a-signing-secret"
+SECRET = "shop-a-signing-secret-of-32-characters"
 
 
 def _settings(require: bool = False) -> Any:

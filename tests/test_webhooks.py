@@ -14,10 +14,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from engine.worker.webhooks import retry_delay, signature
-from tests.conftest import EngineFactory, auth, codes, make_settings, settings_dict
+from engine.worker.webhook_sender import retry_delay, signature
+from tests.conftest import EngineFactory, auth, codes, eventually, make_settings, settings_dict
 
-SECRET = "whsec-test"
+SECRET = "whsec-test-secret-of-32-characters"
 
 
 class Receiver:
@@ -57,18 +57,13 @@ async def _serve(receiver: Receiver) -> TestServer:
 
 
 def _settings(**extra: Any) -> Any:
-    raw = settings_dict(webhooks={"first_retry_s": 0.05, "max_retry_s": 0.2}, **extra)
+    # the receivers listen on loopback: allowed here, refused by default (tests/test_ssrf.py)
+    raw = settings_dict(webhooks={"first_retry_s": 0.05, "max_retry_s": 0.2,
+                                  "allow_private": True}, **extra)
     raw["storefronts"][0]["webhook_secret"] = SECRET
     from engine import config
 
     return config.from_mapping(raw, environ={})
-
-
-async def _until(predicate: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 def test_signature_matches_the_documented_recipe() -> None:
@@ -95,7 +90,7 @@ async def test_receiver_failing_three_times_gets_every_event_in_order(
         status, queued = await engine.order(notify_url=hook)  # no stock yet: queued
         assert status == 202
         await engine.import_codes("card-100", codes("WH", 1))  # now fulfilled
-        await _until(lambda: len(receiver.events) >= 2)
+        await eventually(lambda: len(receiver.events) >= 2, timeout=15)
         statuses = [e["status"] for e in receiver.events]
         assert statuses == ["queued", "fulfilled"]
         assert receiver.events[1]["codes"] == ["WH-000000"]
@@ -115,7 +110,7 @@ async def test_cancel_and_expiry_are_sent(engine_factory: EngineFactory) -> None
         _, one = await engine.order(notify_url=hook, buyer="x1")
         _, two = await engine.order(notify_url=hook, buyer="x2")
         await engine.http.delete(f"/v1/orders/{one['order_id']}", headers=auth("key-shop-a"))
-        await _until(lambda: len(receiver.events) >= 4)
+        await eventually(lambda: len(receiver.events) >= 4, timeout=15)
         seen = {(e["order_id"], e["status"]) for e in receiver.events}
         assert (one["order_id"], "cancelled") in seen and (two["order_id"], "expired") in seen
     finally:
@@ -173,12 +168,12 @@ async def test_delivered_events_are_trimmed_from_the_outbox(
         hook = str(server.make_url("/hook"))
         for i in range(3):
             await engine.order(notify_url=hook, buyer=f"t{i}")
-        await _until(lambda: len(receiver.events) >= 3)
+        await eventually(lambda: len(receiver.events) >= 3, timeout=15)
         from engine.store import connection
 
         client = connection.client(engine.url)
         try:
-            await _until_async(lambda: _pending_zero(client), 10)
+            await eventually(lambda: _pending_zero(client), 10)
             await trim_stream(client, keys.outbox(0), GROUP)
             assert int(await client.xlen(keys.outbox(0))) == 0
         finally:
@@ -193,10 +188,3 @@ async def _pending_zero(client: Any) -> bool:
 
     pending = await client.xpending(keys.outbox(0), GROUP)
     return int(pending["pending"]) == 0
-
-
-async def _until_async(predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)

@@ -8,6 +8,7 @@ from typing import Any
 from engine.cli.support import config_path, load_file, try_load
 from engine.config.diff import diff
 from engine.config.live import restart_needed
+from engine.config.redaction import public_sha256
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -27,7 +28,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     path = args.file or config_path(args)
     settings = load_file(path)
     print(f"{path}: ok ({len(settings.skus)} SKUs, {len(settings.storefronts)} storefronts, "
-          f"sha256 {settings.sha256()[:12]})")
+          f"sha256 {public_sha256(settings)[:12]})")
     return 0
 
 

@@ -105,12 +105,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 async def _running(redis: Redis, settings: config.Settings) -> Any:
     """The fleet's running config (live changes included), else the file's."""
     from engine.config.live import Running, read
+    from engine.config.redaction import public_sha256
 
     try:
         found = await read(redis)
     except config.ConfigError:
         found = None
-    return found or Running(0, settings.sha256(), settings, {})
+    return found or Running(0, public_sha256(settings), settings, {})
 
 
 async def _pause_table(redis: Redis, settings: config.Settings) -> Any:

@@ -8,7 +8,6 @@ Settings), diff (what a change would do), live (the fleet's running copy in Redi
 
 from engine.config.loading import ConfigError, from_mapping, load, parse_toml
 from engine.config.settings import (
-    SECRET_FIELDS,
     Admin,
     Audit,
     Backpressure,
@@ -36,7 +35,6 @@ from engine.config.settings import (
 )
 
 __all__ = [
-    "SECRET_FIELDS",
     "Admin",
     "Audit",
     "Backpressure",

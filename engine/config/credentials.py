@@ -10,16 +10,25 @@ import msgspec
 
 from engine.store.sealing import decode_key
 
+MIN_SECRET_LENGTH = 32  # a signing secret an attacker cannot guess from what it signs
 
-def resolve_secret(value: str, key: str, environ: Mapping[str, str], errors: list[str]) -> str:
-    """`env:NAME` reads the environment variable NAME; anything else is the secret itself."""
-    if not value.startswith("env:"):
-        return value
-    name = value[4:]
-    if name not in environ:
-        errors.append(f"{key}: environment variable {name} is not set")
-        return ""
-    return environ[name]
+
+def resolve_secret(value: str, key: str, environ: Mapping[str, str], errors: list[str],
+                   min_length: int = MIN_SECRET_LENGTH) -> str:
+    """`env:NAME` reads the environment variable NAME; anything else is the secret itself.
+    A secret that is set must have `min_length` characters ("" means none)."""
+    if value.startswith("env:"):
+        name = value[4:]
+        if name not in environ:
+            errors.append(f"{key}: environment variable {name} is not set")
+            return ""
+        value = environ[name]
+    if value == "***":
+        errors.append(f'{key}: "***" is how secrets are shown, not a secret')
+    elif value and len(value) < min_length:
+        errors.append(f"{key}: a secret needs at least {min_length} characters (`kamigate keys "
+                      "new` prints a random one)")
+    return value
 
 
 def resolve(parts: dict[str, Any], environ: Mapping[str, str], errors: list[str]) -> None:
@@ -50,7 +59,7 @@ def _codes(codes: Any, environ: Mapping[str, str], errors: list[str]) -> Any:
     fingerprint key with them."""
     resolved = {}
     for kid, value in codes.keys.items():
-        key = resolve_secret(value, f"codes.keys.{kid}", environ, errors)
+        key = resolve_secret(value, f"codes.keys.{kid}", environ, errors, min_length=0)
         if not re.match(r"^[A-Za-z0-9_-]{1,32}$(?!\n)", kid):
             errors.append(f"codes.keys.{kid}: a key id is 1-32 of A-Z a-z 0-9 _ -")
         elif key:
@@ -62,7 +71,7 @@ def _codes(codes: Any, environ: Mapping[str, str], errors: list[str]) -> Any:
     if codes.current not in resolved:
         errors.append(f"codes.current: {codes.current!r} is not one of codes.keys")
     fingerprint = resolve_secret(codes.fingerprint_key, "codes.fingerprint_key", environ,
-                                 errors)
+                                 errors, min_length=0)
     if resolved and len(fingerprint) < 16:
         errors.append("codes.fingerprint_key: at least 16 characters, kept for good")
     return msgspec.structs.replace(codes, keys=resolved, fingerprint_key=fingerprint)

@@ -8,16 +8,20 @@ from typing import Any
 
 import msgspec
 
-from engine.config.settings import SECRET_FIELDS, Settings
+from engine.config.redaction import SECRET_FIELDS, URL_FIELDS
+from engine.config.settings import Settings
+from engine.store.connection import mask_url
 
 KEYED_LISTS = frozenset({"storefronts", "admins", "skus"})
 
 
-def _show(value: Any, secret: bool = False) -> str:
+def _show(value: Any, secret: bool = False, url: bool = False) -> str:
     """A value in TOML-like form: numbers without a needless `.0`, strings quoted, secrets
     as ***."""
     if secret and value:
         return "***"
+    if url and isinstance(value, str):
+        return _show(mask_url(value))
     if value is None:
         return "(none)"
     if isinstance(value, bool):
@@ -25,7 +29,7 @@ def _show(value: Any, secret: bool = False) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_show(v, k in SECRET_FIELDS)}"
+        return "{" + ", ".join(f"{k} = {_show(v, k in SECRET_FIELDS, k in URL_FIELDS)}"
                                for k, v in value.items() if v is not None) + "}"
     if isinstance(value, list):
         return "[" + ", ".join(_show(v) for v in value) + "]"
@@ -41,9 +45,11 @@ def _walk(path: str, old: Any, new: Any, out: list[str]) -> None:
     if isinstance(old, list) and isinstance(new, list):
         _walk_list(path, old, new, out)
         return
-    secret = path.rpartition(".")[2] in SECRET_FIELDS
-    note = " (changed)" if secret and old and new else ""
-    out.append(f"{path}: {_show(old, secret)} → {_show(new, secret)}{note}")
+    name = path.rpartition(".")[2]
+    secret, url = name in SECRET_FIELDS, name in URL_FIELDS
+    note = " (changed)" if (secret or url) and old and new and \
+        _show(old, secret, url) == _show(new, secret, url) else ""
+    out.append(f"{path}: {_show(old, secret, url)} → {_show(new, secret, url)}{note}")
 
 
 def _walk_keys(old: dict[Any, Any], new: dict[Any, Any], name: Callable[[Any], str],

@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from engine.config.loading import ConfigError, from_mapping
+from engine.config.redaction import public_sha256
 from engine.config.settings import Settings
 from engine.store import audit, keys, scripts
 
@@ -53,11 +54,19 @@ class Running:
 
 
 def parse_body(body: bytes, content_type: str) -> tuple[dict[str, Any], Settings]:
-    """A config document from TOML or JSON (by content type; TOML unless it says json)."""
+    """A config document from TOML or JSON, and its settings; ConfigError."""
+    raw = parse_document(body, content_type)
+    return raw, from_mapping(raw)
+
+
+def parse_document(body: bytes, content_type: str) -> dict[str, Any]:
+    """A config document from TOML or JSON (by content type; TOML unless it says json),
+    not yet checked."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(["(body): not UTF-8 text"]) from None
+    raw: dict[str, Any]
     if "json" in content_type:
         try:
             raw = json.loads(text)
@@ -70,7 +79,7 @@ def parse_body(body: bytes, content_type: str) -> tuple[dict[str, Any], Settings
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"(toml): {exc}"]) from None
-    return raw, from_mapping(raw)
+    return raw
 
 
 def read_file(path: str) -> tuple[dict[str, Any], Settings, str]:
@@ -100,17 +109,18 @@ async def publish(redis: Redis, document: Mapping[str, Any], settings: Settings,
                   by: str, file_sha256: str = "") -> tuple[int, bool]:
     """Make a validated document the fleet's config; (version, whether it changed). A change
     is audited: who, how, and the sha256 before and after."""
+    shown = public_sha256(settings)
     version, changed, before = await scripts.CONFIG(
         redis, [keys.config()],
-        [settings.sha256(), msgspec.json.encode(document), origin, by,
-         int(time.time() * 1000), file_sha256, keys.config_channel()],
+        [settings.digest(), msgspec.json.encode(document), origin, by,
+         int(time.time() * 1000), file_sha256, keys.config_channel(), shown],
     )
     if changed:
         await audit.record(redis, by or origin, "config.change",
                            {"origin": origin, "version": int(version)},
-                           before=before.decode() or None, after=settings.sha256())
+                           before=(before or b"").decode() or None, after=shown)
         log.info("config version %s published (%s by %s, sha256 %s)", version, origin,
-                 by or "-", settings.sha256()[:12])
+                 by or "-", shown[:12])
     return int(version), bool(changed)
 
 
@@ -144,7 +154,7 @@ async def boot(redis: Redis, path: str | None, settings: Settings) -> Running:
                   "; ".join(exc.errors), path or "the given settings")
         running = None
     if running is None or restart_needed(settings, running.settings):
-        return Running(0, settings.sha256(), settings, document)
+        return Running(0, public_sha256(settings), settings, document)
     return running
 
 

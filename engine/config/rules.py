@@ -104,6 +104,8 @@ def urls(raw: Mapping[str, Any], errors: list[str]) -> None:
     if isinstance(url, str) and url != "embedded" and \
             not url.startswith(("redis://", "rediss://", "unix://")):
         errors.append("redis.url: must be 'embedded' or a redis://, rediss:// or unix:// URL")
+    elif isinstance(url, str) and ":***@" in url:
+        errors.append('redis.url: the password "***" is how passwords are shown, not one')
 
 
 def check_calendar(cal: Calendar) -> str | None:

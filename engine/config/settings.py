@@ -11,10 +11,8 @@ from msgspec import Meta
 from engine.wire import ID_PATTERN, SKU_PATTERN
 
 HEX64 = r"^[0-9a-f]{64}$(?!\n)"
-
-# Values never shown back (GET /admin/config, `kamigate config diff`): "***" instead.
-SECRET_FIELDS = frozenset({"webhook_secret", "signing_secret", "page_secret", "secret",
-                           "keys", "fingerprint_key"})
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+HOST_PATTERN = rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$(?!\n)"  # a lowercase host name
 
 Ident = Annotated[str, Meta(pattern=ID_PATTERN)]
 SkuId = Annotated[str, Meta(pattern=SKU_PATTERN)]
@@ -68,6 +66,8 @@ class Webhooks(Base, frozen=True):
     max_retry_s: Annotated[float, Meta(gt=0, le=1e9)] = 3600.0
     give_up_after_s: Annotated[float, Meta(gt=0, le=1e9)] = 86400.0 * 2
     concurrency: Annotated[int, Meta(ge=1, le=1000)] = 32
+    per_storefront: Annotated[int, Meta(ge=1, le=1000)] = 8  # in flight to one storefront
+    allow_private: bool = False  # deliver to loopback, link-local and private addresses
 
 
 class Limits(Base, frozen=True):
@@ -96,6 +96,7 @@ class Storefront(Base, frozen=True):
     webhook_secret: str = ""
     signing_secret: str = ""  # HMAC request signing (see engine/http/signing.py); "env:NAME"
     require_signature: bool = False  # refuse a bearer key alone
+    notify_hosts: tuple[Annotated[str, Meta(pattern=HOST_PATTERN)], ...] = ()  # () = any
 
 
 class Admin(Base, frozen=True):
@@ -210,7 +211,9 @@ class Settings(Base, frozen=True):
     audit: Audit = Audit()
     codes: Codes = Codes()
 
-    def sha256(self) -> str:
+    def digest(self) -> str:
+        """Identifies these exact settings, secrets included: how the fleet tells a new config
+        from the running one. Never shown (see redaction.public_sha256)."""
         return hashlib.sha256(msgspec.json.encode(self, order="sorted")).hexdigest()
 
 

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from engine.config.live import Follower, Running, publish, read_file, restart_needed
 from engine.config.loading import ConfigError
+from engine.config.redaction import public_sha256
 from engine.config.settings import Settings
 from engine.tasks import stop_tasks
 
@@ -35,7 +36,7 @@ async def apply_document(redis: Redis, follower: Follower, document: Mapping[str
         raise ConfigError(problems)
     version, changed = await publish(redis, document, settings, origin, by, file_sha256)
     if changed:
-        follower.adopt(Running(version, settings.sha256(), settings, document, origin, by,
+        follower.adopt(Running(version, public_sha256(settings), settings, document, origin, by,
                                int(time.time() * 1000)))
     return follower.running, changed
 

@@ -7,18 +7,17 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from engine import errors
 from engine.config.directory import Directory
-from engine.config.live import Follower, Running, boot, page_secret, parse_body
-from engine.config.loading import ConfigError
-from engine.config.settings import SECRET_FIELDS, Settings
+from engine.config.live import Follower, Running, boot, page_secret, parse_document
+from engine.config.loading import ConfigError, from_mapping
+from engine.config.redaction import keep_running, redacted
 from engine.config.watch import apply_document, keep_config, reload_file
 from engine.door.admission import Admission
 from engine.http.auth import admin_of
-from engine.http.codec import respond
+from engine.http.codec import read_body, respond
 from engine.http.guards import BREAKER, breaker_rules
 from engine.http.state import ADMISSION, DIRECTORY, INGEST, REDIS
 
@@ -55,20 +54,6 @@ def config_ctx(path: str | None, watch: bool = True) -> Any:
     return ctx
 
 
-def redacted(settings: Settings) -> dict[str, Any]:
-    """The effective config with secrets replaced by "***"."""
-    doc: Any = msgspec.to_builtins(settings)
-
-    def scrub(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: "***" if k in SECRET_FIELDS and v else scrub(v) for k, v in node.items()}
-        if isinstance(node, list | tuple):  # to_builtins keeps a Struct's tuples as tuples
-            return [scrub(v) for v in node]
-        return node
-
-    return dict(scrub(doc))
-
-
 def _view(running: Running, changed: bool | None = None) -> dict[str, Any]:
     view: dict[str, Any] = {
         "version": running.version, "sha256": running.sha256, "origin": running.origin,
@@ -99,11 +84,17 @@ async def put_config(request: web.Request) -> web.Response:
                             "text/x-toml", "application/octet-stream"):
         raise errors.UnsupportedMediaType("send the config as application/toml or "
                                           "application/json")
-    body = await request.read()
+    body = await read_body(request)
+    follower = request.app[FOLLOWER]
     try:
-        document, settings = parse_body(body, content_type)
-        running, changed = await apply_document(request.app[REDIS], request.app[FOLLOWER],
-                                                document, settings, "api", who.id)
+        document = parse_document(body, content_type)
+        # what GET showed as "***" keeps its running value: never stored as a secret
+        problems: list[str] = []
+        document = keep_running(document, follower.running.document, problems)
+        if problems:
+            raise ConfigError(problems)
+        running, changed = await apply_document(request.app[REDIS], follower, document,
+                                                from_mapping(document), "api", who.id)
     except ConfigError as exc:
         raise _refused(exc) from None
     return respond(request, _view(running, changed))

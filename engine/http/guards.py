@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -88,9 +89,17 @@ async def _post(url: str, body: dict[str, Any]) -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session, \
                 session.post(url, data=json.dumps(body), headers=headers) as resp:
             if resp.status >= 300:
-                log.warning("surge alert to %s answered %s", url, resp.status)
+                log.warning("surge alert to %s answered %s", _host(url), resp.status)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        log.warning("surge alert to %s failed (%s)", url, type(exc).__name__)
+        log.warning("surge alert to %s failed (%s)", _host(url), type(exc).__name__)
+
+
+def _host(url: str) -> str:
+    """Where an alert went, for the log: the host only (the URL may carry a token)."""
+    try:
+        return urlsplit(url).hostname or "?"
+    except ValueError:
+        return "?"
 
 
 BREAKER = web.AppKey("breaker", CircuitBreaker)

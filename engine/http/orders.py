@@ -10,6 +10,8 @@ from aiohttp import web
 from engine import errors
 from engine.clock import now_ms
 from engine.config.directory import Directory
+from engine.config.settings import Storefront
+from engine.controls.destinations import refusal
 from engine.http.auth import storefront_of
 from engine.http.codec import decode_body, respond
 from engine.http.placing import Placement, place, place_many, placement, replay_of
@@ -36,7 +38,8 @@ def _is_ip(value: str) -> bool:
     return True
 
 
-def _check(directory: Directory, req: OrderRequest, field: str = "") -> None:
+def _check(directory: Directory, storefront: Storefront, req: OrderRequest,
+           field: str = "") -> None:
     sku = directory.skus.get(req.sku)
     if sku is None:
         raise errors.UnknownSku(f"no SKU {req.sku!r} is configured")
@@ -50,6 +53,11 @@ def _check(directory: Directory, req: OrderRequest, field: str = "") -> None:
         )
     if req.metadata is not None and len(msgpack_encode(req.metadata)) > MAX_METADATA_BYTES:
         raise errors.invalid(f"{field}metadata", "must be at most 2 KiB encoded")
+    if req.notify_url is not None:
+        why = refusal(req.notify_url, directory.settings.webhooks.allow_private,
+                      storefront.notify_hosts)
+        if why is not None:
+            raise errors.invalid(f"{field}notify_url", why)
 
 
 def _respond(request: web.Request, status: int, body: Any, headers: dict[str, str]
@@ -72,7 +80,7 @@ async def create_order(request: web.Request) -> web.Response:
                                 and " " not in key):
         raise errors.invalid("Idempotency-Key", "must be 1-128 visible ASCII characters")
     try:
-        _check(directory, req)
+        _check(directory, storefront, req)
     except errors.Problem:
         # a retry of an order admitted under older rules is still a replay (C5)
         replayed = await replay_of(app, storefront, req, key) if key is not None else None
@@ -98,7 +106,7 @@ async def create_batch(request: web.Request) -> web.Response:
     )
     for i, item in enumerate(batch.orders):
         try:
-            _check(directory, item, f"orders[{i}].")
+            _check(directory, storefront, item, f"orders[{i}].")
             p = placement(app, storefront, item, item.idempotency_key)
         except errors.Problem as problem:
             results[i] = problem.body()

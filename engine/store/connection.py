@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import hiredis
 from redis.asyncio import Redis
@@ -17,6 +18,26 @@ from redis.exceptions import RedisError
 from engine.store import embedded
 
 log = logging.getLogger("kamigate.store")
+
+
+MASK = "***"
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password as "***" (for showing and for log lines)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    netloc = f"{parts.username or ''}:{MASK}@{host}{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class StoreError(RuntimeError):
@@ -63,8 +84,8 @@ async def connect(url: str, *, retries: int = 20, delay: float = 0.25,
         except (RedisConnectionError, OSError) as exc:
             if attempt == retries - 1:
                 await redis.aclose()
-                raise StoreError(f"cannot reach Redis at {url}: {exc}") from None
-            log.warning("Redis at %s not reachable (%s); %d retries left", url, exc,
+                raise StoreError(f"cannot reach Redis at {mask_url(url)}: {exc}") from None
+            log.warning("Redis at %s not reachable (%s); %d retries left", mask_url(url), exc,
                         retries - attempt - 1)
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+log = logging.getLogger("kamigate.sealing")
 
 PREFIX = "~"
 NONCE_BYTES = 12
@@ -82,8 +85,16 @@ class Sealer:
             raise SealError(f"a sealed code of {sku} does not open ({type(exc).__name__})") \
                 from None
 
-    def reveal(self, sku: str, stored: list[str]) -> list[str]:
-        return [self.open(sku, s) for s in stored] if self._ciphers else stored
+    def reveal(self, sku: str, stored: list[str]) -> list[str] | None:
+        """The codes of stored values; None when one does not open (its key is no longer
+        configured, or it was tampered with): the order then says so instead of its codes."""
+        if not self._ciphers:
+            return stored
+        try:
+            return [self.open(sku, s) for s in stored]
+        except SealError as exc:
+            log.error("%s", exc)  # names the SKU and the key id, never a code
+            return None
 
     def key_of(self, stored: str) -> str:
         """The key id a stored value is sealed with ("" when it is not sealed)."""

@@ -96,22 +96,28 @@ class Worker:
         await self.release()
 
     async def _webhooks(self, stop: asyncio.Event) -> None:
-        """Send the outbox of the owned shards; a slow receiver delays only this loop."""
+        """Start deliveries from the outbox of the owned shards; they run as tasks of their
+        own, so a slow receiver delays nobody. Nothing ends this loop but `stop`."""
         while not stop.is_set():
             try:
                 await self.dispatcher.round(sorted(self.owned))
             except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("webhook round skipped (%s)", type(exc).__name__)
+            except Exception:
+                log.exception("webhook round failed; the next one runs as usual")
             await asyncio.sleep(WEBHOOK_INTERVAL_S)
 
     async def _chores(self, stop: asyncio.Event) -> None:
-        """Beside the batches: admit overflow tickets at the rate, expire what is due."""
+        """Beside the batches: admit overflow tickets at the rate, expire what is due.
+        Nothing ends this loop but `stop`."""
         while not stop.is_set():
             await asyncio.sleep(CHORE_INTERVAL_S)
             try:
                 await self.chores()
             except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("housekeeping skipped (%s)", type(exc).__name__)
+            except Exception:
+                log.exception("housekeeping round failed; the next one runs as usual")
 
     async def chores(self, at_ms: int | None = None) -> tuple[int, int]:
         """One round for every owned shard: (tickets released, orders expired). `at_ms` runs

@@ -4,96 +4,103 @@ The scripts that change an order append the change to the shard's outbox stream 
 atomic call, so no change is lost. The worker that owns the shard sends them:
 
 - at least once: an event is acknowledged in the outbox only after a 2xx answer;
-- in order per order: while an order has an undelivered event, its later events wait behind
-  it (the order's backlog in `webhook:waiting`), and the backlog is retried as a whole;
+- in order per order: one delivery task per order at a time; while an order has an
+  undelivered event, its later events wait behind it (the order's backlog in
+  `webhook:waiting`), and the backlog is retried as a whole;
 - with exponential backoff and jitter (first_retry_s, doubling, at most max_retry_s), for
-  give_up_after_s (two days by default), then into the dead-letter stream with the reason;
-- without slowing intake: it runs beside the batches with its own HTTP client, a time-out per
-  attempt and a bounded number of deliveries in flight.
+  give_up_after_s (two days by default), then into the dead-letter stream with the reason; an
+  event that cannot be rendered (its codes sealed with a key no longer configured, a record
+  that no longer reads) goes there at once;
+- without one receiver holding up another: each order's delivery runs as a task of its own,
+  at most `concurrency` in flight and `per_storefront` to one storefront (webhook_sender), a
+  storefront with too many waiting has its new events put behind for a moment, and a
+  destination that keeps failing is left alone while it backs off; a round only reads and
+  starts tasks, so new events never wait behind retries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from engine.config.directory import Directory
 from engine.config.live import page_secret
 from engine.config.settings import Settings
+from engine.controls.destinations import host_allowed
 from engine.store import keys, records
 from engine.views import order_view
-from engine.wire import as_status, json_encode
+from engine.wire import StreamOrder, as_status, decode_stream_order, json_encode
+from engine.worker.webhook_sender import WebhookSender, retry_delay, signature
 
 log = logging.getLogger("kamigate.webhooks")
 GROUP = "webhooks"
 READ_COUNT = 200
 EVENT = "order.updated"
+WAITING_PER_SLOT = 4  # orders of one storefront waiting per slot before new ones are put behind
+PUT_BEHIND_S = 1.0
 
 Event = tuple[bytes, dict[bytes, bytes]]
-Sender = Callable[[str, bytes, dict[str, str]], Awaitable[bool]]
-
-
-def signature(secret: str, body: bytes, at: int) -> str:
-    """`t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`."""
-    mac = hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={at},v1={mac}"
-
-
-def retry_delay(attempt: int, first: float, cap: float, rng: random.Random) -> float:
-    """first * 2**(attempt-1), at most cap, times a jitter of 0.5-1.5."""
-    return float(min(cap, first * 2 ** max(0, attempt - 1)) * rng.uniform(0.5, 1.5))
-
 
 class Dispatcher:
     """Sends the outbox of the shards the worker owns."""
 
     def __init__(self, settings: Settings, redis: Redis, consumer: str,
-                 send: Sender | None = None, rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None) -> None:
         self.redis = redis
         self.consumer = consumer
         self.page_secret = ""  # read from Redis at the first round
+        self.sender = WebhookSender(settings.webhooks)
         self.use(settings)
         self.rng = rng or random.Random()
-        self._send = send or self._post
-        self._session: aiohttp.ClientSession | None = None
-        self._slots = asyncio.Semaphore(settings.webhooks.concurrency)
         self._groups: set[int] = set()
+        self._inbox: dict[str, list[Event]] = {}  # order id -> events that came while busy
+        self._running = Counter[str]()  # storefront -> orders with a delivery task
+        self._tasks: set[asyncio.Task[None]] = set()
         self.delivered = 0
 
     def use(self, settings: Settings) -> None:
-        """Take a new config (secrets, timeouts, backoff); concurrency changes on restart."""
+        """Take a new config (secrets, timeouts, backoff); the caps change on restart."""
         self.settings = settings
         self.directory = Directory(settings, self.page_secret)
-        self.secrets = {s.id: s.webhook_secret for s in settings.storefronts}
+        self.storefronts = {s.id: s for s in settings.storefronts}
+        self.sender.use(settings.webhooks)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        """Stop: deliveries in flight are cut off (their events stay unacknowledged and are
+        sent again by the next owner of the shard)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.sender.close()
+
+    async def idle(self) -> None:
+        """Wait for the deliveries started so far (tests and tools)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def round(self, shards: Sequence[int]) -> None:
-        """Send what is new and retry what is due, for each shard."""
+        """Start deliveries of what is new and of what is due again, for each shard."""
         if not self.page_secret:
             # buyer-page links in the events must match the front doors' (see page_secret)
             self.page_secret = await page_secret(self.redis)
             self.use(self.settings)
         for shard in shards:
             await self._ensure_group(shard)
-            await self._retry_due(shard)
+            await self._start_due(shard)
             reply: Any = await self.redis.xreadgroup(
                 GROUP, self.consumer, {keys.outbox(shard): ">"}, count=READ_COUNT)
             if reply:
-                await self._send_new(shard, reply[0][1])
+                await self._take_new(shard, reply[0][1])
 
     async def _ensure_group(self, shard: int) -> None:
         if shard in self._groups:
@@ -105,77 +112,58 @@ class Dispatcher:
                                                   "0-0", count=READ_COUNT)
         self._groups.add(shard)
         if reply[1]:
-            await self._send_new(shard, reply[1])
+            await self._take_new(shard, reply[1])
 
-    async def _send_new(self, shard: int, events: list[Event]) -> None:
+    # -- starting deliveries ----------------------------------------------------------------
+    async def _requests(self, order_ids: Sequence[str]) -> dict[str, StreamOrder | None]:
+        """Each order's request (storefront, notify_url); None for one that does not read."""
+        pipe = self.redis.pipeline(transaction=False)
+        for order_id in order_ids:
+            pipe.hget(keys.order(order_id, keys.shard_of_order(order_id) or 0), records.REQUEST)
+        found: dict[str, StreamOrder | None] = {}
+        for order_id, raw in zip(order_ids, await pipe.execute(), strict=True):
+            try:
+                found[order_id] = decode_stream_order(raw) if raw else None
+            except Exception:  # an unreadable record: its events go to the dead letters
+                found[order_id] = None
+        return found
+
+    def _crowded(self, request: StreamOrder | None) -> bool:
+        hooks = self.settings.webhooks
+        return request is not None and \
+            self._running[request.storefront] >= hooks.per_storefront * WAITING_PER_SLOT
+
+    async def _take_new(self, shard: int, events: list[Event]) -> None:
         by_order: dict[str, list[Event]] = {}
         for event in events:
             by_order.setdefault(event[1][records.OUTBOX_ORDER].decode(), []).append(event)
-        waiting: Any = await self.redis.hmget(keys.webhook_waiting(shard), list(by_order))
-        behind = {oid for oid, w in zip(by_order, waiting, strict=True) if w}
-        for oid in behind:
-            # An earlier event of this order is still undelivered: queue behind it.
-            await self._append_waiting(shard, oid, [e[0] for e in by_order.pop(oid)])
-        await asyncio.gather(*(self._deliver_in_order(shard, oid, evs, attempt=0)
-                               for oid, evs in by_order.items()))
-
-    async def _append_waiting(self, shard: int, order_id: str, ids: list[bytes]) -> None:
-        current: bytes = await self.redis.hget(  # type: ignore[assignment]
-            keys.webhook_waiting(shard), order_id) or b""
-        joined = b",".join([p for p in current.split(b",") if p] + ids)
-        await self.redis.hset(keys.webhook_waiting(shard), order_id, joined)
-
-    async def _deliver_in_order(self, shard: int, order_id: str, events: list[Event],
-                                attempt: int) -> None:
-        """Send the order's events one by one; at the first failure the rest wait."""
-        for index, (entry_id, fields) in enumerate(events):
-            ok = await self._deliver(order_id, fields)
-            if not ok:
-                await self._schedule(shard, order_id, [e[0] for e in events[index:]],
-                                     attempt + 1, first_failure_ms=int(time.time() * 1000))
-                return
-            await self.redis.xack(keys.outbox(shard), GROUP, entry_id)
-            self.delivered += 1
-        if attempt:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hdel(keys.webhook_waiting(shard), order_id)
-            pipe.zrem(keys.webhook_retries(shard), order_id)
-            pipe.hdel(keys.webhook_attempts(shard), order_id)
-            await pipe.execute()
-
-    async def _schedule(self, shard: int, order_id: str, ids: list[bytes], attempt: int,
-                        first_failure_ms: int) -> None:
-        hooks = self.settings.webhooks
-        raw: bytes | None = await self.redis.hget(  # type: ignore[assignment]
-            keys.webhook_attempts(shard), order_id)
-        since = int(raw.split(b":")[1]) if raw else first_failure_ms
-        if time.time() * 1000 - since > hooks.give_up_after_s * 1000:
-            await self._give_up(shard, order_id, ids, attempt)
+        for order_id in [oid for oid in by_order if oid in self._inbox]:
+            self._inbox[order_id] += by_order.pop(order_id)  # its task sends them next
+        if not by_order:
             return
-        delay = retry_delay(attempt, hooks.first_retry_s, hooks.max_retry_s, self.rng)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(keys.webhook_waiting(shard), order_id, b",".join(ids))
-        pipe.hset(keys.webhook_attempts(shard), order_id, f"{attempt}:{since}")
-        pipe.zadd(keys.webhook_retries(shard), {order_id: time.time() * 1000 + delay * 1000})
-        await pipe.execute()
+        waiting: Any = await self.redis.hmget(keys.webhook_waiting(shard), list(by_order))
+        requests = await self._requests(list(by_order))
+        for (order_id, order_events), backlog in zip(by_order.items(), waiting, strict=True):
+            ids = [e[0] for e in order_events]
+            if backlog:  # an earlier event of this order is still undelivered: behind it
+                await self._append_waiting(shard, order_id, ids)
+            elif self._crowded(requests[order_id]):
+                await self._append_waiting(shard, order_id, ids)
+                await self._retry_at(shard, order_id, time.time() + PUT_BEHIND_S)
+            else:
+                self._start(shard, order_id, requests[order_id], order_events, 0, False)
 
-    async def _give_up(self, shard: int, order_id: str, ids: list[bytes], attempt: int) -> None:
-        log.warning("webhooks of order %s given up after %d attempts", order_id, attempt)
-        pipe = self.redis.pipeline(transaction=False)
-        for entry_id in ids:
-            pipe.xadd(keys.webhook_dead(shard), {"o": order_id, "event": entry_id,
-                                                 "why": f"no 2xx after {attempt} attempts"})
-            pipe.xack(keys.outbox(shard), GROUP, entry_id)
-        pipe.hdel(keys.webhook_waiting(shard), order_id)
-        pipe.zrem(keys.webhook_retries(shard), order_id)
-        pipe.hdel(keys.webhook_attempts(shard), order_id)
-        await pipe.execute()
-
-    async def _retry_due(self, shard: int) -> None:
+    async def _start_due(self, shard: int) -> None:
         due: Any = await self.redis.zrangebyscore(keys.webhook_retries(shard), "-inf",
                                                   time.time() * 1000, start=0, num=READ_COUNT)
-        for raw in due:
-            order_id = raw.decode()
+        order_ids = [raw.decode() for raw in due if raw.decode() not in self._inbox]
+        if not order_ids:
+            return
+        requests = await self._requests(order_ids)
+        for order_id in order_ids:
+            if self._crowded(requests[order_id]):
+                await self._retry_at(shard, order_id, time.time() + PUT_BEHIND_S)
+                continue
             joined: bytes = await self.redis.hget(  # type: ignore[assignment]
                 keys.webhook_waiting(shard), order_id) or b""
             events: list[Event] = []
@@ -184,38 +172,163 @@ class Dispatcher:
                 if found:
                     events.append(found[0])
             attempts: bytes = await self.redis.hget(  # type: ignore[assignment]
-                keys.webhook_attempts(shard), order_id) or b"1:0"
-            await self._deliver_in_order(shard, order_id, events,
-                                         attempt=int(attempts.split(b":")[0]))
+                keys.webhook_attempts(shard), order_id) or b"0:0"
+            self._start(shard, order_id, requests[order_id], events,
+                        int(attempts.split(b":")[0]), True)
 
-    async def _deliver(self, order_id: str, fields: dict[bytes, bytes]) -> bool:
-        record = await records.read(self.redis, order_id)
-        if record is None or not record.request.notify_url:
-            return True  # nothing to tell anyone: count as sent
-        status = as_status(fields[records.OUTBOX_STATUS].decode())
-        view = order_view(
-            self.directory, record.request, status=status, created_ms=record.created_ms,
-            updated_ms=int(fields[records.OUTBOX_UPDATED]),
-            codes=record.codes if status == "fulfilled" else None,
-            reason=fields[records.OUTBOX_REASON].decode(),
-            position=int(fields[records.OUTBOX_POSITION]) or None,
-            expires_ms=int(fields[records.OUTBOX_EXPIRES]),
-        )
-        body = json_encode(view)
-        headers = {"Content-Type": "application/json", "Kamigate-Event": EVENT}
-        secret = self.secrets.get(record.request.storefront, "")
-        if secret:
-            headers["Kamigate-Signature"] = signature(secret, body, int(time.time()))
-        async with self._slots:
-            return await self._send(record.request.notify_url, body, headers)
+    def _start(self, shard: int, order_id: str, request: StreamOrder | None,
+               events: list[Event], attempt: int, backlog: bool) -> None:
+        storefront = request.storefront if request is not None else ""
+        self._inbox[order_id] = []  # present while the task runs: the order is busy
+        self._running[storefront] += 1
+        task = asyncio.create_task(
+            self._run(shard, order_id, request, events, attempt, backlog))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> bool:
-        if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=self.settings.webhooks.timeout_s)
-            self._session = aiohttp.ClientSession(timeout=timeout)
+    # -- one order's deliveries --------------------------------------------------------------
+    async def _run(self, shard: int, order_id: str, request: StreamOrder | None,
+                   events: list[Event], attempt: int, backlog: bool) -> None:
+        """Send the order's events in order, then any that came meanwhile; at the first
+        failure the rest (and what comes meanwhile) wait for the order's next retry."""
         try:
-            async with self._session.post(url, data=body, headers=headers,
-                                          allow_redirects=False) as resp:
-                return 200 <= resp.status < 300
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
-            return False
+            await self._run_events(shard, order_id, request, events, attempt, backlog)
+        finally:  # at once, with no await before it: nothing can slip into a closed inbox
+            self._inbox.pop(order_id, None)
+            self._running[request.storefront if request is not None else ""] -= 1
+
+    async def _run_events(self, shard: int, order_id: str, request: StreamOrder | None,
+                          events: list[Event], attempt: int, backlog: bool) -> None:
+        try:
+            while True:
+                sent, back_off_s = await self._send_in_order(shard, order_id, request, events)
+                if sent < len(events):
+                    await self._put_behind(shard, order_id, events[sent:], attempt + 1,
+                                           back_off_s)
+                    return
+                if backlog:
+                    await self._forget(shard, order_id)
+                arrived, self._inbox[order_id] = self._inbox.get(order_id, []), []
+                if not arrived:
+                    return
+                events, attempt, backlog = arrived, 0, False
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never end the loop: this order waits for its next retry
+            log.exception("webhooks of order %s failed unexpectedly; retrying later", order_id)
+            await self._put_behind(shard, order_id, events, attempt + 1, 0.0)
+
+    async def _put_behind(self, shard: int, order_id: str, rest: list[Event], attempt: int,
+                          back_off_s: float) -> None:
+        """The unsent events, and those that came meanwhile, wait for the order's next try;
+        the order stays busy until they are written, so nothing overtakes them."""
+        arrived, self._inbox[order_id] = self._inbox.get(order_id, []), []
+        await self._schedule(shard, order_id, [e[0] for e in rest + arrived], attempt,
+                             back_off_s)
+        while self._inbox.get(order_id):
+            late, self._inbox[order_id] = self._inbox[order_id], []
+            await self._append_waiting(shard, order_id, [e[0] for e in late])
+
+    async def _send_in_order(self, shard: int, order_id: str, request: StreamOrder | None,
+                             events: list[Event]) -> tuple[int, float]:
+        """(events delivered or dead-lettered from the start, the destination's back-off)."""
+        for index, (entry_id, fields) in enumerate(events):
+            body, why = await self._render(order_id, request, fields)
+            if why:
+                await self._dead_letter(shard, order_id, [entry_id], why)
+                continue
+            if body is not None and request is not None:
+                headers = {"Content-Type": "application/json", "Kamigate-Event": EVENT}
+                storefront = self.storefronts.get(request.storefront)
+                if storefront is not None and storefront.webhook_secret:
+                    headers["Kamigate-Signature"] = signature(storefront.webhook_secret, body,
+                                                              int(time.time()))
+                url = request.notify_url
+                result = await self.sender.post(request.storefront, _host(url), url, body,
+                                                headers)
+                if not result.ok:
+                    return index, result.back_off_s
+            await self.redis.xack(keys.outbox(shard), GROUP, entry_id)
+            self.delivered += 1
+        return len(events), 0.0
+
+    async def _render(self, order_id: str, request: StreamOrder | None,
+                      fields: dict[bytes, bytes]) -> tuple[bytes | None, str]:
+        """(the body to send, or None when there is no one to tell; why it cannot be sent)."""
+        if request is None:
+            return None, "the order's record does not read"
+        if not request.notify_url:
+            return None, ""
+        storefront = self.storefronts.get(request.storefront)
+        if storefront is None or not host_allowed(request.notify_url, storefront.notify_hosts):
+            return None, "the notify_url's host is no longer allowed for this storefront"
+        try:
+            record = await records.read(self.redis, order_id)
+            if record is None:
+                return None, "the order's record does not read"
+            status = as_status(fields[records.OUTBOX_STATUS].decode())
+            view = order_view(
+                self.directory, record.request, status=status, created_ms=record.created_ms,
+                updated_ms=int(fields[records.OUTBOX_UPDATED]),
+                codes=record.codes if status == "fulfilled" else None,
+                reason=fields[records.OUTBOX_REASON].decode(),
+                position=int(fields[records.OUTBOX_POSITION]) or None,
+                expires_ms=int(fields[records.OUTBOX_EXPIRES]),
+            )
+        except (KeyError, ValueError) as exc:
+            return None, f"the event does not render ({type(exc).__name__})"
+        if status == "fulfilled" and view.codes is None:
+            return None, "its codes do not open (sealed with a key that is not configured)"
+        return json_encode(view), ""
+
+    # -- the backlog --------------------------------------------------------------------------
+    async def _append_waiting(self, shard: int, order_id: str, ids: list[bytes]) -> None:
+        current: bytes = await self.redis.hget(  # type: ignore[assignment]
+            keys.webhook_waiting(shard), order_id) or b""
+        joined = b",".join([p for p in current.split(b",") if p] + ids)
+        await self.redis.hset(keys.webhook_waiting(shard), order_id, joined)
+
+    async def _retry_at(self, shard: int, order_id: str, at_s: float) -> None:
+        await self.redis.zadd(keys.webhook_retries(shard), {order_id: at_s * 1000})
+
+    async def _schedule(self, shard: int, order_id: str, ids: list[bytes], attempt: int,
+                        back_off_s: float) -> None:
+        hooks = self.settings.webhooks
+        raw: bytes | None = await self.redis.hget(  # type: ignore[assignment]
+            keys.webhook_attempts(shard), order_id)
+        now_ms = int(time.time() * 1000)
+        since = int(raw.split(b":")[1]) if raw and int(raw.split(b":")[1]) else now_ms
+        if now_ms - since > hooks.give_up_after_s * 1000:
+            await self._dead_letter(shard, order_id, ids, f"no 2xx after {attempt} attempts")
+            await self._forget(shard, order_id)
+            log.warning("webhooks of order %s given up after %d attempts", order_id, attempt)
+            return
+        delay = max(back_off_s, retry_delay(attempt, hooks.first_retry_s, hooks.max_retry_s,
+                                            self.rng))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(keys.webhook_waiting(shard), order_id, b",".join(ids))
+        pipe.hset(keys.webhook_attempts(shard), order_id, f"{attempt}:{since}")
+        pipe.zadd(keys.webhook_retries(shard), {order_id: now_ms + delay * 1000})
+        await pipe.execute()
+
+    async def _dead_letter(self, shard: int, order_id: str, ids: list[bytes], why: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xadd(keys.webhook_dead(shard), {"o": order_id, "event": entry_id, "why": why})
+            pipe.xack(keys.outbox(shard), GROUP, entry_id)
+        await pipe.execute()
+        log.warning("webhook event of order %s dead-lettered: %s", order_id, why)
+
+    async def _forget(self, shard: int, order_id: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hdel(keys.webhook_waiting(shard), order_id)
+        pipe.zrem(keys.webhook_retries(shard), order_id)
+        pipe.hdel(keys.webhook_attempts(shard), order_id)
+        await pipe.execute()
+
+
+def _host(url: str) -> str:
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
