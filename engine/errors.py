@@ -106,3 +106,20 @@ BY_REASON: dict[str, type[Problem]] = {"sold_out": SoldOut, "limit_exceeded": Li
 
 def invalid(field: str, message: str) -> Problem:
     return InvalidRequest(f"{field}: {message}", errors=[FieldError(field, message)])
+
+
+_PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.[]")
+
+
+def split_validation(message: str) -> tuple[str, str]:
+    """(message, path without `$.`) of a msgspec error, with string operations only (the
+    message repeats the client's field names: a pattern searched over it can cost quadratic
+    time). msgspec appends " - at `$<path>`", built from our own field names, indexes and
+    `[...]`; a tail that is not such a path is part of the message."""
+    at = message.rfind(" - at `$")
+    if at < 0 or not message.endswith("`"):
+        return message, ""
+    path = message[at + len(" - at `$"):-1]
+    if not path or not set(path) <= _PATH_CHARS:
+        return message, ""
+    return message[:at], path[1:] if path.startswith(".") else path

@@ -45,6 +45,25 @@ def test_ip_limit_applies_across_buyers() -> None:
     assert gate.decide(0.0, "shop-a", "card-100", "c", "10.0.0.2").verdict == Verdict.ADMIT
 
 
+def test_ip_limit_is_per_storefront() -> None:
+    """One storefront's traffic from an address never exhausts another storefront's buyers
+    behind the same address (a mobile carrier's NAT, an office)."""
+    gate = _admission(per_ip={"rate": 1, "burst": 1})
+    assert gate.decide(0.0, "shop-a", "card-100", "a", "10.0.0.1").verdict == Verdict.ADMIT
+    assert gate.decide(0.0, "shop-a", "card-100", "b", "10.0.0.1").verdict == Verdict.LIMITED
+    assert gate.decide(0.0, "shop-b", "card-100", "c", "10.0.0.1").verdict == Verdict.ADMIT
+
+
+def test_abuse_tokens_are_taken_when_capacity_overflows() -> None:
+    """A busy shop (capacity empty) does not skip the buyer's own limit: tickets count."""
+    gate = _admission(**{"global": {"rate": 0.001, "burst": 1}},
+                      per_buyer={"rate": 0.001, "burst": 3})
+    verdicts = [gate.decide(0.0, "shop-a", "card-100", "greedy", None).verdict
+                for _ in range(6)]
+    assert verdicts == [Verdict.ADMIT, Verdict.OVERFLOW, Verdict.OVERFLOW, Verdict.LIMITED,
+                        Verdict.LIMITED, Verdict.LIMITED]
+
+
 def test_capacity_over_budget_overflows_and_takes_nothing() -> None:
     gate = _admission(**{"global": {"rate": 1, "burst": 1}},
                       per_storefront={"rate": 100, "burst": 100})

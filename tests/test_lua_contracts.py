@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from engine.clock import now_ms
 from engine.door.ingest import AdmitItem, Ingest
+from engine.stock.importer import ImportItem
 from engine.store import keys, records
 from engine.store.records import line_score
 from engine.wire import Reply, StreamOrder
@@ -41,6 +42,7 @@ def _fields(struct: type[msgspec.Struct]) -> dict[str, int]:
     ("admit", "", AdmitItem),
     ("claim", "", ClaimRow),
     ("claim", "R_", Reply),
+    ("import", "", ImportItem),
 ])
 def test_lua_names_the_fields_of_the_python_struct(
     script: str, prefix: str, struct: type[msgspec.Struct]

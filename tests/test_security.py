@@ -6,17 +6,26 @@ URL credentials), and secrets strong enough to sign with."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import time
 from typing import Any
 
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
 from engine import config
+from engine.config.directory import Directory
 from engine.config.redaction import redacted
+from engine.http.codec import validation_problem
+from engine.stock.importer import Importer
+from engine.stock.reconcile import reconcile
 from engine.store import connection, keys
 from engine.store.connection import mask_url
+from engine.store.fingerprint import FingerprintChanged
+from engine.wire import OrderRequest
 from tests.conftest import (
     ADMIN_KEY,
     VIEWER_KEY,
@@ -172,3 +181,148 @@ def test_config_diff_shows_neither_secrets_nor_url_passwords() -> None:
         assert secret not in text, text
     assert 'redis.url: "redis://kg:***@db:6379/0" → "redis://kg:***@db:6379/0" (changed)' \
         in lines
+
+
+# -- 5. the buyer's limits hold when the shop is busy --------------------------------------------
+async def test_one_buyer_cannot_fill_the_waiting_line_of_a_busy_shop(
+        engine_factory: EngineFactory) -> None:
+    """The global bucket is empty (a flash sale): orders wait in line, but one buyer gets no
+    more tickets than its own limit allows; the rest are 429."""
+    engine = await engine_factory(make_settings(limits={
+        "global": {"rate": 0.01, "burst": 1}, "per_buyer": {"rate": 0.01, "burst": 3}}),
+        worker=False)
+    answers = [await engine.order(buyer="greedy", wait_ms=0) for _ in range(30)]
+    statuses = [s for s, _ in answers]
+    assert statuses.count(429) == 27, statuses
+    assert all(b["code"] == "rate_limited" for s, b in answers if s == 429)
+    status, other = await engine.order(buyer="someone-else", wait_ms=0)
+    assert status == 202 and other["queue"]["reason"] == "overflow"
+
+
+# -- 6. inputs that cost the door more than they should --------------------------------------------
+def _median_s(fn: Any, times: int = 3) -> float:
+    took = []
+    for _ in range(times):
+        started = time.perf_counter()
+        fn()
+        took.append(time.perf_counter() - started)
+    return sorted(took)[len(took) // 2]
+
+
+def test_a_crafted_field_name_costs_what_a_plain_one_does() -> None:
+    """msgspec repeats an unknown field's name in its message; reading the field out of that
+    message must take time linear in it. A name made of " - at `$" repeated, then a newline
+    (56 KB), took 1.4 s of event loop with a regular expression; here it costs about what a
+    plain name does."""
+    crafted = " - at `$" * 7000 + "\n"
+    plain = "x" * len(crafted)
+    decode = msgspec.json.Decoder(OrderRequest).decode
+
+    def problem_of(name: str) -> Any:
+        try:
+            decode(json.dumps({name: 1, "sku": "card-100", "qty": 1, "buyer": "b"}).encode())
+        except msgspec.ValidationError as exc:
+            return validation_problem(exc)
+        raise AssertionError("decoded")
+
+    assert problem_of(crafted).errors[0].field.endswith("…")  # shown cut, not 56 KB
+    ratio = _median_s(lambda: problem_of(crafted)) / _median_s(lambda: problem_of(plain))
+    assert ratio < 10, ratio
+    crafted_config = {"server": {crafted: 1}}
+    ratio = _median_s(lambda: _errors_of(crafted_config)) / \
+        _median_s(lambda: _errors_of({"server": {plain: 1}}))
+    assert ratio < 10, ratio
+
+
+def _errors_of(raw: dict[str, Any]) -> list[str]:
+    try:
+        config.from_mapping(raw, environ={})
+    except config.ConfigError as exc:
+        return exc.errors
+    return []
+
+
+async def test_a_review_pattern_cannot_stall_the_door(engine_factory: EngineFactory) -> None:
+    """`([a-z0-9]+\\.?)+@example\\.com` against a 128-character buyer id takes Python's `re`
+    seconds (exponential backtracking); review patterns run on RE2, linear in the id."""
+    engine = await engine_factory(make_settings(review={
+        "buyer_patterns": [r"([a-z0-9]+\.?)+@example\.com"]}), worker=False)
+    evil = "a" * 127 + "!"
+    started = time.perf_counter()
+    status, order = await engine.order(buyer=evil, wait_ms=0)
+    evil_s = time.perf_counter() - started
+    started = time.perf_counter()
+    await engine.order(buyer="plain-buyer", wait_ms=0)
+    plain_s = time.perf_counter() - started
+    assert status == 202 and order["status"] == "pending"  # not a reviewed buyer
+    assert evil_s < 10 * plain_s + 0.05, (evil_s, plain_s)
+    status, reviewed = await engine.order(buyer="vip.buyer@example.com", wait_ms=0)
+    assert status == 202 and reviewed["queue"]["reason"] == "review"
+
+
+def test_patterns_re2_cannot_run_in_linear_time_are_refused() -> None:
+    for pattern in (r"(a)\1", r"(?=lookahead)x"):
+        errors = _errors_of(settings_dict(review={"buyer_patterns": [pattern]}))
+        assert [e.partition(":")[0] for e in errors] == ["review.buyer_patterns[0]"], errors
+
+
+# -- 7. the import fingerprint cannot change under the codes it recorded ---------------------
+K1 = base64.b64encode(b"1" * 32).decode()
+
+
+def _codes_section(fingerprint: str | None) -> dict[str, Any]:
+    if fingerprint is None:
+        return {}
+    return {"codes": {"keys": {"k1": K1}, "current": "k1", "fingerprint_key": fingerprint}}
+
+
+def _doc(fingerprint: str | None) -> dict[str, Any]:
+    return settings_dict(redis={"shards": 1}, **_codes_section(fingerprint))
+
+
+async def _put(engine: Any, doc: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    resp = await engine.http.put("/admin/config", json=doc, headers=auth(ADMIN_KEY))
+    return resp.status, await resp.json()
+
+
+async def test_a_new_fingerprint_key_is_refused_once_codes_were_imported(
+        engine_factory: EngineFactory, redis: Redis) -> None:
+    """Changing `codes.fingerprint_key` (or taking the keys away) would let every code seen
+    before be imported again and sold twice: refused on PUT, and an import with a stale
+    config is refused too."""
+    engine = await engine_factory(config.from_mapping(_doc("fingerprint-key-A-0123456789"),
+                                                      environ={}))
+    imported = codes("FPA", 5)
+    await engine.import_codes("card-100", imported)
+    before = await redis.hget(keys.config(), "document")
+    for changed in ("fingerprint-key-B-0123456789", None):
+        status, problem = await _put(engine, _doc(changed))
+        assert status == 422, problem
+        assert problem["errors"][0]["field"] == "codes.fingerprint_key"
+    assert await redis.hget(keys.config(), "document") == before
+    again = await engine.import_codes("card-100", imported)
+    assert (again["added"], again["duplicates"]) == (0, 5)
+    stale = config.from_mapping(_doc("fingerprint-key-B-0123456789"), environ={})
+    intake = Importer(redis, 1, "card-100", "stale", 0, sealer=Directory(stale).sealer)
+    await intake.feed(imported)
+    with pytest.raises(FingerprintChanged):
+        await intake.finish()
+    assert (await reconcile(redis, 1, ["card-100"])).ok
+
+
+async def test_turning_sealing_on_keeps_recognising_codes_seen_before(
+        engine_factory: EngineFactory, redis: Redis) -> None:
+    engine = await engine_factory(config.from_mapping(_doc(None), environ={}))
+    imported = codes("PLAIN", 4)
+    await engine.import_codes("card-100", imported)
+    status, body = await _put(engine, _doc("fingerprint-key-A-0123456789"))
+    assert status == 200 and body["changed"], body
+    again = await engine.import_codes("card-100", [*imported, "NEW-SEALED-1"], lot="lot2")
+    assert (again["added"], again["duplicates"]) == (1, 4)
+    stored = [v.decode() for v in await redis.lrange(keys.lot_codes("card-100", "lot2", 0),
+                                                     0, -1)]
+    assert stored and all(v.startswith("~k1$") for v in stored)
+    # and from now on the keyed fingerprint is the one that stays
+    status, problem = await _put(engine, _doc("fingerprint-key-B-0123456789"))
+    assert status == 422 and problem["errors"][0]["field"] == "codes.fingerprint_key"
+    assert (await reconcile(redis, 1, ["card-100"])).ok

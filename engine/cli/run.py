@@ -124,6 +124,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except connection.StoreError as exc:
         print(f"kamigate: {exc}", file=sys.stderr)
         return 1
+    except config.ConfigError as exc:
+        return _refused(exc)
     except OSError as exc:  # taken between the check and the bind
         if exc.errno != errno.EADDRINUSE:
             raise
@@ -132,6 +134,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         stop_processes(*others)
     return 0
+
+
+def _refused(exc: config.ConfigError) -> int:
+    """The config cannot run on this fleet's store (it would break a promise): say why."""
+    print("kamigate: the config was not applied:", file=sys.stderr)
+    for error in exc.errors:
+        print(f"  - {error}", file=sys.stderr)
+    return 1
 
 
 def _port_taken(settings: config.Settings, remedy: str, known: bool = False) -> bool:
@@ -161,6 +171,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         except connection.StoreError as exc:
             print(f"kamigate: {exc}", file=sys.stderr)
             return 1
+        except config.ConfigError as exc:
+            return _refused(exc)
         return 0
 
     return run_async(main)
@@ -205,6 +217,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                    f", `reconcile`, `pause` ... use {path}\n")
     try:
         _serve(settings, path, url, banner)
+    except config.ConfigError as exc:
+        return _refused(exc)
     except OSError as exc:  # taken between the check and the bind
         if exc.errno != errno.EADDRINUSE:
             raise

@@ -13,6 +13,7 @@ from engine.cli.support import load_settings, with_store
 from engine.clock import parse_rfc3339
 from engine.config.directory import Directory
 from engine.stock.importer import CHUNK, Importer, LotVoided, default_lot
+from engine.store.fingerprint import FingerprintChanged
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -67,7 +68,7 @@ def cmd_stock_import(args: argparse.Namespace) -> int:
                     await intake.feed(batch)
                 result = await intake.finish()
                 bar.update(task, completed=total)
-        except LotVoided as exc:
+        except (LotVoided, FingerprintChanged) as exc:
             print(f"kamigate: {exc}", file=sys.stderr)
             return 1
         print(f"{result.sku} lot {result.lot}: added {result.added}, duplicates "

@@ -37,6 +37,7 @@ from engine.config.settings import (
     Webhooks,
     Worker,
 )
+from engine.errors import split_validation
 
 SECTIONS: dict[str, Any] = {
     "server": Server,
@@ -57,19 +58,15 @@ SECTIONS: dict[str, Any] = {
 }
 LISTS: dict[str, Any] = {"storefronts": Storefront, "admins": Admin, "skus": Sku, "pauses": Pause}
 MAX_ERRORS_PER_VALUE = 50
-_AT = re.compile(r" - at `\$(.*)`$")
 _TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
 
 def _split(exc: msgspec.ValidationError) -> tuple[list[str | int], str]:
     """The path (keys and indexes inside the value) and the message of a msgspec error."""
-    message = str(exc)
-    match = _AT.search(message)
+    message, where = split_validation(str(exc))  # string operations: linear in the text
     path: list[str | int] = []
-    if match:
-        message = message[: match.start()]
-        for name, index in _TOKEN.findall(match.group(1)):
-            path.append(int(index) if index else name)
+    for name, index in _TOKEN.findall("." + where if where and where[0] != "[" else where):
+        path.append(int(index) if index else name)
     return path, message
 
 

@@ -28,7 +28,8 @@ from redis.exceptions import RedisError
 from engine.config.loading import ConfigError, from_mapping
 from engine.config.redaction import public_sha256
 from engine.config.settings import Settings
-from engine.store import audit, keys, scripts
+from engine.store import audit, fingerprint, keys, scripts
+from engine.store.sealing import sealer_of
 
 log = logging.getLogger("kamigate.config")
 POLL_S = 0.25
@@ -109,6 +110,11 @@ async def publish(redis: Redis, document: Mapping[str, Any], settings: Settings,
                   by: str, file_sha256: str = "") -> tuple[int, bool]:
     """Make a validated document the fleet's config; (version, whether it changed). A change
     is audited: who, how, and the sha256 before and after."""
+    sealer = sealer_of(settings.codes.keys, settings.codes.current,
+                       settings.codes.fingerprint_key)
+    why = fingerprint.change_refused(await fingerprint.recorded(redis), sealer)
+    if why is not None:
+        raise ConfigError([f"codes.fingerprint_key: {why}"])
     shown = public_sha256(settings)
     version, changed, before = await scripts.CONFIG(
         redis, [keys.config()],
@@ -145,8 +151,13 @@ async def boot(redis: Redis, path: str | None, settings: Settings) -> Running:
     if path is not None:
         document, settings, file_sha = read_file(path)
     stored: Any = await redis.hget(keys.config(), "file_sha256")
+    refused: ConfigError | None = None
     if stored is None or stored.decode() != file_sha or path is None:
-        await publish(redis, document, settings, "boot", "", file_sha)
+        try:
+            await publish(redis, document, settings, "boot", "", file_sha)
+        except ConfigError as exc:  # it would break a promise: the fleet's config stays
+            log.error("%s not applied: %s", path or "the given settings", "; ".join(exc.errors))
+            refused = exc
     try:
         running = await read(redis)
     except ConfigError as exc:
@@ -154,6 +165,8 @@ async def boot(redis: Redis, path: str | None, settings: Settings) -> Running:
                   "; ".join(exc.errors), path or "the given settings")
         running = None
     if running is None or restart_needed(settings, running.settings):
+        if refused is not None:
+            raise refused
         return Running(0, public_sha256(settings), settings, document)
     return running
 

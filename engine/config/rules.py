@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.clock import EARLIEST, LATEST, holiday_year, parse_moment, zone
+from engine.config.directory import buyer_pattern
 from engine.config.settings import Calendar, Pause
 
 _SCOPE = re.compile(r"^(?:global|(?:storefront|sku):\S+)$(?!\n)")
@@ -78,9 +79,10 @@ def values(parts: dict[str, Any], errors: list[str]) -> None:
                 errors.append(f"{section}.ips[{i}]: {value!r} is not an address or CIDR range")
     for i, pattern in enumerate(getattr(parts.get("review"), "buyer_patterns", ())):
         try:
-            re.compile(pattern)
-        except (re.error, OverflowError, RecursionError, ValueError) as exc:
-            errors.append(f"review.buyer_patterns[{i}]: not a regular expression ({exc})")
+            buyer_pattern(pattern)
+        except ValueError as exc:
+            errors.append(f"review.buyer_patterns[{i}]: not a regular expression RE2 takes "
+                          f"({exc})")
     calendars = {k: v for k, v in (parts.get("calendars") or {}).items() if v is not None}
     for name, cal in calendars.items():
         problem = check_calendar(cal)

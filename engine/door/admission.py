@@ -1,9 +1,11 @@
-"""Token buckets and the admission decision (pure: the clock is passed in).
+"""The admission decision over token buckets (pure: the clock is passed in).
 
 Every order takes one token (per unit of work, not per code) from five buckets:
-per buyer and per buyer_ip (abuse: over either is always 429, never queued), and global,
-per storefront and per SKU (capacity: over any of these the order waits in line, or is 429
-when the line is full or disabled). The capacity buckets are taken all or nothing.
+per buyer and per buyer_ip, both within the storefront (abuse: over either is always 429,
+never queued, and taken whatever capacity says, so one buyer cannot fill the waiting line of a
+busy shop), and global, per storefront and per SKU (capacity: over any of these the order
+waits in line, or is 429 when the line is full or disabled). The capacity buckets are taken
+all or nothing.
 
 With several front-door processes each takes its share of the configured rates (rate / N,
 N = front doors alive), so the fleet as a whole holds the configured rate.
@@ -155,10 +157,14 @@ class Admission:
         if self.per_buyer is not None:
             abuse.append(self.per_buyer.get(f"{storefront}\0{buyer}", now))
         if self.per_ip is not None and buyer_ip:
-            abuse.append(self.per_ip.get(buyer_ip, now))
+            # per storefront: one storefront's traffic never exhausts another's buyers
+            abuse.append(self.per_ip.get(f"{storefront}\0{buyer_ip}", now))
         waits = [b.wait(now) for b in abuse]
         if any(waits):
             return self._outcome(Verdict.LIMITED, max(waits), abuse, now)
+        # Taken whatever capacity says: a busy shop must not let one buyer fill the line.
+        for bucket in abuse:
+            bucket.take(now)
         capacity = []
         if self.global_ is not None:
             capacity.append(self.global_)
@@ -170,7 +176,7 @@ class Admission:
         waits = [b.wait(now) for b in capacity]
         if any(waits):
             return self._outcome(Verdict.OVERFLOW, max(waits), capacity, now)
-        for bucket in abuse + capacity:
+        for bucket in capacity:
             bucket.take(now)
         return self._outcome(Verdict.ADMIT, 0.0, abuse + capacity, now)
 

@@ -8,8 +8,12 @@
 -- ARGV[1]  lot id
 -- ARGV[2]  lot expiry, unix seconds (0 = never)
 -- ARGV[3]  SKU id
--- ARGV[4]  msgpack array of {digest, code}
+-- ARGV[4]  msgpack array, one item per code (engine/stock/importer.py ImportItem, array_like):
+--          DIGEST (its fingerprint), CODE (as stored), PLAIN_DIGEST (its unkeyed digest when
+--          codes were recorded unkeyed before sealing was turned on, else ""): a code whose
+--          DIGEST or PLAIN_DIGEST is in the seen set is a duplicate
 -- Returns  {added, duplicates, available}; added = -1: the lot id was voided (nothing added)
+local DIGEST, CODE, PLAIN_DIGEST = 1, 2, 3
 local lot, expiry, sku = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('HEXISTS', KEYS[1], 'voided:' .. lot) == 1 then
   -- a recalled lot id stays recalled: codes it still has held are voided when they return
@@ -18,8 +22,10 @@ end
 local codes = cmsgpack.unpack(ARGV[4])
 local added, duplicates = 0, 0
 for _, item in ipairs(codes) do
-  if redis.call('SADD', KEYS[4], item[1]) == 1 then
-    redis.call('RPUSH', KEYS[5], item[2])
+  local seen_plain = item[PLAIN_DIGEST] ~= '' and
+    redis.call('SISMEMBER', KEYS[4], item[PLAIN_DIGEST]) == 1
+  if not seen_plain and redis.call('SADD', KEYS[4], item[DIGEST]) == 1 then
+    redis.call('RPUSH', KEYS[5], item[CODE])
     added = added + 1
   else
     duplicates = duplicates + 1

@@ -10,7 +10,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from engine.clock import parse_rfc3339
-from engine.store import keys, scripts
+from engine.store import fingerprint, keys, scripts
 from engine.store.sealing import PLAIN, Sealer
 from engine.wire import msgpack_encode
 
@@ -62,8 +62,17 @@ class LotVoided(Exception):
     before anything is written; a lot cannot be voided while it is being imported into)."""
 
 
+class ImportItem(msgspec.Struct, array_like=True, frozen=True):
+    """One code of an import.lua chunk (the script names these fields in its header)."""
+
+    digest: str  # its fingerprint under the fingerprint in use
+    code: str  # as stored: sealed when keys are configured
+    plain_digest: str  # its unkeyed digest when codes were recorded unkeyed before, else ""
+
+
 class Importer:
-    """Feed lines; codes go to Redis in chunks, each chunk one atomic script call."""
+    """Feed lines; codes go to Redis in chunks, each chunk one atomic script call.
+    FingerprintChanged when the store's codes were recorded under another fingerprint."""
 
     def __init__(self, redis: Redis, shards: int, sku: str, lot: str, expires_at: int,
                  csv: bool = False, progress: Callable[[int], None] | None = None,
@@ -76,6 +85,7 @@ class Importer:
         self._chunks: dict[int, list[tuple[str, str]]] = {}
         self._first_row = True
         self.sealer = sealer  # seals each code for its SKU and lot (a no-op without keys)
+        self._plain_too: bool | None = None  # also look for plain digests (fingerprint.take)
 
     async def feed(self, lines: Iterable[str]) -> None:
         for raw in lines:
@@ -115,13 +125,17 @@ class Importer:
         chunk = self._chunks.pop(expiry, [])
         if not chunk:
             return
+        if self._plain_too is None:
+            self._plain_too = await fingerprint.take(self.redis, self.sealer)
         lot, s, sku = self._lot_for(expiry), self.shard, self.sku
+        items = [ImportItem(d, self.sealer.seal(sku, lot, code),
+                            PLAIN.digest(code) if self._plain_too else "")
+                 for d, code in chunk]
         added, dups, available = await scripts.IMPORT(
             self.redis,
             [keys.sku_counts(sku, s), keys.lots(sku, s), keys.lot_expiry(sku, s),
              keys.seen(sku, s), keys.lot_codes(sku, lot, s), keys.stream(s)],
-            [lot, expiry, sku, msgpack_encode(
-                [(d, self.sealer.seal(sku, lot, code)) for d, code in chunk])],
+            [lot, expiry, sku, msgpack_encode(items)],
         )
         if added < 0:
             raise LotVoided(f"lot {lot!r} of {sku} was voided (recalled); import under a new "

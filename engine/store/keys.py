@@ -271,6 +271,12 @@ def maintenance_scoped() -> str:
     return f"{PREFIX}:maintenance:scoped"
 
 
+def fingerprint() -> str:
+    """Hash: the import fingerprint codes were recorded under ('check': "plain", or the keyed
+    digest of a fixed probe) and 'plain_before' (codes were once recorded unkeyed)."""
+    return f"{PREFIX}:fingerprint"
+
+
 def page_secret() -> str:
     """The fleet's random secret for buyer-page links when the config sets no page_secret."""
     return f"{PREFIX}:page_secret"

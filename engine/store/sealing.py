@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 log = logging.getLogger("kamigate.sealing")
 
 PREFIX = "~"
+PLAIN_CHECK = "plain"
+FINGERPRINT_PROBE = "kamigate:fingerprint-probe"
 NONCE_BYTES = 12
 
 
@@ -60,6 +62,12 @@ class Sealer:
         """The fingerprint import dedupes on (keyed when a fingerprint key is set)."""
         return hashlib.blake2b(code.encode(), digest_size=16,
                                key=self._fingerprint_key[:64]).hexdigest()
+
+    @property
+    def fingerprint_check(self) -> str:
+        """Names the fingerprint in use without revealing its key: "plain" (unkeyed), or the
+        keyed digest of a fixed probe."""
+        return self.digest(FINGERPRINT_PROBE) if self._fingerprint_key else PLAIN_CHECK
 
     def seal(self, sku: str, lot: str, code: str) -> str:
         if not self.current:

@@ -3,8 +3,10 @@ and sweep what is due. The worker runs the release and the sweep for the shards 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
@@ -14,6 +16,7 @@ from engine.store import keys, records, scripts
 from engine.wire import OrderRecord, msgpack_encode
 from engine.worker.drain import DrainMeter, line_name
 
+log = logging.getLogger("kamigate.worker")
 SWEEP_BATCH = 200
 CATCH_UP_S = 0.25
 
@@ -68,7 +71,14 @@ async def sweep(redis: Redis, shard: int, now: int) -> int:
                                     num=SWEEP_BATCH)
     expired = 0
     for raw in due:
-        record = await records.read(redis, raw.decode())
+        try:
+            record = await records.read(redis, raw.decode())
+        except (ValueError, msgspec.DecodeError) as exc:
+            # a record nothing can read never expires either: out of the index, or every
+            # sweep would stop at it and nothing behind it would ever expire
+            log.error("order %s: its record does not read (%s); left out of the expiry sweep",
+                      raw.decode(), type(exc).__name__)
+            record = None
         if record is None:
             await redis.zrem(keys.expiries(shard), raw)
             continue

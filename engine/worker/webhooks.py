@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
@@ -275,7 +276,7 @@ class Dispatcher:
                 position=int(fields[records.OUTBOX_POSITION]) or None,
                 expires_ms=int(fields[records.OUTBOX_EXPIRES]),
             )
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, msgspec.DecodeError) as exc:
             return None, f"the event does not render ({type(exc).__name__})"
         if status == "fulfilled" and view.codes is None:
             return None, "its codes do not open (sealed with a key that is not configured)"
