@@ -46,6 +46,9 @@ def as_ticket_reason(text: str) -> TicketReason:
     """A waiting order's reason as its record keeps it; none recorded means sold out."""
     return _TICKET_REASON_OF.get(text, "sold_out")
 MAX_METADATA_BYTES = 2048
+# A maintenance or pause reason travels in the Kamigate-Notice header of every answer: short.
+MAX_REASON = 200
+Reason = Annotated[str, Meta(max_length=MAX_REASON)]
 T = TypeVar("T")
 
 
@@ -77,7 +80,7 @@ class PauseRequest(_Wire):
     """POST /admin/pause."""
 
     scope: str
-    reason: str = ""
+    reason: Reason = ""
     until: str | None = None
     action: Literal["queue", "reject"] = "queue"
 

@@ -523,15 +523,15 @@ def test_fuzz_from_mapping(doc: dict[str, Any]) -> None:
     check_outcome(lambda: config.from_mapping(doc, environ={}))
 
 
-@pytest.mark.parametrize("pattern", ["a{4294967296}", "(" * 3000 + ")" * 3000])
-def test_review_pattern_that_python_cannot_compile_is_a_config_error(pattern: str) -> None:
+@pytest.mark.parametrize("pattern", ["a{1001}", "(" * 3000, "x**", r"(a)\1", "(?=ahead)"])
+def test_review_pattern_that_re2_cannot_compile_is_a_config_error(pattern: str) -> None:
     with pytest.raises(config.ConfigError) as caught:
         config.from_mapping({"review": {"buyer_patterns": [pattern]}}, environ={})
     assert caught.value.errors[0].startswith("review.buyer_patterns[0]: ")
 
 
 async def test_put_config_with_an_uncompilable_review_pattern_is_422(engine: Engine) -> None:
-    raw = settings_dict(review={"buyer_patterns": ["a{4294967296}"]})
+    raw = settings_dict(review={"buyer_patterns": ["a{1001}"]})
     resp = await engine.http.put("/admin/config", json=raw, headers=auth(ADMIN_KEY))
     assert resp.status == 422, await resp.text()
     body = await resp.json()

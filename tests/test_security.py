@@ -6,6 +6,7 @@ URL credentials), and secrets strong enough to sign with."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -56,7 +57,7 @@ async def _get_config(engine: Any, key: str = ADMIN_KEY) -> dict[str, Any]:
     return body
 
 
-# -- 1. a PUT of what GET shows ----------------------------------------------------------------
+# -- 1. a PUT of what GET shows --------------------------------------------------------------------
 async def test_putting_back_what_get_shows_keeps_every_secret(
         engine_factory: EngineFactory, redis: Redis) -> None:
     """The usual edit cycle: GET the config, change one field, PUT it back. The "***" in it
@@ -121,7 +122,7 @@ def test_a_short_page_secret_from_the_environment_is_refused() -> None:
     assert caught.value.errors[0].startswith("server.page_secret: a secret needs at least 32")
 
 
-# -- 2. what is shown, to every role -----------------------------------------------------------
+# -- 2. what is shown, to every role ---------------------------------------------------------------
 async def test_key_hashes_url_credentials_and_alert_urls_are_never_shown(
         engine_factory: EngineFactory, redis_server: Any) -> None:
     url = redis_server.url.replace("redis://", "redis://default:hunter2-redis-pass@")
@@ -183,7 +184,7 @@ def test_config_diff_shows_neither_secrets_nor_url_passwords() -> None:
         in lines
 
 
-# -- 5. the buyer's limits hold when the shop is busy --------------------------------------------
+# -- 5. the buyer's limits hold when the shop is busy ----------------------------------------------
 async def test_one_buyer_cannot_fill_the_waiting_line_of_a_busy_shop(
         engine_factory: EngineFactory) -> None:
     """The global bucket is empty (a flash sale): orders wait in line, but one buyer gets no
@@ -266,7 +267,7 @@ def test_patterns_re2_cannot_run_in_linear_time_are_refused() -> None:
         assert [e.partition(":")[0] for e in errors] == ["review.buyer_patterns[0]"], errors
 
 
-# -- 7. the import fingerprint cannot change under the codes it recorded ---------------------
+# -- 7. the import fingerprint cannot change under the codes it recorded ---------------------------
 K1 = base64.b64encode(b"1" * 32).decode()
 
 
@@ -326,3 +327,79 @@ async def test_turning_sealing_on_keeps_recognising_codes_seen_before(
     status, problem = await _put(engine, _doc("fingerprint-key-B-0123456789"))
     assert status == 422 and problem["errors"][0]["field"] == "codes.fingerprint_key"
     assert (await reconcile(redis, 1, ["card-100"])).ok
+
+
+# -- 8. the signed-request path reads its body under the same time limit ---------------------------
+async def test_a_trickled_signed_request_is_cut_off_like_any_other(
+        engine_factory: EngineFactory) -> None:
+    raw = settings_dict(server={"body_timeout_s": 0.5})
+    raw["storefronts"][0]["signing_secret"] = SIGNING
+    engine = await engine_factory(make_settings(**raw), worker=False)
+    body, headers = _signed({"sku": "card-100", "qty": 1, "buyer": "slow"}, secret=SIGNING)
+    server = engine.http.server
+    reader, writer = await asyncio.open_connection(str(server.host), int(server.port or 0))
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    writer.write(f"POST /v1/orders HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}"
+                 "\r\n\r\n".encode() + body[:10])  # then nothing more
+    await writer.drain()
+    started = time.monotonic()
+    answer = await asyncio.wait_for(reader.read(4096), 10)
+    took = time.monotonic() - started
+    writer.close()
+    await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer, answer[:200]
+    assert took < 5
+
+
+# -- 10. the audit trail cannot be erased, notices stay short --------------------------------------
+def test_the_audit_keeps_at_least_a_week() -> None:
+    errors = _errors_of(settings_dict(audit={"retention_s": 60}))
+    assert [e.partition(":")[0] for e in errors] == ["audit.retention_s"], errors
+    config.from_mapping(settings_dict(audit={"retention_s": 7 * 86400}), environ={})
+
+
+async def test_a_change_of_the_retention_is_itself_audited(engine_factory: EngineFactory
+                                                           ) -> None:
+    engine = await engine_factory(worker=False)
+    status, body = await _put(engine, settings_dict(audit={"retention_s": 14 * 86400}))
+    assert status == 200 and body["changed"], body
+    audit = await (await engine.http.get("/admin/audit", headers=auth(ADMIN_KEY))).json()
+    [change] = [e for e in audit["events"] if e["action"] == "config.change"
+                and e["details"].get("origin") == "api"]
+    assert "audit.retention_s: 2592000 → 1209600" in change["details"]["changes"]
+    assert change["who"] == "root"
+
+
+async def test_a_long_reason_is_refused_where_it_would_reach_every_answer(
+        engine_factory: EngineFactory) -> None:
+    engine = await engine_factory(worker=False)
+    long = "x" * 60_000
+    resp = await engine.http.put("/admin/maintenance", json={"mode": "full", "reason": long},
+                                 headers=auth(ADMIN_KEY))
+    problem = await resp.json()
+    assert resp.status == 422 and problem["errors"][0]["field"] == "reason", problem
+    resp = await engine.http.post("/admin/pause", json={"scope": "global", "reason": long},
+                                  headers=auth(ADMIN_KEY))
+    problem = await resp.json()
+    assert resp.status == 422 and problem["errors"][0]["field"] == "reason", problem
+    status, order = await engine.order(wait_ms=0)
+    assert status == 202 and "Kamigate-Notice" not in order  # nothing was closed or paused
+    errors = _errors_of(settings_dict(maintenance={"mode": "off", "reason": long}))
+    assert [e.partition(":")[0] for e in errors] == ["maintenance.reason"]
+
+
+# -- 11. what /metrics shows, and to whom ----------------------------------------------------------
+async def test_metrics_can_require_a_token(engine_factory: EngineFactory) -> None:
+    token = "metrics-token-of-at-least-32-characters"
+    engine = await engine_factory(make_settings(server={"metrics_token": token}), worker=False)
+    resp = await engine.http.get("/metrics")
+    assert resp.status == 401 and (await resp.json())["code"] == "unauthenticated"
+    resp = await engine.http.get("/metrics", headers={"Authorization": "Bearer wrong"})
+    assert resp.status == 401
+    resp = await engine.http.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 200 and "kamigate_config_info" in await resp.text()
+    shown = json.dumps((await _get_config(engine))["config"])
+    assert token not in shown
+    assert (await engine.http.get("/readyz")).status in (200, 503)  # probes need no token
+    errors = _errors_of(settings_dict(server={"metrics_token": "short"}))
+    assert [e.partition(":")[0] for e in errors] == ["server.metrics_token"]

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from engine import config
 from engine.cli.support import load_settings, with_store
 from engine.store import audit
+from engine.wire import MAX_REASON
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -88,6 +89,8 @@ def cmd_pause(args: argparse.Namespace) -> int:
             parse_rfc3339(args.until)
         except ValueError as exc:
             problem = f"until: {exc}"
+    if problem is None and len(args.reason) > MAX_REASON:
+        problem = f"reason: at most {MAX_REASON} characters (buyers see it on every answer)"
     if problem:
         print(f"kamigate: {problem}", file=sys.stderr)
         return 1

@@ -50,8 +50,12 @@ def resolve(parts: dict[str, Any], environ: Mapping[str, str], errors: list[str]
         parts["codes"] = _codes(codes, environ, errors)
     if parts.get("server") is not None:
         server = parts["server"]
-        parts["server"] = msgspec.structs.replace(server, page_secret=resolve_secret(
-            server.page_secret, "server.page_secret", environ, errors))
+        parts["server"] = msgspec.structs.replace(
+            server,
+            page_secret=resolve_secret(server.page_secret, "server.page_secret", environ,
+                                       errors),
+            metrics_token=resolve_secret(server.metrics_token, "server.metrics_token", environ,
+                                         errors))
 
 
 def _codes(codes: Any, environ: Mapping[str, str], errors: list[str]) -> Any:

@@ -17,7 +17,7 @@ import logging
 import secrets
 import time
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from engine.store.sealing import sealer_of
 
 log = logging.getLogger("kamigate.config")
 POLL_S = 0.25
+MAX_AUDITED_CHANGES = 100
 
 # (section, field): changing these rebuilds connections, listeners or key layouts.
 RESTART_KEYS = (
@@ -107,9 +108,11 @@ def restart_needed(old: Settings, new: Settings) -> list[str]:
 
 
 async def publish(redis: Redis, document: Mapping[str, Any], settings: Settings, origin: str,
-                  by: str, file_sha256: str = "") -> tuple[int, bool]:
+                  by: str, file_sha256: str = "", changes: Sequence[str] = ()
+                  ) -> tuple[int, bool]:
     """Make a validated document the fleet's config; (version, whether it changed). A change
-    is audited: who, how, and the sha256 before and after."""
+    is audited: who, how, the sha256 before and after, and `changes` (what changed, by key,
+    secrets as ***: `kamigate config diff`'s lines)."""
     sealer = sealer_of(settings.codes.keys, settings.codes.current,
                        settings.codes.fingerprint_key)
     why = fingerprint.change_refused(await fingerprint.recorded(redis), sealer)
@@ -122,8 +125,10 @@ async def publish(redis: Redis, document: Mapping[str, Any], settings: Settings,
          int(time.time() * 1000), file_sha256, keys.config_channel(), shown],
     )
     if changed:
-        await audit.record(redis, by or origin, "config.change",
-                           {"origin": origin, "version": int(version)},
+        details: dict[str, Any] = {"origin": origin, "version": int(version)}
+        if changes:
+            details["changes"] = list(changes[:MAX_AUDITED_CHANGES])
+        await audit.record(redis, by or origin, "config.change", details,
                            before=(before or b"").decode() or None, after=shown)
         log.info("config version %s published (%s by %s, sha256 %s)", version, origin,
                  by or "-", shown[:12])

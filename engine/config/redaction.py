@@ -21,7 +21,7 @@ from engine.store.connection import MASK, mask_url
 # be guessed offline from it), sealing keys, and webhook URLs (they often carry a token).
 SECRET_FIELDS = frozenset({
     "webhook_secret", "signing_secret", "page_secret", "secret", "keys", "fingerprint_key",
-    "key_sha256", "webhook_url",
+    "key_sha256", "webhook_url", "metrics_token",
 })
 URL_FIELDS = frozenset({"url"})  # shown with the password masked: redis://user:***@host
 

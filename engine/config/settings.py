@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from engine.wire import ID_PATTERN, SKU_PATTERN
+from engine.wire import ID_PATTERN, SKU_PATTERN, Reason
 
 HEX64 = r"^[0-9a-f]{64}$(?!\n)"
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
@@ -38,6 +38,7 @@ class Server(Base, frozen=True):
     body_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0  # a stalled upload: 408
     page_secret: str = ""  # signs buyer-page links; "env:NAME" reads a variable
     page_link_ttl_s: Annotated[int, Meta(ge=60)] = 7 * 86400  # a buyer-page link expires
+    metrics_token: str = ""  # when set, GET /metrics needs `Authorization: Bearer <it>`
 
 
 class Redis(Base, frozen=True):
@@ -123,7 +124,7 @@ class Calendar(Base, frozen=True):
 
 class Pause(Base, frozen=True):
     scope: str
-    reason: str = ""
+    reason: Reason = ""
     calendar: str | None = None
     starts_at: str | None = None
     ends_at: str | None = None
@@ -178,13 +179,14 @@ class Codes(Base, frozen=True):
 
 
 class Audit(Base, frozen=True):
-    retention_s: Annotated[int, Meta(ge=60)] = 30 * 86400
+    # a floor: an admin cannot make the trail forget quickly what was done
+    retention_s: Annotated[int, Meta(ge=7 * 86400)] = 30 * 86400
 
 
 class Maintenance(Base, frozen=True):
     mode: Literal["off", "read_only", "full"] = "off"
     notice_lead_s: Seconds = 86400.0
-    reason: str = ""
+    reason: Reason = ""
     starts_at: str | None = None
     eta: str | None = None
 

@@ -16,6 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from engine.config.diff import diff
 from engine.config.live import Follower, Running, publish, read_file, restart_needed
 from engine.config.loading import ConfigError
 from engine.config.redaction import public_sha256
@@ -34,7 +35,8 @@ async def apply_document(redis: Redis, follower: Follower, document: Mapping[str
     problems = restart_needed(follower.running.settings, settings)
     if problems:
         raise ConfigError(problems)
-    version, changed = await publish(redis, document, settings, origin, by, file_sha256)
+    version, changed = await publish(redis, document, settings, origin, by, file_sha256,
+                                     diff(follower.running.settings, settings))
     if changed:
         follower.adopt(Running(version, public_sha256(settings), settings, document, origin, by,
                                int(time.time() * 1000)))

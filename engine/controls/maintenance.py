@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from engine.clock import parse_rfc3339
 from engine.config.settings import Maintenance
 from engine.store import keys
+from engine.wire import MAX_REASON, Reason
 
 MODES = ("off", "read_only", "full")
 RETRY_AFTER_S = 60
@@ -29,7 +30,7 @@ class MaintenanceState(msgspec.Struct, kw_only=True, omit_defaults=True,
     """What the door enforces; also the body of PUT /admin/maintenance."""
 
     mode: str = "off"
-    reason: str = ""
+    reason: Reason = ""
     eta: str | None = None
     starts_at: str | None = None
     scope: str = "global"  # or "storefront:<id>", "sku:<id>": closes that scope's orders
@@ -71,6 +72,8 @@ def check(state: MaintenanceState) -> list[str]:
     errors = []
     if state.mode not in MODES:
         errors.append(f"mode: must be one of {', '.join(MODES)}")
+    if len(state.reason) > MAX_REASON:
+        errors.append(f"reason: at most {MAX_REASON} characters (it is sent with every answer)")
     kind, _, name = state.scope.partition(":")
     if state.scope != "global" and not (kind in ("storefront", "sku") and name):
         errors.append("scope: must be 'global', 'storefront:<id>' or 'sku:<id>'")

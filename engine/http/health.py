@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any
 
@@ -9,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from engine import errors
 from engine.http import openapi
 from engine.http.configure import FOLLOWER
 from engine.http.guards import BREAKER, BREAKER_STATE
@@ -58,9 +60,17 @@ async def _stream_lags(request: web.Request, shards: int) -> list[int]:
     return [int(n) for n in await pipe.execute()]
 
 
+def _metrics_allowed(request: web.Request, token: str) -> bool:
+    given = request.headers.get("Authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
 async def metrics(request: web.Request) -> web.Response:
     app = request.app
     directory = app[DIRECTORY].current
+    token = directory.settings.server.metrics_token
+    if token and not _metrics_allowed(request, token):
+        raise errors.Unauthenticated("GET /metrics needs the bearer server.metrics_token")
     m = app[METRICS]
     redis = app[REDIS]
     try:

@@ -237,7 +237,9 @@ def _paths() -> dict[str, Any]:
             security=False)},
         "/metrics": {"get": op("Prometheus metrics", {"200": {
             "description": "text exposition format", "content": {
-                "text/plain": {"schema": STRING}}}}, security=False)},
+                "text/plain": {"schema": STRING}}}}, 401, security=False,
+            description="401 when `[server] metrics_token` is set and not given as a bearer "
+                        "token.")},
         "/openapi.json": {"get": op("This document", {"200": {
             "description": "OpenAPI 3.1", "content": json_content(OBJECT)}}, 503, security=False)},
     }

@@ -22,6 +22,7 @@ from aiohttp import web
 from engine import errors
 from engine.config.directory import Directory
 from engine.config.settings import Storefront
+from engine.http.codec import read_body
 from engine.http.state import REDIS
 from engine.store import keys
 
@@ -53,7 +54,7 @@ async def signed_storefront(request: web.Request, directory: Directory) -> Store
     t, nonce, _ = match.groups()
     if abs(time.time() - int(t)) > WINDOW_S:
         raise errors.Unauthenticated(f"signature timestamp outside ±{WINDOW_S} s")
-    body = await request.read()
+    body = await read_body(request)  # bounded by server.body_timeout_s, like every body
     expected = sign(storefront.signing_secret, t, nonce, request.method, request.path_qs, body)
     if not hmac.compare_digest(expected.encode(), request.headers[SIGNATURE].encode()):
         raise errors.Unauthenticated("signature does not match the request")
