@@ -85,9 +85,10 @@ async def test_worker_retries_when_its_view_went_stale(engine: Engine, redis: Re
         redis,
         [keys.sku_counts("card-100", shard), keys.lots("card-100", shard),
          keys.lot_expiry("card-100", shard), keys.seen("card-100", shard),
-         keys.lot_codes("card-100", "quiet", shard), keys.stream(shard) + ":elsewhere"],
+         keys.lot_codes("card-100", "quiet", shard), keys.stream(shard) + ":elsewhere",
+         keys.shard_fingerprint(shard)],
         ["quiet", 0, "card-100",
-         msgpack_encode([importer.ImportItem(importer.digest("V-2"), "V-2", "")])],
+         msgpack_encode([importer.ImportItem(importer.digest("V-2"), "V-2", "")]), "plain", 0],
     )
     status, body = await engine.order(buyer="b2")
     assert status == 201 and body["codes"] == ["V-2"]

@@ -403,3 +403,57 @@ async def test_metrics_can_require_a_token(engine_factory: EngineFactory) -> Non
     assert (await engine.http.get("/readyz")).status in (200, 503)  # probes need no token
     errors = _errors_of(settings_dict(server={"metrics_token": "short"}))
     assert [e.partition(":")[0] for e in errors] == ["server.metrics_token"]
+
+
+# -- found in review: the edges of the same defences -----------------------------------------------
+def test_a_path_faked_inside_a_field_name_is_cut_too() -> None:
+    decode = msgspec.json.Decoder(OrderRequest).decode
+    name = "x` - at `$." + "a" * 50_000
+    try:
+        decode(json.dumps({name: 1, "sku": "card-100", "qty": 1, "buyer": "b"}).encode())
+    except msgspec.ValidationError as exc:
+        problem = validation_problem(exc)
+    assert len(problem.errors[0].field) <= 201 and len(problem.errors[0].message) <= 201
+
+
+def test_a_redis_password_in_the_query_is_masked_and_kept() -> None:
+    from engine.config.redaction import keep_running
+
+    url = "redis://db.internal:6379/0?password=query-secret-1&db=0"
+    assert "query-secret-1" not in mask_url(url)
+    shown = redacted(make_settings(redis={"url": url}))
+    assert "query-secret-1" not in json.dumps(shown)
+    errors: list[str] = []
+    kept = keep_running({"redis": {"url": shown["redis"]["url"]}}, {"redis": {"url": url}},
+                        errors)
+    assert kept["redis"]["url"] == url and errors == []
+
+
+async def test_an_id_that_is_not_a_string_is_422_not_500(engine_factory: EngineFactory
+                                                          ) -> None:
+    engine = await engine_factory(worker=False)
+    doc = settings_dict()
+    doc["storefronts"][0]["id"] = ["shop-a"]
+    doc["skus"][0]["id"] = {"x": 1}
+    status, problem = await _put(engine, doc)
+    assert status == 422, problem
+
+
+async def test_an_importer_that_started_under_an_older_fingerprint_adds_nothing_after_it(
+        engine_factory: EngineFactory, redis: Redis) -> None:
+    """An unkeyed import is under way when sealing is turned on and a keyed import adds a
+    code: the old import's next chunk is refused in the same atomic call that would add it,
+    so the code cannot enter twice (once under each fingerprint)."""
+    engine = await engine_factory(config.from_mapping(_doc(None), environ={}))
+    stale = Importer(redis, 1, "card-100", "stale", 0)  # plain, as the config was
+    await stale.feed(codes("FIRST", 2000))  # one whole chunk: sent, fingerprint taken
+    status, _ = await _put(engine, _doc("fingerprint-key-A-0123456789"))
+    assert status == 200
+    await engine.import_codes("card-100", ["BOTH-1"], lot="sealed")
+    await stale.feed(["BOTH-1"])
+    with pytest.raises(FingerprintChanged):
+        await stale.finish()
+    [level] = [s for s in (await (await engine.http.get(
+        "/admin/skus", headers=auth(ADMIN_KEY))).json())["skus"] if s["sku"] == "card-100"]
+    assert level["imported"] == 2001
+    assert (await reconcile(redis, 1, ["card-100"])).ok

@@ -9,6 +9,7 @@ import base64
 import time
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -17,7 +18,9 @@ from redis.asyncio import Redis
 from engine import config
 from engine.config.settings import Webhooks
 from engine.store import keys
-from engine.worker.webhook_sender import WebhookSender
+from engine.wire import StreamOrder, msgpack_encode
+from engine.worker.webhook_sender import HostBackoff, WebhookSender
+from engine.worker.webhooks import Dispatcher
 from tests.conftest import (
     SHOP_A_KEY,
     SHOP_B_KEY,
@@ -37,6 +40,8 @@ PRIVATE_URLS = [
     "http://0177.0.0.1/hook", "http://[::1]/hook", "http://[::ffff:127.0.0.1]/hook",
     "http://[::ffff:7f00:1]/hook", "http://[fd00::1]/hook", "http://[fe80::1]/hook",
     "https://LOCALHOST./hook", "http://[2002:7f00:1::]/hook",
+    "http://[64:ff9b::a9fe:a9fe]/latest/", "http://[::ffff:0:a9fe:a9fe]/",
+    "http://[::a9fe:a9fe]/", "http://[64:ff9b:1::1]/", "http://[fec0::1]/",
 ]
 
 
@@ -227,3 +232,82 @@ async def test_an_unreadable_record_does_not_stop_expiry(
                                        headers=auth(SHOP_A_KEY))).json()
     assert got["status"] == "expired", got
     assert await redis.zscore(keys.expiries(0), broken) is None
+
+
+# -- the outbox across workers, restarts and rule changes ------------------------------------------
+@pytest.mark.parametrize("how", ["down", "hanging"])
+async def test_a_new_owner_takes_over_a_dead_workers_events_once_and_in_order(
+        redis: Redis, how: str) -> None:
+    """Worker A reads an order's events and dies with them unsent: its receiver was down (A
+    put them in the backlog) or hanging (A died mid-send). Worker B takes them over — from
+    the backlog, or claimed once idle longer than two attempts — and delivers each exactly
+    once, in order."""
+    receiver = Receiver(delay=30.0 if how == "hanging" else 0.0)
+    server = await _serve(receiver)
+    hook = str(server.make_url("/hook"))
+    settings = make_settings(redis={"shards": 1}, webhooks={
+        "allow_private": True, "timeout_s": 0.2, "first_retry_s": 0.05, "max_retry_s": 0.1})
+    shard = 0
+    order = StreamOrder(keys.new_order_id(shard), "shop-a", "card-100", 1, "b", 0, 1,
+                        notify_url=hook)
+    await redis.hset(keys.order(order.order_id, shard),
+                     mapping={"r": msgpack_encode(order), "st": "fulfilled", "c": 1, "u": 1})
+    await redis.hset(keys.order(order.order_id, shard), "codes", "")
+    for status in ("queued", "cancelled"):
+        await redis.xadd(keys.outbox(shard), {"o": order.order_id, "st": status, "u": 2,
+                                              "why": "", "x": 0, "p": 0})
+    first = Dispatcher(settings, redis, "w-a")
+    if how == "down":
+        await server.close()  # the receiver is down while A tries
+        await first.round([shard])
+        await first.idle()
+        assert await redis.hget(keys.webhook_waiting(shard), order.order_id)  # A's backlog
+    else:
+        await first.round([shard])
+        await eventually(lambda: receiver.calls == 1, what="A's hanging attempt")
+        await server.close()
+    await first.close()  # A dies; its events stay pending under its name
+    receiver.delay, receiver.calls = 0.0, 0
+    server = await _serve(receiver)
+    hook_now = str(server.make_url("/hook"))
+    await redis.hset(keys.order(order.order_id, shard), "r",
+                     msgpack_encode(msgspec.structs.replace(order, notify_url=hook_now)))
+    second = Dispatcher(settings, redis, "w-b")
+    try:
+        async def all_sent() -> bool:
+            await second.round([shard])
+            await second.idle()
+            return len(receiver.events) >= 2
+
+        await eventually(all_sent, timeout=15, every=0.3, what="B's deliveries")
+        await asyncio.sleep(0.5)
+        await second.round([shard])
+        await second.idle()
+        assert [e["status"] for e in receiver.events] == ["queued", "cancelled"]
+        assert (await redis.xpending(keys.outbox(shard), "webhooks"))["pending"] == 0
+    finally:
+        await second.close()
+        await server.close()
+
+
+async def test_turning_allow_private_off_also_drops_kept_alive_connections() -> None:
+    receiver = Receiver()
+    server = await _serve(receiver)
+    url = f"http://127.0.0.1:{server.port}/hook"
+    sender = WebhookSender(Webhooks(allow_private=True))
+    try:
+        assert (await sender.post("shop-a", "127.0.0.1", url, b"{}", {})).ok
+        sender.use(Webhooks(allow_private=False))
+        assert not (await sender.post("shop-b", "127.0.0.1", url, b"{}", {})).ok
+        assert receiver.calls == 1
+    finally:
+        await sender.close()
+        await server.close()
+
+
+def test_one_storefronts_failures_do_not_back_off_anothers_receiver() -> None:
+    backoff = HostBackoff()
+    for _ in range(5):
+        backoff.failed(("shop-a", "hooks.example"), 0.0, 1.0, 3600.0)
+    assert backoff.wait_s(("shop-a", "hooks.example"), 1.0) > 0
+    assert backoff.wait_s(("shop-b", "hooks.example"), 1.0) == 0

@@ -158,7 +158,7 @@ async def test_delivered_events_are_trimmed_from_the_outbox(
 ) -> None:
     from engine.store import keys
     from engine.worker.waiting import trim_stream
-    from engine.worker.webhooks import GROUP
+    from engine.worker.webhook_backlog import GROUP
 
     receiver = Receiver()
     server = await _serve(receiver)
@@ -184,7 +184,7 @@ async def test_delivered_events_are_trimmed_from_the_outbox(
 
 async def _pending_zero(client: Any) -> bool:
     from engine.store import keys
-    from engine.worker.webhooks import GROUP
+    from engine.worker.webhook_backlog import GROUP
 
     pending = await client.xpending(keys.outbox(0), GROUP)
     return int(pending["pending"]) == 0

@@ -115,9 +115,14 @@ async def publish(redis: Redis, document: Mapping[str, Any], settings: Settings,
     secrets as ***: `kamigate config diff`'s lines)."""
     sealer = sealer_of(settings.codes.keys, settings.codes.current,
                        settings.codes.fingerprint_key)
-    why = fingerprint.change_refused(await fingerprint.recorded(redis), sealer)
+    recorded = await fingerprint.recorded(redis)
+    why = fingerprint.change_refused(recorded, sealer)
     if why is not None:
         raise ConfigError([f"codes.fingerprint_key: {why}"])
+    if recorded is None and await redis.scard(keys.skus_known()):
+        # codes from before the store kept a record: they were imported under this config's
+        # fingerprint (the one running them), which may not change from now on
+        await fingerprint.record(redis, sealer)
     shown = public_sha256(settings)
     version, changed, before = await scripts.CONFIG(
         redis, [keys.config()],

@@ -65,23 +65,30 @@ def keep_running(document: dict[str, Any], running: Mapping[str, Any],
     return dict(kept)
 
 
+def masks_password(url: str) -> bool:
+    """The URL carries "***" where its password was (as mask_url shows it)."""
+    return f":{MASK}@" in url or f"password={MASK}" in url.lower()
+
+
 def _keep(new: Any, old: Any, path: str, errors: list[str]) -> Any:
     if isinstance(new, dict):
         olds = old if isinstance(old, Mapping) else {}
         out = {}
         for key, value in new.items():
             where = f"{path}.{key}" if path else str(key)
-            if key in URL_FIELDS and isinstance(value, str) and f":{MASK}@" in value:
+            if key in URL_FIELDS and isinstance(value, str) and masks_password(value):
                 out[key] = _keep_url(value, olds.get(key), where, errors)
             else:
                 out[key] = _keep(value, olds.get(key), where, errors)
         return out
     if isinstance(new, list):
         entries: list[Any] = old if isinstance(old, list) else []
-        by_id = {o.get("id"): o for o in entries if isinstance(o, Mapping) and "id" in o}
+        by_id = {o["id"]: o for o in entries
+                 if isinstance(o, Mapping) and isinstance(o.get("id"), str)}
         out_list = []
         for i, value in enumerate(new):
             ident = value.get("id") if isinstance(value, dict) else None
+            ident = ident if isinstance(ident, str) else None
             counterpart = by_id.get(ident) if ident is not None else \
                 (entries[i] if i < len(entries) else None)
             label = f"{path}[{ident}]" if ident is not None else f"{path}[{i}]"

@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.clock import EARLIEST, LATEST, holiday_year, parse_moment, zone
 from engine.config.directory import buyer_pattern
+from engine.config.redaction import masks_password
 from engine.config.settings import Calendar, Pause
 
 _SCOPE = re.compile(r"^(?:global|(?:storefront|sku):\S+)$(?!\n)")
@@ -106,7 +107,7 @@ def urls(raw: Mapping[str, Any], errors: list[str]) -> None:
     if isinstance(url, str) and url != "embedded" and \
             not url.startswith(("redis://", "rediss://", "unix://")):
         errors.append("redis.url: must be 'embedded' or a redis://, rediss:// or unix:// URL")
-    elif isinstance(url, str) and ":***@" in url:
+    elif isinstance(url, str) and masks_password(url):
         errors.append('redis.url: the password "***" is how passwords are shown, not one')
 
 

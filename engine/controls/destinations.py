@@ -35,12 +35,26 @@ def literal_address(host: str) -> Address | None:
         return None
 
 
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits: NAT64 (RFC 6052) reaches
+# 169.254.169.254 as 64:ff9b::a9fe:a9fe on an IPv6-only host; IPv4-translated (RFC 2765);
+# IPv4-compatible (deprecated, RFC 4291).
+_EMBEDDING = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "::ffff:0:0:0/96",
+                                                        "::/96"))
+# never public, whatever Python's tables say: local-use NAT64, deprecated site-local
+_NOT_PUBLIC = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b:1::/48", "fec0::/10"))
+
+
 def is_public(address: Address) -> bool:
-    """Globally routable; an IPv4-mapped or -translated IPv6 address is judged by its IPv4."""
+    """Globally routable; an IPv6 address that carries an IPv4 one (mapped, translated,
+    NAT64, 6to4, compatible) is judged by that IPv4 address."""
     if isinstance(address, ipaddress.IPv6Address):
         mapped = address.ipv4_mapped or address.sixtofour
+        if mapped is None and any(address in net for net in _EMBEDDING):
+            mapped = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if mapped is not None:
             return is_public(mapped)
+        if any(address in net for net in _NOT_PUBLIC):
+            return False
     return bool(address.is_global) and not address.is_multicast
 
 

@@ -34,6 +34,8 @@ def validation_problem(exc: msgspec.ValidationError) -> errors.Problem:
             message = what
     if len(message) > MAX_MESSAGE:
         message = message[:MAX_MESSAGE] + "…"
+    if len(field) > MAX_MESSAGE:  # a path faked inside a name is the client's text too
+        field = field[:MAX_MESSAGE] + "…"
     return errors.invalid(field, message)
 
 

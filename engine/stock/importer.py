@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from engine.clock import parse_rfc3339
 from engine.store import fingerprint, keys, scripts
-from engine.store.sealing import PLAIN, Sealer
+from engine.store.sealing import PLAIN, PLAIN_CHECK, Sealer
 from engine.wire import msgpack_encode
 
 CHUNK = 2000
@@ -67,7 +67,7 @@ class ImportItem(msgspec.Struct, array_like=True, frozen=True):
 
     digest: str  # its fingerprint under the fingerprint in use
     code: str  # as stored: sealed when keys are configured
-    plain_digest: str  # its unkeyed digest when codes were recorded unkeyed before, else ""
+    plain_digest: str  # its unkeyed digest ("" for an unkeyed import)
 
 
 class Importer:
@@ -85,7 +85,7 @@ class Importer:
         self._chunks: dict[int, list[tuple[str, str]]] = {}
         self._first_row = True
         self.sealer = sealer  # seals each code for its SKU and lot (a no-op without keys)
-        self._plain_too: bool | None = None  # also look for plain digests (fingerprint.take)
+        self._plain_before: bool | None = None  # codes were once recorded unkeyed
 
     async def feed(self, lines: Iterable[str]) -> None:
         for raw in lines:
@@ -125,18 +125,24 @@ class Importer:
         chunk = self._chunks.pop(expiry, [])
         if not chunk:
             return
-        if self._plain_too is None:
-            self._plain_too = await fingerprint.take(self.redis, self.sealer)
+        if self._plain_before is None:
+            self._plain_before = await fingerprint.take(self.redis, self.sealer)
         lot, s, sku = self._lot_for(expiry), self.shard, self.sku
+        check = self.sealer.fingerprint_check
         items = [ImportItem(d, self.sealer.seal(sku, lot, code),
-                            PLAIN.digest(code) if self._plain_too else "")
+                            PLAIN.digest(code) if check != PLAIN_CHECK else "")
                  for d, code in chunk]
         added, dups, available = await scripts.IMPORT(
             self.redis,
             [keys.sku_counts(sku, s), keys.lots(sku, s), keys.lot_expiry(sku, s),
-             keys.seen(sku, s), keys.lot_codes(sku, lot, s), keys.stream(s)],
-            [lot, expiry, sku, msgpack_encode(items)],
+             keys.seen(sku, s), keys.lot_codes(sku, lot, s), keys.stream(s),
+             keys.shard_fingerprint(s)],
+            [lot, expiry, sku, msgpack_encode(items), check, int(self._plain_before)],
         )
+        if added == -2:
+            raise fingerprint.FingerprintChanged(
+                f"codes of {sku} were recorded under another fingerprint_key: this import "
+                "runs with a config the fleet refused; nothing was imported")
         if added < 0:
             raise LotVoided(f"lot {lot!r} of {sku} was voided (recalled); import under a new "
                             "lot id")

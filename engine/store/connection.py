@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import hiredis
 from redis.asyncio import Redis
@@ -24,20 +24,28 @@ MASK = "***"
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password as "***" (for showing and for log lines)."""
+    """The URL with its password as "***", in the user part and in a `password=` query
+    value (redis-py takes either): for showing and for log lines."""
     try:
         parts = urlsplit(url)
-        password = parts.password
+        password, port = parts.password, parts.port
     except ValueError:
         return url
-    if password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port is not None else ""
-    netloc = f"{parts.username or ''}:{MASK}@{host}{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if password is not None:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{parts.username or ''}:{MASK}@{host}" + (f":{port}" if port else "")
+    query = "&".join(
+        f"{pair.partition('=')[0]}={MASK}"
+        if pair.partition("=")[0].lower() == "password" else pair
+        for pair in parts.query.split("&")) if parts.query else ""
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url  # nothing to hide: the URL exactly as written
+    masked = f"{parts.scheme}://{netloc}{parts.path}"  # unix:///path keeps its slashes
+    return masked + (f"?{query}" if query else "") + \
+        (f"#{parts.fragment}" if parts.fragment else "")
 
 
 class StoreError(RuntimeError):

@@ -40,18 +40,22 @@ def change_refused(stored: str | None, sealer: Sealer) -> str | None:
             "seen before would be imported (and sold) again; put the old key back")
 
 
+async def record(redis: Redis, sealer: Sealer) -> None:
+    """Record the fingerprint in use, unless one is recorded already."""
+    await redis.hsetnx(keys.fingerprint(), "check", sealer.fingerprint_check)
+
+
 async def take(redis: Redis, sealer: Sealer) -> bool:
-    """Record the fingerprint an import is about to use; whether the import must also look
-    for plain digests (codes recorded before sealing was turned on). FingerprintChanged when
-    the store was recorded under another one."""
+    """Record the fingerprint an import is about to use; whether codes were once recorded
+    unkeyed (sealing turned on since). FingerprintChanged when the store was recorded under
+    another one. import.lua checks the shard's own record again with each chunk, atomically,
+    so an importer that started under an older config cannot add codes after a change."""
     wanted = sealer.fingerprint_check
-    await redis.hsetnx(keys.fingerprint(), "check", wanted)
+    await record(redis, sealer)
     stored = await recorded(redis)
     why = change_refused(stored, sealer)
     if why is not None:
         raise FingerprintChanged(why)
     if stored == PLAIN_CHECK and wanted != PLAIN_CHECK:  # sealing was turned on
         await redis.hset(keys.fingerprint(), mapping={"check": wanted, "plain_before": 1})
-    if wanted == PLAIN_CHECK:
-        return False
     return bool(await redis.hexists(keys.fingerprint(), "plain_before"))

@@ -277,6 +277,12 @@ def fingerprint() -> str:
     return f"{PREFIX}:fingerprint"
 
 
+def shard_fingerprint(shard: int) -> str:
+    """Hash: the shard's own record of the import fingerprint (as fingerprint()), checked by
+    import.lua in the same atomic call that adds codes."""
+    return f"{tag(shard)}:fingerprint"
+
+
 def page_secret() -> str:
     """The fleet's random secret for buyer-page links when the config sets no page_secret."""
     return f"{PREFIX}:page_secret"

@@ -15,7 +15,7 @@ from engine.store import audit, keys
 from engine.worker import parking
 from engine.worker.drain import DrainMeter
 from engine.worker.waiting import Releaser, sweep, trim_stream
-from engine.worker.webhooks import GROUP as WEBHOOK_GROUP
+from engine.worker.webhook_backlog import GROUP as WEBHOOK_GROUP
 
 PAUSE_REFRESH_S = 0.5
 AUDIT_TRIM_S = 60.0

@@ -36,25 +36,33 @@ class Sent(msgspec.Struct, frozen=True):
     back_off_s: float = 0.0
 
 
+MAX_TRACKED_DESTINATIONS = 10_000
+
+
 class HostBackoff:
-    """Consecutive failures per destination host: after each, the host is left alone for
-    first * 2**(n-1) seconds (at most cap); one 2xx clears it."""
+    """Consecutive failures per destination — a storefront's host, so one storefront's
+    failing orders never hold back another's receiver on the same host: after each, it is
+    left alone for first * 2**(n-1) seconds (at most cap); one 2xx clears it."""
 
     def __init__(self) -> None:
-        self._failures: dict[str, tuple[int, float]] = {}  # host -> (failures, until)
+        self._failures: dict[tuple[str, str], tuple[int, float]] = {}  # -> (failures, until)
 
-    def wait_s(self, host: str, now: float) -> float:
-        found = self._failures.get(host)
+    def wait_s(self, destination: tuple[str, str], now: float) -> float:
+        found = self._failures.get(destination)
         return max(0.0, float(found[1]) - now) if found else 0.0
 
-    def failed(self, host: str, now: float, first: float, cap: float) -> float:
-        failures = self._failures.get(host, (0, 0.0))[0] + 1
+    def failed(self, destination: tuple[str, str], now: float, first: float,
+               cap: float) -> float:
+        failures = self._failures.get(destination, (0, 0.0))[0] + 1
         pause = float(min(cap, first * 2 ** (failures - 1)))
-        self._failures[host] = (failures, now + pause)
+        self._failures[destination] = (failures, now + pause)
+        if len(self._failures) > MAX_TRACKED_DESTINATIONS:
+            # hosts are the storefronts' choice: forget the ones whose pause is over
+            self._failures = {d: f for d, f in self._failures.items() if f[1] > now}
         return pause
 
-    def succeeded(self, host: str) -> None:
-        self._failures.pop(host, None)
+    def succeeded(self, destination: tuple[str, str]) -> None:
+        self._failures.pop(destination, None)
 
 
 class WebhookSender:
@@ -67,13 +75,22 @@ class WebhookSender:
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._per_storefront: dict[str, asyncio.Semaphore] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     def use(self, settings: Webhooks) -> None:
         """Timeouts, back-off and allow_private change live; the caps at the next start."""
         self.settings = settings
-        self.guard.allow_private = settings.allow_private
+        if self.guard.allow_private != settings.allow_private:
+            self.guard.allow_private = settings.allow_private
+            # kept-alive connections were checked under the old rule: none is reused
+            stale, self._session = self._session, None
+            if stale is not None:
+                closing = asyncio.get_running_loop().create_task(stale.close())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
+        await asyncio.gather(*self._closing, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -81,7 +98,8 @@ class WebhookSender:
     async def post(self, storefront: str, host: str, url: str, body: bytes,
                    headers: dict[str, str]) -> Sent:
         hooks = self.settings
-        waiting = self.backoff.wait_s(host, time.monotonic())
+        destination = (storefront, host)
+        waiting = self.backoff.wait_s(destination, time.monotonic())
         if waiting > 0:
             return Sent(False, waiting)  # this destination is backing off: not tried now
         slots = self._per_storefront.get(storefront)
@@ -90,9 +108,9 @@ class WebhookSender:
         async with slots, self._slots:
             ok = await self._post(url, body, headers)
         if ok:
-            self.backoff.succeeded(host)
+            self.backoff.succeeded(destination)
             return Sent(True)
-        pause = self.backoff.failed(host, time.monotonic(), hooks.first_retry_s,
+        pause = self.backoff.failed(destination, time.monotonic(), hooks.first_retry_s,
                                     hooks.max_retry_s)
         return Sent(False, pause)
 

@@ -3,10 +3,13 @@
 The scripts that change an order append the change to the shard's outbox stream in the same
 atomic call, so no change is lost. The worker that owns the shard sends them:
 
-- at least once: an event is acknowledged in the outbox only after a 2xx answer;
+- at least once: an event is acknowledged in the outbox only after a 2xx answer; what another
+  worker read and never acknowledged is claimed once it has been idle longer than two attempts
+  (that worker died or lost the shard), and what this one read before a failed round is read
+  again;
 - in order per order: one delivery task per order at a time; while an order has an
-  undelivered event, its later events wait behind it (the order's backlog in
-  `webhook:waiting`), and the backlog is retried as a whole;
+  undelivered event, its later events wait behind it (webhook_backlog), and the backlog is
+  retried as a whole;
 - with exponential backoff and jitter (first_retry_s, doubling, at most max_retry_s), for
   give_up_after_s (two days by default), then into the dead-letter stream with the reason; an
   event that cannot be rendered (its codes sealed with a key no longer configured, a record
@@ -30,27 +33,25 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from engine.config.directory import Directory
 from engine.config.live import page_secret
 from engine.config.settings import Settings
-from engine.controls.destinations import host_allowed
 from engine.store import keys, records
-from engine.views import order_view
-from engine.wire import StreamOrder, as_status, decode_stream_order, json_encode
+from engine.wire import StreamOrder, decode_stream_order
+from engine.worker.webhook_backlog import GROUP, Backlog, Event
+from engine.worker.webhook_render import render
 from engine.worker.webhook_sender import WebhookSender, retry_delay, signature
 
 log = logging.getLogger("kamigate.webhooks")
-GROUP = "webhooks"
 READ_COUNT = 200
 EVENT = "order.updated"
 WAITING_PER_SLOT = 4  # orders of one storefront waiting per slot before new ones are put behind
 PUT_BEHIND_S = 1.0
+RECLAIM_S = 5.0  # how often another consumer's idle events are looked for
 
-Event = tuple[bytes, dict[bytes, bytes]]
 
 class Dispatcher:
     """Sends the outbox of the shards the worker owns."""
@@ -61,12 +62,16 @@ class Dispatcher:
         self.consumer = consumer
         self.page_secret = ""  # read from Redis at the first round
         self.sender = WebhookSender(settings.webhooks)
+        self.backlog = Backlog(redis)
         self.use(settings)
         self.rng = rng or random.Random()
         self._groups: set[int] = set()
         self._inbox: dict[str, list[Event]] = {}  # order id -> events that came while busy
+        self._holding: dict[str, set[bytes]] = {}  # order id -> entry ids its task has
         self._running = Counter[str]()  # storefront -> orders with a delivery task
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], int] = {}  # task -> shard
+        self._reclaimed_at: dict[int, float] = {}
+        self._reread: set[int] = set()  # shards whose round failed after reading
         self.delivered = 0
 
     def use(self, settings: Settings) -> None:
@@ -79,10 +84,13 @@ class Dispatcher:
     async def close(self) -> None:
         """Stop: deliveries in flight are cut off (their events stay unacknowledged and are
         sent again by the next owner of the shard)."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._cancel(list(self._tasks))
         await self.sender.close()
+
+    async def _cancel(self, tasks: list[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def idle(self) -> None:
         """Wait for the deliveries started so far (tests and tools)."""
@@ -95,25 +103,67 @@ class Dispatcher:
             # buyer-page links in the events must match the front doors' (see page_secret)
             self.page_secret = await page_secret(self.redis)
             self.use(self.settings)
+        # a shard this worker lost: its deliveries stop here, the new owner claims the events
+        await self._cancel([t for t, s in self._tasks.items() if s not in shards])
         for shard in shards:
-            await self._ensure_group(shard)
-            await self._start_due(shard)
-            reply: Any = await self.redis.xreadgroup(
-                GROUP, self.consumer, {keys.outbox(shard): ">"}, count=READ_COUNT)
-            if reply:
-                await self._take_new(shard, reply[0][1])
+            try:
+                await self._shard_round(shard)
+            except Exception:
+                self._reread.add(shard)  # what was read and not yet placed is read again
+                raise
 
-    async def _ensure_group(self, shard: int) -> None:
-        if shard in self._groups:
+    async def _shard_round(self, shard: int) -> None:
+        if shard not in self._groups:
+            with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+                await self.redis.xgroup_create(keys.outbox(shard), GROUP, id="0",
+                                               mkstream=True)
+            self._groups.add(shard)
+        await self._reclaim(shard)
+        await self._start_due(shard)
+        reply: Any = await self.redis.xreadgroup(
+            GROUP, self.consumer, {keys.outbox(shard): ">"}, count=READ_COUNT)
+        if reply:
+            await self._take_new(shard, reply[0][1])
+
+    async def _reclaim(self, shard: int) -> None:
+        """Events this worker read before a failed round, and events other consumers read and
+        left idle for longer than two attempts (they died, or lost the shard)."""
+        if shard in self._reread:
+            self._reread.discard(shard)
+            after = "0"
+            while True:
+                reply: Any = await self.redis.xreadgroup(
+                    GROUP, self.consumer, {keys.outbox(shard): after}, count=READ_COUNT)
+                entries = reply[0][1] if reply else []
+                if not entries:
+                    break
+                await self._take_new(shard, entries)
+                after = entries[-1][0]
+        now = time.monotonic()
+        if now - self._reclaimed_at.get(shard, -RECLAIM_S) < RECLAIM_S:
             return
-        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
-            await self.redis.xgroup_create(keys.outbox(shard), GROUP, id="0", mkstream=True)
-        # Events read by a worker that died before sending them are taken over, once.
-        reply: Any = await self.redis.xautoclaim(keys.outbox(shard), GROUP, self.consumer, 0,
-                                                  "0-0", count=READ_COUNT)
-        self._groups.add(shard)
-        if reply[1]:
-            await self._take_new(shard, reply[1])
+        self._reclaimed_at[shard] = now
+        idle_ms = int(2 * self.settings.webhooks.timeout_s * 1000) + 1000
+        summary: Any = await self.redis.xpending(keys.outbox(shard), GROUP)
+        for row in summary.get("consumers") or []:
+            name = row["name"].decode() if isinstance(row["name"], bytes) else row["name"]
+            if name == self.consumer:
+                continue
+            while True:
+                pending: Any = await self.redis.xpending_range(
+                    keys.outbox(shard), GROUP, min="-", max="+", count=READ_COUNT,
+                    consumername=name, idle=idle_ms)
+                ids = [p["message_id"] for p in pending]
+                if not ids:
+                    break
+                claimed: Any = await self.redis.xclaim(keys.outbox(shard), GROUP,
+                                                       self.consumer, idle_ms, ids)
+                gone = [i for i in ids if i not in {e[0] for e in claimed if e[1]}]
+                if gone:  # trimmed away meanwhile: nothing left to send
+                    await self.redis.xack(keys.outbox(shard), GROUP, *gone)
+                await self._take_new(shard, [e for e in claimed if e[1]])
+                if len(ids) < READ_COUNT:
+                    break
 
     # -- starting deliveries ----------------------------------------------------------------
     async def _requests(self, order_ids: Sequence[str]) -> dict[str, StreamOrder | None]:
@@ -139,53 +189,47 @@ class Dispatcher:
         for event in events:
             by_order.setdefault(event[1][records.OUTBOX_ORDER].decode(), []).append(event)
         for order_id in [oid for oid in by_order if oid in self._inbox]:
-            self._inbox[order_id] += by_order.pop(order_id)  # its task sends them next
+            holding = self._holding[order_id]
+            fresh = [e for e in by_order.pop(order_id) if e[0] not in holding]
+            holding.update(e[0] for e in fresh)
+            self._inbox[order_id] += fresh  # its task sends them next
         if not by_order:
             return
-        waiting: Any = await self.redis.hmget(keys.webhook_waiting(shard), list(by_order))
+        waiting = await self.backlog.waiting(shard, list(by_order))
         requests = await self._requests(list(by_order))
         for (order_id, order_events), backlog in zip(by_order.items(), waiting, strict=True):
             ids = [e[0] for e in order_events]
             if backlog:  # an earlier event of this order is still undelivered: behind it
-                await self._append_waiting(shard, order_id, ids)
+                await self.backlog.append(shard, order_id, ids)
             elif self._crowded(requests[order_id]):
-                await self._append_waiting(shard, order_id, ids)
-                await self._retry_at(shard, order_id, time.time() + PUT_BEHIND_S)
+                await self.backlog.append(shard, order_id, ids)
+                await self.backlog.retry_at(shard, order_id, (time.time() + PUT_BEHIND_S) * 1000)
             else:
                 self._start(shard, order_id, requests[order_id], order_events, 0, False)
 
     async def _start_due(self, shard: int) -> None:
-        due: Any = await self.redis.zrangebyscore(keys.webhook_retries(shard), "-inf",
-                                                  time.time() * 1000, start=0, num=READ_COUNT)
-        order_ids = [raw.decode() for raw in due if raw.decode() not in self._inbox]
+        due = await self.backlog.due(shard, int(time.time() * 1000), READ_COUNT)
+        order_ids = [oid for oid in due if oid not in self._inbox]
         if not order_ids:
             return
         requests = await self._requests(order_ids)
         for order_id in order_ids:
             if self._crowded(requests[order_id]):
-                await self._retry_at(shard, order_id, time.time() + PUT_BEHIND_S)
+                await self.backlog.retry_at(shard, order_id, (time.time() + PUT_BEHIND_S) * 1000)
                 continue
-            joined: bytes = await self.redis.hget(  # type: ignore[assignment]
-                keys.webhook_waiting(shard), order_id) or b""
-            events: list[Event] = []
-            for entry_id in [p for p in joined.split(b",") if p]:
-                found: Any = await self.redis.xrange(keys.outbox(shard), entry_id, entry_id)
-                if found:
-                    events.append(found[0])
-            attempts: bytes = await self.redis.hget(  # type: ignore[assignment]
-                keys.webhook_attempts(shard), order_id) or b"0:0"
-            self._start(shard, order_id, requests[order_id], events,
-                        int(attempts.split(b":")[0]), True)
+            events = await self.backlog.events(shard, await self.backlog.ids(shard, order_id))
+            attempt, _ = await self.backlog.attempts(shard, order_id)
+            self._start(shard, order_id, requests[order_id], events, attempt, True)
 
     def _start(self, shard: int, order_id: str, request: StreamOrder | None,
                events: list[Event], attempt: int, backlog: bool) -> None:
-        storefront = request.storefront if request is not None else ""
         self._inbox[order_id] = []  # present while the task runs: the order is busy
-        self._running[storefront] += 1
+        self._holding[order_id] = {e[0] for e in events}
+        self._running[request.storefront if request is not None else ""] += 1
         task = asyncio.create_task(
             self._run(shard, order_id, request, events, attempt, backlog))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = shard
+        task.add_done_callback(lambda done: self._tasks.pop(done, None))
 
     # -- one order's deliveries --------------------------------------------------------------
     async def _run(self, shard: int, order_id: str, request: StreamOrder | None,
@@ -196,6 +240,7 @@ class Dispatcher:
             await self._run_events(shard, order_id, request, events, attempt, backlog)
         finally:  # at once, with no await before it: nothing can slip into a closed inbox
             self._inbox.pop(order_id, None)
+            self._holding.pop(order_id, None)
             self._running[request.storefront if request is not None else ""] -= 1
 
     async def _run_events(self, shard: int, order_id: str, request: StreamOrder | None,
@@ -208,7 +253,7 @@ class Dispatcher:
                                            back_off_s)
                     return
                 if backlog:
-                    await self._forget(shard, order_id)
+                    await self.backlog.forget(shard, order_id)
                 arrived, self._inbox[order_id] = self._inbox.get(order_id, []), []
                 if not arrived:
                     return
@@ -228,15 +273,16 @@ class Dispatcher:
                              back_off_s)
         while self._inbox.get(order_id):
             late, self._inbox[order_id] = self._inbox[order_id], []
-            await self._append_waiting(shard, order_id, [e[0] for e in late])
+            await self.backlog.append(shard, order_id, [e[0] for e in late])
 
     async def _send_in_order(self, shard: int, order_id: str, request: StreamOrder | None,
                              events: list[Event]) -> tuple[int, float]:
         """(events delivered or dead-lettered from the start, the destination's back-off)."""
         for index, (entry_id, fields) in enumerate(events):
-            body, why = await self._render(order_id, request, fields)
+            body, why = await render(self.redis, self.directory, self.storefronts, order_id,
+                                     request, fields)
             if why:
-                await self._dead_letter(shard, order_id, [entry_id], why)
+                await self.backlog.dead_letter(shard, order_id, [entry_id], why)
                 continue
             if body is not None and request is not None:
                 headers = {"Content-Type": "application/json", "Kamigate-Event": EVENT}
@@ -253,79 +299,21 @@ class Dispatcher:
             self.delivered += 1
         return len(events), 0.0
 
-    async def _render(self, order_id: str, request: StreamOrder | None,
-                      fields: dict[bytes, bytes]) -> tuple[bytes | None, str]:
-        """(the body to send, or None when there is no one to tell; why it cannot be sent)."""
-        if request is None:
-            return None, "the order's record does not read"
-        if not request.notify_url:
-            return None, ""
-        storefront = self.storefronts.get(request.storefront)
-        if storefront is None or not host_allowed(request.notify_url, storefront.notify_hosts):
-            return None, "the notify_url's host is no longer allowed for this storefront"
-        try:
-            record = await records.read(self.redis, order_id)
-            if record is None:
-                return None, "the order's record does not read"
-            status = as_status(fields[records.OUTBOX_STATUS].decode())
-            view = order_view(
-                self.directory, record.request, status=status, created_ms=record.created_ms,
-                updated_ms=int(fields[records.OUTBOX_UPDATED]),
-                codes=record.codes if status == "fulfilled" else None,
-                reason=fields[records.OUTBOX_REASON].decode(),
-                position=int(fields[records.OUTBOX_POSITION]) or None,
-                expires_ms=int(fields[records.OUTBOX_EXPIRES]),
-            )
-        except (KeyError, ValueError, msgspec.DecodeError) as exc:
-            return None, f"the event does not render ({type(exc).__name__})"
-        if status == "fulfilled" and view.codes is None:
-            return None, "its codes do not open (sealed with a key that is not configured)"
-        return json_encode(view), ""
-
-    # -- the backlog --------------------------------------------------------------------------
-    async def _append_waiting(self, shard: int, order_id: str, ids: list[bytes]) -> None:
-        current: bytes = await self.redis.hget(  # type: ignore[assignment]
-            keys.webhook_waiting(shard), order_id) or b""
-        joined = b",".join([p for p in current.split(b",") if p] + ids)
-        await self.redis.hset(keys.webhook_waiting(shard), order_id, joined)
-
-    async def _retry_at(self, shard: int, order_id: str, at_s: float) -> None:
-        await self.redis.zadd(keys.webhook_retries(shard), {order_id: at_s * 1000})
-
     async def _schedule(self, shard: int, order_id: str, ids: list[bytes], attempt: int,
                         back_off_s: float) -> None:
         hooks = self.settings.webhooks
-        raw: bytes | None = await self.redis.hget(  # type: ignore[assignment]
-            keys.webhook_attempts(shard), order_id)
+        _, since = await self.backlog.attempts(shard, order_id)
         now_ms = int(time.time() * 1000)
-        since = int(raw.split(b":")[1]) if raw and int(raw.split(b":")[1]) else now_ms
+        since = since or now_ms
         if now_ms - since > hooks.give_up_after_s * 1000:
-            await self._dead_letter(shard, order_id, ids, f"no 2xx after {attempt} attempts")
-            await self._forget(shard, order_id)
+            await self.backlog.dead_letter(shard, order_id, ids,
+                                           f"no 2xx after {attempt} attempts")
+            await self.backlog.forget(shard, order_id)
             log.warning("webhooks of order %s given up after %d attempts", order_id, attempt)
             return
         delay = max(back_off_s, retry_delay(attempt, hooks.first_retry_s, hooks.max_retry_s,
                                             self.rng))
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(keys.webhook_waiting(shard), order_id, b",".join(ids))
-        pipe.hset(keys.webhook_attempts(shard), order_id, f"{attempt}:{since}")
-        pipe.zadd(keys.webhook_retries(shard), {order_id: now_ms + delay * 1000})
-        await pipe.execute()
-
-    async def _dead_letter(self, shard: int, order_id: str, ids: list[bytes], why: str) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for entry_id in ids:
-            pipe.xadd(keys.webhook_dead(shard), {"o": order_id, "event": entry_id, "why": why})
-            pipe.xack(keys.outbox(shard), GROUP, entry_id)
-        await pipe.execute()
-        log.warning("webhook event of order %s dead-lettered: %s", order_id, why)
-
-    async def _forget(self, shard: int, order_id: str) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hdel(keys.webhook_waiting(shard), order_id)
-        pipe.zrem(keys.webhook_retries(shard), order_id)
-        pipe.hdel(keys.webhook_attempts(shard), order_id)
-        await pipe.execute()
+        await self.backlog.retry(shard, order_id, ids, attempt, since, now_ms + delay * 1000)
 
 
 def _host(url: str) -> str:
