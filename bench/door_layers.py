@@ -31,7 +31,7 @@ from engine import config, errors
 from engine.http.app import create_app
 from engine.http.auth import storefront_of
 from engine.http.codec import decode_body
-from engine.http.placing import placement
+from engine.http.placement import placement
 from engine.http.state import DIRECTORY
 from engine.store.embedded import RedisProcess, free_port
 from engine.wire import ORDER_REQUEST

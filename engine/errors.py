@@ -85,6 +85,8 @@ NotHeld = _problem("not_held", 409, "The order is not held")
 LotVoided = _problem("lot_voided", 409, "The lot was voided")
 NotInReview = _problem("not_in_review", 409, "The order is not waiting for review")
 NotCancellable = _problem("not_cancellable", 409, "The order can no longer be cancelled")
+InsufficientPoints = _problem("insufficient_points", 409, "Not enough points")
+NotPriced = _problem("not_priced", 422, "The SKU has no price")
 RequestTimeout = _problem("request_timeout", 408, "The request did not arrive in time")
 PayloadTooLarge = _problem("payload_too_large", 413, "The body is too large")
 UnsupportedMediaType = _problem("unsupported_media_type", 415, "Unsupported content type")
@@ -97,8 +99,8 @@ Paused = _problem("paused", 503, "Delivery is paused")
 ALL: tuple[type[Problem], ...] = (
     InvalidRequest, Unauthenticated, Forbidden, Blocked, NotFound, UnknownSku, MethodNotAllowed,
     SoldOut, LimitExceeded, IdempotencyConflict, NotHeld, NotInReview, LotVoided,
-    NotCancellable, RequestTimeout, PayloadTooLarge, UnsupportedMediaType, RateLimited,
-    Internal, Unavailable, Maintenance, Paused,
+    NotCancellable, InsufficientPoints, NotPriced, RequestTimeout, PayloadTooLarge,
+    UnsupportedMediaType, RateLimited, Internal, Unavailable, Maintenance, Paused,
 )
 
 BY_REASON: dict[str, type[Problem]] = {"sold_out": SoldOut, "limit_exceeded": LimitExceeded}

@@ -9,7 +9,15 @@ from __future__ import annotations
 from typing import Protocol
 
 from engine.clock import rfc3339
-from engine.wire import Order, OrderRecord, QueueInfo, Status, StreamOrder, as_ticket_reason
+from engine.wire import (
+    Order,
+    OrderRecord,
+    Price,
+    QueueInfo,
+    Status,
+    StreamOrder,
+    as_ticket_reason,
+)
 
 
 class CodeOpener(Protocol):
@@ -25,6 +33,9 @@ class Shop(Protocol):
     def sealer(self) -> CodeOpener: ...
 
     def page_path(self, order_id: str) -> str: ...
+
+    @property
+    def currency(self) -> str: ...
 
 
 class LineSpeeds(Protocol):
@@ -67,6 +78,11 @@ def order_view(
         updated_at=rfc3339(updated_ms or created_ms),
         metadata=request.metadata,
     )
+    if request.priced:
+        order.price = Price(currency=directory.currency, amount=request.amount, discount=0,
+                            points=request.points,
+                            points_value=request.amount - request.cash_due,
+                            cash_due=request.cash_due)
     if status == "fulfilled":
         order.codes = directory.sealer.reveal(request.sku, codes or [])
         if order.codes is None:

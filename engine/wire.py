@@ -49,6 +49,7 @@ MAX_METADATA_BYTES = 2048
 # A maintenance or pause reason travels in the Kamigate-Notice header of every answer: short.
 MAX_REASON = 200
 Reason = Annotated[str, Meta(max_length=MAX_REASON)]
+MAX_POINTS = 10**12
 T = TypeVar("T")
 
 
@@ -66,6 +67,7 @@ class OrderRequest(_Wire):
     wait_ms: Annotated[int, Meta(ge=0, le=10000)] | None = None
     notify_url: NotifyUrl | None = None
     metadata: Metadata | None = None
+    points: Annotated[int, Meta(ge=0, le=MAX_POINTS)] = 0  # to pay with (a priced SKU)
 
 
 class BatchItem(OrderRequest, kw_only=True):
@@ -95,6 +97,54 @@ class ReviewDecision(_Wire):
     """POST /admin/review/{order_id}."""
 
     decision: Literal["approve", "reject"]
+
+
+class PointsRequest(_Wire):
+    """POST /v1/buyers/{buyer}/points: a grant (points > 0) or a deduction (points < 0)."""
+
+    points: Annotated[int, Meta(ge=-MAX_POINTS, le=MAX_POINTS)]
+    reason: Reason = ""
+    expires_at: str | None = None  # a grant's lot; None: after [points] expire_after_days
+
+
+class PointsLot(msgspec.Struct, kw_only=True):
+    points: int
+    expires_at: str | None  # None: never
+
+
+class PointsExpiring(msgspec.Struct, kw_only=True):
+    points: int  # what expires before `before` ([points] remind_before_days from now)
+    before: str
+
+
+class Wallet(msgspec.Struct, kw_only=True):
+    """GET /v1/buyers/{buyer}/points."""
+
+    buyer: str
+    balance: int
+    reserved: int
+    lots: list[PointsLot]
+    expiring: PointsExpiring
+
+
+class PointsMoved(msgspec.Struct, kw_only=True):
+    """The answer to a grant or deduction."""
+
+    entry_id: str
+    balance: int
+
+
+class LedgerEntry(msgspec.Struct, kw_only=True):
+    at: str
+    kind: Literal["grant", "deduct", "reserve", "spend", "refund", "expire", "compensation"]
+    points: int
+    order_id: str | None
+    reason: str
+
+
+class LedgerPage(msgspec.Struct, kw_only=True):
+    entries: list[LedgerEntry]
+    next_cursor: str | None
 
 
 class PageText(msgspec.Struct, kw_only=True):
@@ -127,6 +177,18 @@ class QueueInfo(msgspec.Struct, kw_only=True):
     page: str
 
 
+class Price(msgspec.Struct, kw_only=True):
+    """What a priced order costs, in minor units: amount = price x qty; cash_due = amount -
+    discount - points_value (never negative)."""
+
+    currency: str
+    amount: int
+    discount: int
+    points: int
+    points_value: int
+    cash_due: int
+
+
 class Order(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The Order object of the API."""
 
@@ -144,6 +206,7 @@ class Order(msgspec.Struct, kw_only=True, omit_defaults=True):
     reason: str | None = None
     notice: str | None = None
     metadata: dict[str, str] | None = None
+    price: Price | None = None
 
 
 class StreamOrder(msgspec.Struct, array_like=True, frozen=True):
@@ -164,6 +227,17 @@ class StreamOrder(msgspec.Struct, array_like=True, frozen=True):
     hold_s: int = 0
     notify_url: str = ""
     metadata: dict[str, str] | None = None
+    amount: int = 0  # priced orders: price x qty, minor units (0: unpriced)
+    points: int = 0  # reserved in the buyer's wallet at admission
+    cash_due: int = 0  # > 0: held until the storefront confirms payment
+    earn: int = 0  # points granted on fulfilment
+    priced: bool = False  # the SKU has a price: the Order shows it
+
+    @property
+    def settles_points(self) -> bool:
+        """Its decision moves points (spend or give back what it reserved, grant what it
+        earns): the deciding script tells the worker through the shard's settle stream."""
+        return self.points > 0 or self.earn > 0
 
 
 class OrderRecord(msgspec.Struct):
@@ -217,3 +291,4 @@ BATCH_REQUEST = BodyDecoder(BatchRequest)
 PAUSE_REQUEST = BodyDecoder(PauseRequest)
 RESUME_REQUEST = BodyDecoder(ResumeRequest)
 REVIEW_DECISION = BodyDecoder(ReviewDecision)
+POINTS_REQUEST = BodyDecoder(PointsRequest)

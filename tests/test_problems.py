@@ -650,6 +650,24 @@ async def _paused(make: EngineFactory, redis: Redis, tmp: Path) -> ClientRespons
     return await _post(engine, ORDER)
 
 
+def _priced() -> config.Settings:
+    raw = settings_dict(points={"grants_per_minute": 0},
+                        skus=[{"id": "card-100", "price": 1000}, {"id": "card-free"}])
+    return config.from_mapping(raw, environ={})
+
+
+@provokes("insufficient_points")
+async def _insufficient(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    engine = await make(_priced(), worker=False)
+    return await _post(engine, {**ORDER, "points": 500})  # an empty wallet
+
+
+@provokes("not_priced")
+async def _not_priced(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    engine = await make(_priced(), worker=False)
+    return await _post(engine, {**ORDER, "sku": "card-free", "points": 500})
+
+
 def test_every_problem_code_has_a_recipe() -> None:
     defined = {value for value in vars(errors).values() if isinstance(value, type)
                and issubclass(value, errors.Problem) and value is not errors.Problem}

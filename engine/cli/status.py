@@ -23,16 +23,20 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from engine.stock.reconcile import reconcile
+    from engine.wallet.reconcile import reconcile_points
 
     settings = load_settings(args)
 
     async def body(redis: Redis) -> int:
         report = await reconcile(redis, settings.redis.shards, [s.id for s in settings.skus])
-        for violation in report.violations:
+        points = await reconcile_points(redis, settings.redis.shards)
+        violations = report.violations + points.violations
+        for violation in violations:
             print(f"VIOLATION {violation}")
         print(f"reconcile: {report.skus} SKUs, {report.codes_checked} codes checked, "
-              f"{len(report.violations)} violations")
-        return 0 if report.ok else 1
+              f"{points.wallets} wallets, {points.orders_checked} orders with points checked, "
+              f"{len(violations)} violations")
+        return 0 if not violations else 1
 
     return with_store(settings, body)
 

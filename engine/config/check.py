@@ -27,6 +27,8 @@ from engine.config.settings import (
     Maintenance,
     Orders,
     Pause,
+    Points,
+    Pricing,
     Redis,
     Review,
     Server,
@@ -55,6 +57,8 @@ SECTIONS: dict[str, Any] = {
     "breaker": Breaker,
     "audit": Audit,
     "codes": Codes,
+    "pricing": Pricing,
+    "points": Points,
 }
 LISTS: dict[str, Any] = {"storefronts": Storefront, "admins": Admin, "skus": Sku, "pauses": Pause}
 MAX_ERRORS_PER_VALUE = 50

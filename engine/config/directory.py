@@ -39,6 +39,7 @@ class Directory:
         )
         self.page_key = hashlib.sha256(secret.encode()).digest()
         codes = settings.codes
+        self.currency = settings.pricing.currency
         self.sealer = sealer_of(codes.keys, codes.current, codes.fingerprint_key)
         self.blocked = AddressRules(settings.blocklist.buyers, settings.blocklist.ips)
         review = settings.review

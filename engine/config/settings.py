@@ -114,6 +114,30 @@ class Sku(Base, frozen=True):
     queue_ttl_s: Annotated[int, Meta(ge=1)] = 1800
     review_over_qty: Annotated[int, Meta(ge=0)] = 0
     limit: Rate | None = None
+    price: Annotated[int, Meta(ge=0, le=10**12)] | None = None  # minor units; None: unpriced
+
+
+class Pricing(Base, frozen=True):
+    currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$(?!\n)")] = "CNY"  # 100 minor units
+    payment_hold_s: Annotated[int, Meta(ge=1, le=86400)] = 900  # cash due: held this long
+
+
+class EarnBonus(Base, frozen=True):
+    over: Annotated[int, Meta(ge=0)]  # cash paid above this (minor units) ...
+    percent: Annotated[int, Meta(ge=0, le=1000)]  # ... earns this much more
+
+
+class Points(Base, frozen=True):
+    enabled: bool = True  # a [points] section turns points on
+    per_unit: Annotated[int, Meta(ge=1, le=10**6)] = 100  # points worth one currency unit
+    earn_per_unit: Annotated[float, Meta(ge=0, le=10**6)] = 1.0  # per unit paid in cash
+    earn_bonus: tuple[EarnBonus, ...] = ()
+    tier_multipliers: tuple[Annotated[float, Meta(ge=0, le=100)], ...] = (1.0,)
+    expire_after_days: Annotated[int, Meta(ge=0, le=36500)] = 730  # 0 = never
+    max_redeem_percent: Annotated[int, Meta(ge=0, le=100)] = 100
+    grants_per_minute: Annotated[int, Meta(ge=0)] = 10000  # per buyer; 0 = no limit
+    redemptions_per_hour: Annotated[int, Meta(ge=0)] = 0  # per buyer; 0 = no limit
+    remind_before_days: Annotated[int, Meta(ge=0, le=3650)] = 30
 
 
 class Calendar(Base, frozen=True):
@@ -212,6 +236,8 @@ class Settings(Base, frozen=True):
     breaker: Breaker = Breaker()
     audit: Audit = Audit()
     codes: Codes = Codes()
+    pricing: Pricing = Pricing()
+    points: Points = Points(enabled=False)  # no [points] section: no points
 
     def digest(self) -> str:
         """Identifies these exact settings, secrets included: how the fleet tells a new config

@@ -15,46 +15,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
 from enum import IntEnum
 
 from engine.config.settings import Rate, Settings
-from engine.controls.token_bucket import TokenBucket
-
-MAX_TRACKED = 100_000
+from engine.controls.token_bucket import BucketTable, TokenBucket
 
 
 class Verdict(IntEnum):
     ADMIT = 0
     OVERFLOW = 1  # over a capacity bucket: a ticket in the waiting line
     LIMITED = 2  # over a buyer or IP bucket: 429
-
-
-class BucketTable:
-    """Buckets keyed by buyer, IP, storefront or SKU; idle (full) ones are dropped when the
-    table grows, so a million one-time buyers cost no memory for long."""
-
-    def __init__(self, rate: Rate, share: float) -> None:
-        self.rate = rate
-        self.share = share
-        self.buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-
-    def get(self, key: str, now: float) -> TokenBucket:
-        bucket = self.buckets.get(key)
-        if bucket is None:
-            bucket = TokenBucket(self.rate.rate * self.share,
-                                 max(1.0, self.rate.burst * self.share), now)
-            self.buckets[key] = bucket
-            if len(self.buckets) > MAX_TRACKED:
-                self._prune(now)
-        else:
-            self.buckets.move_to_end(key)
-        return bucket
-
-    def _prune(self, now: float) -> None:
-        for key in list(self.buckets)[: len(self.buckets) // 2]:
-            if self.buckets[key].full(now):
-                del self.buckets[key]
 
 
 class Outcome:
@@ -107,6 +77,15 @@ class Admission:
         self.per_sku = {
             s.id: BucketTable(s.limit, share) for s in settings.skus if s.limit is not None
         }
+        # the points risk limits, per buyer: points granted a minute, orders paid with points
+        # an hour (a bucket of that many a period, refilled evenly)
+        points = settings.points
+        self.points_grants = BucketTable(
+            Rate(rate=points.grants_per_minute / 60, burst=points.grants_per_minute), share,
+        ) if points.grants_per_minute else None
+        self.redemptions = BucketTable(
+            Rate(rate=points.redemptions_per_hour / 3600, burst=points.redemptions_per_hour),
+            share) if points.redemptions_per_hour else None
         self._unlimited = self.unlimited
 
     def inherit(self, old: Admission) -> Admission:
@@ -114,7 +93,7 @@ class Admission:
         must not hand every buyer a fresh burst. Returns self."""
         if old.share != self.share:
             return self
-        for name in ("per_buyer", "per_ip", "per_storefront"):
+        for name in ("per_buyer", "per_ip", "per_storefront", "points_grants", "redemptions"):
             new, prev = getattr(self, name), getattr(old, name)
             if new is not None and prev is not None and new.rate == prev.rate:
                 setattr(self, name, prev)
@@ -179,6 +158,19 @@ class Admission:
         for bucket in capacity:
             bucket.take(now)
         return self._outcome(Verdict.ADMIT, 0.0, abuse + capacity, now)
+
+    def points_wait(self, now: float, storefront: str, buyer: str, points: int = 0,
+                    redemption: bool = False) -> float:
+        """0.0 when the buyer may be granted `points` now (or, `redemption`, pay an order with
+        points), the tokens taken; else the seconds to wait (nothing taken)."""
+        table = self.redemptions if redemption else self.points_grants
+        if table is None:
+            return 0.0
+        bucket = table.get(f"{storefront}\0{buyer}", now)
+        need = 1.0 if redemption else float(points)
+        if need > bucket.burst:
+            return 60.0 if not redemption else 3600.0  # more than a whole period allows
+        return bucket.take(now, need)
 
     def policy_headers(self, storefront: str | None) -> dict[str, str]:
         """RateLimit headers for answers that take no token (reads, cancels)."""

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 from redis.asyncio import Redis
@@ -23,6 +23,7 @@ from engine.store.scripts import Call, KeyArg
 from engine.wire import AdmitStatus, StreamOrder, TicketReason, msgpack_encode
 
 IDEMPOTENCY_TTL_S = 24 * 3600
+T = TypeVar("T")
 MAX_IN_FLIGHT = 2
 FULL_MEMORY_S = 0.1
 
@@ -53,6 +54,7 @@ class AdmitItem(msgspec.Struct, array_like=True, frozen=True):
     why: TicketReason  # "overflow", "paused" (a parked line) or "review"
     parking: str  # the parked line's member of the shard's parked set: "<storefront>:<sku>"
     review: bool  # a paused ticket that goes to review when the pause ends
+    settle: bool  # its decision moves points: marked 'pt' on its record
 
 
 class Admit(msgspec.Struct):
@@ -83,7 +85,8 @@ class Ingest:
         self.shards = shards
         self.capacity = capacity  # per overflow line; 0 = no waiting room
         self._admits: dict[int, list[Admit]] = {}
-        self._reserves: list[tuple[Call, asyncio.Future[KeyReservation]]] = []
+        # calls answered before an admission (keys, points), each with how to read its answer
+        self._reserves: list[tuple[Call, asyncio.Future[Any], Callable[[Any], Any]]] = []
         self._scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
         self._full_until: dict[str, float] = {}
@@ -129,8 +132,13 @@ class Ingest:
             [keys.idempotency(shard, storefront, key)],
             [order_id, digest, IDEMPOTENCY_TTL_S],
         )
-        future: asyncio.Future[KeyReservation] = asyncio.get_running_loop().create_future()
-        self._reserves.append((call, future))
+        return self.script(call, _key_reservation)
+
+    def script(self, call: Call, parse: Callable[[Any], T]) -> asyncio.Future[T]:
+        """Run a script call in the next coalesced pipeline (before that tick's admissions);
+        the future gets `parse` of its answer."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._reserves.append((call, future, parse))
         self._schedule()
         return future
 
@@ -157,9 +165,9 @@ class Ingest:
     async def _send(
         self,
         admits: dict[int, list[Admit]],
-        reserves: list[tuple[Call, asyncio.Future[KeyReservation]]],
+        reserves: list[tuple[Call, asyncio.Future[Any], Callable[[Any], Any]]],
     ) -> None:
-        calls: list[Call] = [call for call, _ in reserves]
+        calls: list[Call] = [call for call, _, _ in reserves]
         groups = list(admits.items())
         now = now_ms()
         for shard, items in groups:
@@ -171,7 +179,8 @@ class Ingest:
             index = msgpack_encode([
                 AdmitItem(a.order.order_id, len(p), a.ticket, line_score(a.order.tier, 0),
                           a.order.sku, a.ttl_ms, bool(a.order.notify_url), lines[a.line(shard)],
-                          a.why, f"{a.order.storefront}:{a.order.sku}", a.review)
+                          a.why, f"{a.order.storefront}:{a.order.sku}", a.review,
+                          a.order.settles_points)
                 for a, p in zip(items, payloads, strict=True)
             ])
             order_keys += list(lines)
@@ -187,12 +196,11 @@ class Ingest:
         except Exception as exc:
             _fail_all(reserves, admits, exc)
             return
-        for (_, future), result in zip(reserves, results, strict=False):
+        for (_, future, parse), result in zip(reserves, results, strict=False):
             if isinstance(result, Exception):
                 _set_exception(future, result)
             else:
-                oid, digest, created = result
-                _set_result(future, KeyReservation(oid.decode(), digest.decode(), created == 1))
+                _set_result(future, parse(result))
         for (_, items), result in zip(groups, results[len(reserves):], strict=True):
             if isinstance(result, Exception):
                 for a in items:
@@ -221,12 +229,17 @@ def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
         future.set_exception(exc)
 
 
+def _key_reservation(result: Any) -> KeyReservation:
+    oid, digest, created = result
+    return KeyReservation(oid.decode(), digest.decode(), created == 1)
+
+
 def _fail_all(
-    reserves: Sequence[tuple[Call, asyncio.Future[KeyReservation]]],
+    reserves: Sequence[tuple[Call, asyncio.Future[Any], Callable[[Any], Any]]],
     admits: dict[int, list[Admit]],
     exc: BaseException,
 ) -> None:
-    for _, future in reserves:
+    for _, future, _ in reserves:
         _set_exception(future, exc)
     for items in admits.values():
         for a in items:

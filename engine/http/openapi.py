@@ -25,6 +25,7 @@ from engine.controls.maintenance import MODES, MaintenanceState
 from engine.controls.pauses import OperatorPause
 from engine.http.openapi_vocabulary import (
     AUDIT,
+    BUYER,
     CALENDAR,
     CONFIG_BODY,
     CONFIG_VIEW,
@@ -69,19 +70,24 @@ from engine.wire import (
     LOT_PATTERN,
     STATUSES,
     BatchRequest,
+    LedgerPage,
     Order,
     OrderRequest,
     PageState,
     PauseRequest,
+    PointsMoved,
+    PointsRequest,
     ResumeRequest,
     ReviewDecision,
+    Wallet,
 )
 
 
 def _components() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [OrderRequest, BatchRequest, Order, ImportResult, SkuLevel, PageState,
-         MaintenanceState, PauseRequest, ResumeRequest, ReviewDecision, OperatorPause],
+         MaintenanceState, PauseRequest, ResumeRequest, ReviewDecision, OperatorPause,
+         PointsRequest, Wallet, PointsMoved, LedgerPage],
         ref_template=REF,
     )
     components["Order"]["properties"]["status"]["enum"] = list(STATUSES)
@@ -139,6 +145,24 @@ def _paths() -> dict[str, Any]:
             "post": op("Confirm a held order", ok(200, "Order"), 401, 403, 404, 409, 503,
                         params=[ORDER_ID], v1=True),
         },
+        "/v1/buyers/{buyer}/points": {
+            "get": op("A buyer's points at this storefront", ok(200, "Wallet"),
+                      401, 403, 404, 422, 503, params=[BUYER], v1=True,
+                      description="404 when [points] is not enabled."),
+            "post": op("Grant (points > 0) or deduct (points < 0) points",
+                       {**ok(201, "PointsMoved")}, 401, 403, 404, 408, 409, 413, 415, 422,
+                       429, 503, body=request_body("PointsRequest"),
+                       params=[BUYER, IDEMPOTENCY], v1=True,
+                       description="409 insufficient_points: a deduction below zero; "
+                                   "idempotency_conflict: the key with another body."),
+        },
+        "/v1/buyers/{buyer}/points/history": {"get": op(
+            "The buyer's points ledger, newest first", ok(200, "LedgerPage"),
+            401, 403, 404, 422, 503, v1=True,
+            params=[BUYER, query_param("cursor", {"anyOf": [
+                {"type": "string", "pattern": r"^[0-9]{1,20}-[0-9]{1,20}$"}, EMPTY]},
+                description="`next_cursor` of the page before"),
+                query_param("limit", {"type": "integer", "minimum": 1, "maximum": 200})])},
         "/admin/skus": {"get": op(
             "Stock levels of every SKU",
             ok(200, object_of(["skus"], skus=array_of({"$ref": REF.format(name="SkuLevel")}))),

@@ -30,11 +30,13 @@ STATUS_TEXT = {
     403: "the key may not use this route (`forbidden`), or the buyer is blocked (`blocked`)",
     404: "no such order, SKU or resource (`not_found`, `unknown_sku`)",
     409: "the resource is not in a state for this (`sold_out`, `limit_exceeded`, "
-         "`idempotency_conflict`, `not_held`, `not_in_review`, `not_cancellable`)",
+         "`idempotency_conflict`, `not_held`, `not_in_review`, `not_cancellable`, "
+         "`insufficient_points`)",
     408: "the body stalled longer than server.body_timeout_s (`request_timeout`)",
     413: "the body is over the limit (`payload_too_large`)",
     415: "the body's media type is not one the route reads (`unsupported_media_type`)",
-    422: "the request is not valid (`invalid_request`; `errors` names each field)",
+    422: "the request is not valid (`invalid_request`; `errors` names each field), or "
+         "points on a SKU without a price (`not_priced`)",
     429: "over a rate limit or the waiting line is full (`rate_limited`)",
     503: "closed for maintenance (`maintenance`), delivery paused (`paused`) or the store "
          "unreachable (`unavailable`)",
@@ -145,6 +147,7 @@ def query_param(name: str, schema: dict[str, Any] | None = None, required: bool 
 
 ORDER_ID = path_param("order_id")
 SKU = path_param("sku")
+BUYER = path_param("buyer", minLength=1, maxLength=128, pattern=r"^[!-~]{1,128}$")
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
                "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$"}}
 TOKEN = query_param("t", required=True, description="the signed token of the buyer's link")

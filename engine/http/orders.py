@@ -14,10 +14,13 @@ from engine.config.settings import Storefront
 from engine.controls.destinations import refusal
 from engine.http.auth import storefront_of
 from engine.http.codec import decode_body, respond
-from engine.http.placing import Placement, place, place_many, placement, replay_of
+from engine.http.placement import Placement, placement
+from engine.http.placing import place, place_many, replay_of
 from engine.http.state import ADMISSION, DIRECTORY, DRAIN, PAUSES, REDIS
 from engine.store import keys, records, scripts
 from engine.views import record_view
+from engine.wallet import ledger
+from engine.wallet.pricing import quote
 from engine.wire import (
     BATCH_REQUEST,
     MAX_METADATA_BYTES,
@@ -53,6 +56,10 @@ def _check(directory: Directory, storefront: Storefront, req: OrderRequest,
         )
     if req.metadata is not None and len(msgpack_encode(req.metadata)) > MAX_METADATA_BYTES:
         raise errors.invalid(f"{field}metadata", "must be at most 2 KiB encoded")
+    quote(directory.settings.points, sku, req, field)
+    if req.points and not ledger.valid_buyer(req.buyer):
+        raise errors.invalid(f"{field}buyer", "paying with points needs a buyer id of 1-128 "
+                             "visible ASCII characters")
     if req.notify_url is not None:
         why = refusal(req.notify_url, directory.settings.webhooks.allow_private,
                       storefront.notify_hosts)
@@ -158,7 +165,7 @@ async def confirm_order(request: web.Request) -> web.Response:
     assert shard is not None
     after = await scripts.CONFIRM(
         redis, [keys.order(req.order_id, shard), keys.sku_counts(req.sku, shard),
-                keys.expiries(shard), keys.outbox(shard)],
+                keys.expiries(shard), keys.outbox(shard), keys.settle(shard)],
         [now_ms(), req.qty, req.order_id],
     )
     if after != b"confirmed":

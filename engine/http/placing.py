@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import time
 from typing import Any
 
 import msgspec
@@ -14,122 +12,28 @@ from aiohttp import web
 
 from engine import errors, failpoints
 from engine.clock import now_ms
-from engine.config.directory import Directory
 from engine.config.settings import Storefront
-from engine.controls import maintenance
-from engine.controls.pauses import InForce
-from engine.door.admission import Outcome, Verdict
 from engine.door.ingest import Admitted
-from engine.http.guards import SURGE
+from engine.http import payment
+from engine.http.placement import Placement, request_digest
 from engine.http.state import (
-    ADMISSION,
     DIRECTORY,
     DRAIN,
     INGEST,
-    MAINTENANCE,
     METRICS,
-    PAUSES,
     REDIS,
     REPLIES,
 )
 from engine.store import keys, records
 from engine.views import order_view, record_view
 from engine.wire import (
-    BatchItem,
     OrderRequest,
     Reply,
     StreamOrder,
-    TicketReason,
-    msgpack_encode,
 )
 
-MAX_PARKED_MS = 366 * 86400 * 1000
 ADMIT_ANSWERS = ("pending", "queued", "full")  # what an admit of a new order can answer
 STATUS_HTTP = {"fulfilled": 201, "held": 201, "queued": 202, "pending": 202}
-
-
-class Placement(msgspec.Struct):
-    """One validated order about to be admitted (or replayed)."""
-
-    order: StreamOrder
-    shard: int
-    idempotency_key: str | None
-    digest: str
-    gate: Outcome  # the admission buckets' verdict and the RateLimit headers
-    ttl_ms: int
-    why: TicketReason  # if it becomes a ticket: "overflow", "paused" or "review"
-    pause: InForce | None
-    review: bool  # needs an operator's review (after the pause, if paused)
-
-    @property
-    def overflow(self) -> bool:
-        """Over a capacity bucket: a ticket in the SKU's overflow line (429 without one)."""
-        return self.why == "overflow" and self.gate.verdict == Verdict.OVERFLOW
-
-    @property
-    def ticket(self) -> bool:
-        """Admitted as a ticket: overflowing, paused or held for review."""
-        return self.overflow or self.why != "overflow"
-
-
-def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
-              key: str | None) -> Placement:
-    """Build the order and pass it through the block list, the buckets (429 for a buyer or
-    IP over limit), pauses (a ticket, or 503 `paused`) and review rules."""
-    directory: Directory = app[DIRECTORY].current
-    app[SURGE].arrived += 1
-    if directory.blocked.match(req.buyer, req.buyer_ip):
-        raise errors.Blocked("this buyer or address may not order here")
-    shard = directory.shard_by_sku[req.sku]
-    now = now_ms()
-    gate = app[ADMISSION].current.decide(time.monotonic(), storefront.id, req.sku, req.buyer,
-                                         req.buyer_ip)
-    if gate.verdict == Verdict.LIMITED:
-        raise errors.RateLimited("too many orders from this buyer or address; retry later",
-                                 retry_after=int(gate.headers()["Retry-After"]))
-    scoped = app[MAINTENANCE].scoped
-    closed = maintenance.closing(scoped, storefront.id, req.sku, now) if scoped else None
-    if closed is not None:
-        raise errors.Maintenance(f"closed for maintenance ({closed.scope}); retry later",
-                                 notice=closed.notice(now, 0) or None,
-                                 retry_after=closed.retry_after(now))
-    sku = directory.skus[req.sku]
-    ttl_ms = sku.queue_ttl_s * 1000
-    why: TicketReason = "overflow"
-    pause = app[PAUSES].lookup(storefront.id, req.sku)
-    if pause is not None:
-        ends = pause.ends_ms()
-        if pause.action == "reject":
-            wait_s = 3600 if ends is None else max(1, min(86400, (ends - now) // 1000))
-            raise errors.Paused(pause.notice(), notice=pause.notice(), retry_after=wait_s)
-        why = "paused"
-        # a ticket outlives the pause by the SKU's ttl (a pause beyond a year: a year)
-        ttl_ms += min(max(0, (ends or now) - now), MAX_PARKED_MS)
-    review = directory.review_reason(sku, req.qty, req.buyer, req.buyer_ip) is not None
-    if review and why == "overflow":
-        why = "review"
-    if why == "overflow" and app[INGEST].line_full(req.sku):
-        # Turned away before any order is built: an overload costs the door little.
-        problem = errors.RateLimited("over capacity and the waiting line is full; retry later",
-                                     retry_after=1)
-        problem.extra_headers = gate.headers()
-        raise problem
-    order = StreamOrder(
-        order_id=keys.new_order_id(shard), storefront=storefront.id, sku=req.sku, qty=req.qty,
-        buyer=req.buyer, tier=req.tier, created_ms=now, reply_to=app[REPLIES].channel,
-        buyer_ip=req.buyer_ip or "", hold_s=req.hold_s, notify_url=req.notify_url or "",
-        metadata=req.metadata,
-    )
-    digest = request_digest(req) if key is not None else ""
-    return Placement(order, shard, key, digest, gate, ttl_ms, why, pause, review)
-
-
-def request_digest(req: OrderRequest | BatchItem) -> str:
-    """What an Idempotency-Key is bound to: the body, less how long to wait."""
-    canonical = msgspec.structs.replace(req, wait_ms=None)
-    if isinstance(canonical, BatchItem):
-        canonical = msgspec.structs.replace(canonical, idempotency_key=None)
-    return hashlib.sha256(msgpack_encode(canonical)).hexdigest()
 
 
 async def replay_of(app: web.Application, storefront: Storefront, req: OrderRequest,
@@ -171,16 +75,26 @@ async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, 
             # reserved it died): admit it now under the reserved id.
             p.order = msgspec.structs.replace(order, order_id=held.order_id)
             return await _admit_again(app, p)
+    refused = await payment.reserve(app, order)
+    if refused is not None:
+        return refused
     admitted, waiter = _start(app, p, wait_ms)
     if waiter is None:
         result = await admitted
         failpoints.hit("door.after_admit")
         app[METRICS].door.admitted += 1
-        return _answer(app, p, _settled(p, admitted=result))
+        return await _answer_paid(app, p, _settled(p, admitted=result))
     reply = await hub.wait(order.order_id, waiter, wait_ms)
     failpoints.hit("door.after_admit")
     app[METRICS].door.admitted += 1
-    return _answer(app, p, _settled(p, reply=reply))
+    return await _answer_paid(app, p, _settled(p, reply=reply))
+
+
+async def _answer_paid(app: web.Application, p: Placement, reply: Reply) -> tuple[int, Any]:
+    """_answer, and the order's points back when its line had no room for it."""
+    if reply.status == "full":
+        await payment.give_back(app, p.order)
+    return _answer(app, p, reply)
 
 
 def _start(app: web.Application, p: Placement, wait_ms: int
@@ -240,7 +154,14 @@ async def _place_unkeyed(app: web.Application, placements: list[Placement], wait
     answers: list[tuple[int, Any] | None] = [None] * len(placements)
     admits: dict[int, asyncio.Future[Admitted]] = {}
     waiters: dict[str, asyncio.Future[Reply | None]] = {}
+    paying = [i for i, p in enumerate(placements) if p.order.points and not (p.overflow
+                                                                              and not room)]
+    for i, refused in zip(paying, await asyncio.gather(
+            *(payment.reserve(app, placements[i].order) for i in paying)), strict=True):
+        answers[i] = refused  # 409 insufficient_points, or None: reserved
     for i, p in enumerate(placements):
+        if answers[i] is not None:
+            continue
         if p.overflow and not room:
             answers[i] = (429, _full(p))
             continue
@@ -264,18 +185,22 @@ async def _place_unkeyed(app: web.Application, placements: list[Placement], wait
         answer = answers[i]
         if answer is None:
             in_line = admits.get(i)
-            answer = _answer(app, p, _settled(p, admitted=in_line.result()) if in_line else
-                             _settled(p, reply=waiters[p.order.order_id].result()))
+            answer = await _answer_paid(
+                app, p, _settled(p, admitted=in_line.result()) if in_line else
+                _settled(p, reply=waiters[p.order.order_id].result()))
         done.append(answer)
     return done
 
 
 async def _admit_again(app: web.Application, p: Placement) -> tuple[int, Any]:
     directory = app[DIRECTORY].current
+    refused = await payment.reserve(app, p.order)  # idempotent per order id
+    if refused is not None:
+        return refused
     admitted = await app[INGEST].admit(p.order, p.shard, ticket=p.ticket, ttl_ms=p.ttl_ms,
                                        why=p.why, review=p.review)
     if admitted.status in ADMIT_ANSWERS:
-        return _answer(app, p, _reply_of(p.order, p, admitted))
+        return await _answer_paid(app, p, _reply_of(p.order, p, admitted))
     record = await records.read(app[REDIS], p.order.order_id)
     if record is None:
         raise errors.Internal("admitted order has no record")

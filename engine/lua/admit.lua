@@ -17,8 +17,10 @@
 --            SKU, TTL_MS (how long a ticket may wait), NOTIFY (it has a notify_url: marked
 --            'nu' on its record, its changes go to the outbox), LINE (j: its line is
 --            KEYS[6+n+j]), WHY, PARKING, REVIEW (a paused ticket, marked 'rq', that goes to
---            review when the pause ends). Every record is looked up first: racing requests of
---            one Idempotency-Key can admit one order id twice.
+--            review when the pause ends), SETTLE (its decision moves points: marked 'pt' on
+--            its record, so the scripts that decide it tell the shard's settle stream).
+--            Every record is looked up first: racing requests of one Idempotency-Key can
+--            admit one order id twice.
 -- ARGV[3]    the payloads (msgpack StreamOrder each), concatenated: Lua's cmsgpack has no
 --            binary type, so binary payloads travel beside the msgpack index
 -- ARGV[4]    the waiting room's capacity per line (0 = no waiting room)
@@ -30,7 +32,7 @@
 -- tickets wait in lines of their own and never hold up the overflow line.
 -- Record fields: engine/store/records.py.
 local ORDER_ID, PAYLOAD_LENGTH, TICKET, SCORE_BASE, SKU, TTL_MS, NOTIFY, LINE, WHY, PARKING,
-  REVIEW = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+  REVIEW, SETTLE = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12
 local now = tonumber(ARGV[1])
 local batch = cmsgpack.unpack(ARGV[2])
 local blob = ARGV[3]
@@ -92,6 +94,9 @@ for i, item in ipairs(batch) do
       end
       redis.call('XADD', KEYS[1], '*', 's', seq, 'p', payload)
       out[i] = {'pending', 0}
+    end
+    if item[SETTLE] and out[i][1] ~= 'full' then
+      redis.call('HSET', record, 'pt', 1)
     end
   end
 end

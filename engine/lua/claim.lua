@@ -5,8 +5,9 @@
 --          counters, lots, line and bought hashes; per order its record; per lot its code list.
 -- ARGV[1]  now, unix milliseconds
 -- ARGV[2]  msgpack plan (engine/worker/claim_plan.py ClaimPlan, a map):
---          {stream, stats, expiries, outbox, issued (KEYS indexes of the shard's stream,
---           stats hash, expiry index, webhook outbox and issuance audit stream),
+--          {stream, stats, expiries, outbox, issued, settle (KEYS indexes of the shard's
+--           stream, stats hash, expiry index, webhook outbox, issuance audit stream and settle
+--           stream: an order marked 'pt' that ends fulfilled or rejected is added there),
 --           issued_text (one line per order that got codes: "order_id sku status lot:n,...";
 --           "" when none did), group, ack = {entry ids},
 --           skus   = {{counters, expected_ver}, ...},
@@ -106,6 +107,11 @@ for i, o in ipairs(plan.orders) do
     redis.call('HSET', record, 'st', status, 'why', reason, 'u', now)
   end
   results[i] = {oid, status, now, codes, reason, 0, expiry}
+  if (status == 'fulfilled' or status == 'rejected') and
+      redis.call('HEXISTS', record, 'pt') == 1 then
+    redis.call('XADD', KEYS[plan.settle], '*', 'o', oid,
+      'd', status == 'fulfilled' and 'post' or 'void')
+  end
 end
 for _, d in ipairs(plan.deltas) do
   redis.call('HINCRBY', KEYS[d[1]], d[2], d[3])

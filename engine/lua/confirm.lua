@@ -3,6 +3,7 @@
 -- KEYS[2]  the SKU's counters hash
 -- KEYS[3]  the shard's expiry index
 -- KEYS[4]  the shard's webhook outbox
+-- KEYS[5]  the shard's settle stream (an order with points: spend them)
 -- ARGV[1]  now, unix milliseconds
 -- ARGV[2]  qty of the order
 -- ARGV[3]  order id
@@ -25,5 +26,8 @@ redis.call('ZREM', KEYS[3], ARGV[3])
 if redis.call('HEXISTS', KEYS[1], 'nu') == 1 then
   redis.call('XADD', KEYS[4], '*', 'o', ARGV[3], 'st', 'fulfilled', 'u', ARGV[1], 'why', '',
     'x', 0, 'p', 0)
+end
+if redis.call('HEXISTS', KEYS[1], 'pt') == 1 then
+  redis.call('XADD', KEYS[5], '*', 'o', ARGV[3], 'd', 'post')
 end
 return 'confirmed'

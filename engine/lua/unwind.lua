@@ -11,7 +11,8 @@
 -- KEYS[7]  the SKU's bought hash
 -- KEYS[8]  the shard's order stream
 -- KEYS[9]  the shard's webhook outbox
--- KEYS[10..] the code lists of the lots a held order's codes came from, in the order of the
+-- KEYS[10] the shard's settle stream (an order with points: give them back)
+-- KEYS[11..] the code lists of the lots a held order's codes came from, in the order of the
 --          record's 'lots' field
 -- ARGV[1]  now, unix milliseconds
 -- ARGV[2]  "cancel" or "expire"
@@ -22,7 +23,7 @@
 -- Returns  {status_before, status_after}; status_after equals status_before when nothing
 --          changed: a final order, or (expire) one that is not due yet.
 local record, now, mode, oid = KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local fields = redis.call('HMGET', record, 'st', 'qexp', 'hexp', 'codes', 'lots', 'nu')
+local fields = redis.call('HMGET', record, 'st', 'qexp', 'hexp', 'codes', 'lots', 'nu', 'pt')
 local st = fields[1]
 if not st then
   return {'', ''}
@@ -53,7 +54,7 @@ elseif st == 'held' then
       voided = voided + n  -- recalled while held: never back on sale
     else
       for j = at + n - 1, at, -1 do
-        redis.call('LPUSH', KEYS[9 + i], codes[j])
+        redis.call('LPUSH', KEYS[10 + i], codes[j])
       end
       redis.call('HINCRBY', KEYS[6], lot, n)
     end
@@ -77,5 +78,8 @@ redis.call('HSET', record, 'st', ending, 'why', ending, 'u', now)
 if fields[6] then
   redis.call('XADD', KEYS[9], '*', 'o', oid, 'st', ending, 'u', now, 'why', ending, 'x', 0,
     'p', 0)
+end
+if fields[7] then
+  redis.call('XADD', KEYS[10], '*', 'o', oid, 'd', 'void')
 end
 return {st, ending}

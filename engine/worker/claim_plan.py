@@ -46,6 +46,7 @@ class ClaimPlan(msgspec.Struct, frozen=True):
     expiries: int
     outbox: int
     issued: int  # the shard's issuance audit stream
+    settle: int  # the shard's settle stream (orders whose decision moves points)
     issued_text: str  # one line per order that got codes: "order_id sku status lot:n,..."
     group: str
     ack: list[str]
@@ -118,6 +119,7 @@ def build_plan(
     expiry_index = table(keys.expiries(shard))
     outbox = table(keys.outbox(shard))
     issued_key = table(keys.issued(shard))
+    settle_key = table(keys.settle(shard))
     issued: list[str] = []  # the audit's code issuance lines: "order sku status lot:n,..."
     versions: dict[str, tuple[int, int]] = {}
     deltas: dict[tuple[int, str], int] = {}
@@ -176,6 +178,7 @@ def build_plan(
                        f"claim_size_le_{size_bucket(len(rows))}": 1})
     payload = msgpack_encode(ClaimPlan(
         stream=stream, stats=stats, expiries=expiry_index, outbox=outbox, issued=issued_key,
+        settle=settle_key,
         issued_text="\n".join(issued), group=keys.GROUP, ack=[i.decode() for i in ack],
         skus=list(versions.values()), orders=rows,
         deltas=[(k, f, n) for (k, f), n in deltas.items() if n],

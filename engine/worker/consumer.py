@@ -36,6 +36,7 @@ from engine.worker.housekeeping import Housekeeping
 from engine.worker.matching_types import FILL, MatchOrder
 from engine.worker.poison import bury, sort_out
 from engine.worker.replay import replay
+from engine.worker.settlement import Settlement
 from engine.worker.shard_view import ShardView
 from engine.worker.webhooks import Dispatcher
 
@@ -62,6 +63,7 @@ class Worker:
         self.owned: set[int] = set()
         self.views: dict[int, ShardView] = {}
         self.housekeeping = Housekeeping(settings, redis)
+        self.settlement = Settlement(settings, redis, self.worker_id)
         self.dispatcher = Dispatcher(settings, redis, self.worker_id)
         self._last_lease = 0.0
         self._last_reclaim = 0.0
@@ -71,6 +73,7 @@ class Worker:
         """Take a new config between batches (the event loop runs one thing at a time)."""
         self.settings = settings
         self.housekeeping.use(settings)
+        self.settlement.settings = settings
         self.dispatcher.use(settings)
         # cached views count only what the old rules needed (e.g. purchases of SKUs without
         # a buyer limit): read everything anew under the new ones
@@ -122,7 +125,9 @@ class Worker:
     async def chores(self, at_ms: int | None = None) -> tuple[int, int]:
         """One round for every owned shard: (tickets released, orders expired). `at_ms` runs
         it as if the clock said so (tests and tools step the worker through time)."""
-        return await self.housekeeping.round(sorted(self.owned), at_ms)
+        released, expired = await self.housekeeping.round(sorted(self.owned), at_ms)
+        await self.settlement.round(sorted(self.owned), now_ms() if at_ms is None else at_ms)
+        return released, expired
 
     async def drain(self, max_batches: int = 10_000) -> int:
         """Burst mode for tests and tools: process until every stream is empty; batches run."""

@@ -1,0 +1,163 @@
+"""The points ledger: a wallet per (storefront, buyer), on the wallet's own shard.
+
+Points live in lots (one per grant, with its expiry), are spent soonest-expiring first and go
+back to the lots they came from. Every movement is one Lua call that keeps the counters and
+appends the history together, so promise P1 holds at every quiet point:
+
+    granted - deducted - expired = balance + reserved + spent,   balance >= 0, reserved >= 0
+
+An order's points move in two phases keyed by its order id (DESIGN §8, after TigerBeetle's
+pending transfers): reserved at admission (points_take.lua, all or nothing), then spent when
+it is fulfilled or given back when it ends otherwise (points_settle.lua), each at most once
+whatever is replayed (P2, P4); what it earned is a grant keyed by its order id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from engine.clock import rfc3339
+from engine.store import keys, scripts
+from engine.wire import LedgerEntry, PointsExpiring, PointsLot, Wallet
+
+NEVER_MS = 9007199254740991  # the expiry score of a lot that never expires
+MAX_PAGE = 200
+
+
+BUYER_PATTERN = r"^[!-~]{1,128}$"  # the same rule, for the OpenAPI document
+
+
+def valid_buyer(buyer: str) -> bool:
+    """A buyer id a wallet can have: 1-128 visible ASCII characters (an account id, an
+    e-mail address, a phone number); other ids may order, without points."""
+    return 0 < len(buyer) <= 128 and buyer.isascii() and buyer.isprintable() and " " not in buyer
+
+
+def member(storefront: str, buyer: str) -> str:
+    """The wallet's name in the shard's sets: "<storefront>\\0<buyer>"."""
+    return f"{storefront}\0{buyer}"
+
+
+def wallet_keys(storefront: str, buyer: str, shards: int) -> tuple[int, keys.WalletKeys]:
+    shard = keys.shard_of_wallet(storefront, buyer, shards)
+    return shard, keys.wallet(storefront, buyer, shard)
+
+
+async def move(redis: Redis, shards: int, storefront: str, buyer: str, points: int,
+               kind: str, reason: str, expires_ms: int, now: int, key: str = "",
+               digest: str = "", order_id: str = "") -> tuple[str, str, int]:
+    """Grant (points > 0; kind "grant" or "compensation": a new lot) or deduct (points < 0):
+    (outcome, entry id, balance); outcome "ok", "replay", "conflict" (the key with another
+    body) or "short" (a deduction larger than the unexpired balance: nothing written)."""
+    shard, w = wallet_keys(storefront, buyer, shards)
+    if points > 0:
+        found = await scripts.POINTS_GRANT(
+            redis, [w.counts, w.expiries, w.history, w.grant_keys, keys.wallets(shard),
+                    keys.wallet_next_expiry(shard)],
+            [points, kind, reason, expires_ms, now, key, digest, member(storefront, buyer),
+             order_id])
+    else:
+        found = await scripts.POINTS_TAKE(
+            redis, [w.counts, w.expiries, w.reservations, w.history, w.grant_keys,
+                    keys.wallets(shard), keys.open_reservations(shard)],
+            ["deduct", -points, now, member(storefront, buyer), key, digest, reason])
+    return found[0].decode(), found[1].decode(), int(found[2])
+
+
+def reserve_call(shards: int, storefront: str, buyer: str, order_id: str, points: int,
+                 now: int) -> scripts.Call:
+    """The points_take.lua call that reserves an order's points (the front door sends it in
+    its coalesced pipeline); read its answer with reserved()."""
+    shard, w = wallet_keys(storefront, buyer, shards)
+    return (scripts.POINTS_TAKE,
+            [w.counts, w.expiries, w.reservations, w.history, w.grant_keys,
+             keys.wallets(shard), keys.open_reservations(shard)],
+            ["reserve", points, now, member(storefront, buyer), order_id, "", ""])
+
+
+def reserved(found: Any) -> tuple[str, int]:
+    """("ok", balance), ("again", 0) when reserved before for this order, or ("short",
+    points there are to spend)."""
+    outcome = found[0].decode()
+    return outcome, int(found[2])
+
+
+async def reserve(redis: Redis, shards: int, storefront: str, buyer: str, order_id: str,
+                  points: int, now: int) -> tuple[str, int]:
+    script, names, args = reserve_call(shards, storefront, buyer, order_id, points, now)
+    return reserved(await script(redis, names, args))
+
+
+async def settle(redis: Redis, shards: int, storefront: str, buyer: str, order_id: str,
+                 post: bool, now: int, earn: int = 0, earn_expires_ms: int = 0
+                 ) -> tuple[str, int]:
+    """Spend (post) or give back (void) the order's reservation and, on a post, grant what it
+    earned (once: keyed "earn:<order id>"): (the reservation's state before: "R", "S", "V"
+    or "", points moved)."""
+    shard, w = wallet_keys(storefront, buyer, shards)
+    found = await scripts.POINTS_SETTLE(
+        redis, [w.counts, w.expiries, w.reservations, w.history,
+                keys.open_reservations(shard)],
+        [order_id, "post" if post else "void", now, member(storefront, buyer)])
+    if post and earn > 0:
+        await move(redis, shards, storefront, buyer, earn, "grant", "earned", earn_expires_ms,
+                   now, key=f"earn:{order_id}", digest="earn", order_id=order_id)
+    return found[0].decode(), int(found[1])
+
+
+async def expire_due(redis: Redis, shard: int, now: int, limit: int = 200) -> int:
+    """Expire what is due in the shard's wallets; the points expired."""
+    due: Any = await redis.zrangebyscore(keys.wallet_next_expiry(shard), "-inf", now,
+                                         start=0, num=limit)
+    total = 0
+    for raw in due:
+        storefront, _, buyer = raw.decode().partition("\0")
+        w = keys.wallet(storefront, buyer, shard)
+        total += int(await scripts.POINTS_EXPIRE(
+            redis, [w.counts, w.expiries, w.history, keys.wallet_next_expiry(shard)],
+            [now, raw.decode()]))
+    return total
+
+
+async def counters(redis: Redis, shards: int, storefront: str, buyer: str) -> dict[str, int]:
+    _, w = wallet_keys(storefront, buyer, shards)
+    raw: Any = await redis.hgetall(w.counts)
+    return {k.decode(): int(v) for k, v in raw.items() if not k.startswith(b"l:")}
+
+
+async def view(redis: Redis, shards: int, storefront: str, buyer: str, now: int,
+               remind_ms: int) -> Wallet:
+    """The wallet as GET /v1/buyers/{buyer}/points shows it (a buyer never seen: empty)."""
+    _, w = wallet_keys(storefront, buyer, shards)
+    pipe = redis.pipeline(transaction=False)
+    pipe.hgetall(w.counts)
+    pipe.zrangebyscore(w.expiries, f"({now}", "+inf", withscores=True)
+    raw, lots = await pipe.execute()
+    shown, expiring = [], 0
+    for lot, expiry in lots:
+        left = int(raw.get(b"l:" + lot, 0))
+        if left <= 0:
+            continue
+        never = int(expiry) >= NEVER_MS
+        shown.append(PointsLot(points=left, expires_at=None if never else rfc3339(int(expiry))))
+        if not never and expiry <= now + remind_ms:
+            expiring += left
+    return Wallet(buyer=buyer, balance=int(raw.get(b"balance", 0)),
+                  reserved=int(raw.get(b"reserved", 0)), lots=shown,
+                  expiring=PointsExpiring(points=expiring, before=rfc3339(now + remind_ms)))
+
+
+async def history(redis: Redis, shards: int, storefront: str, buyer: str, cursor: str | None,
+                  limit: int) -> tuple[list[LedgerEntry], str | None]:
+    """Ledger entries, newest first, from `cursor` (an entry id, exclusive) on."""
+    _, w = wallet_keys(storefront, buyer, shards)
+    top = f"({cursor}" if cursor else "+"
+    found: Any = await redis.xrevrange(w.history, top, "-", count=limit + 1)
+    entries = [
+        LedgerEntry(at=rfc3339(int(f[b"at"])), kind=f[b"k"].decode(), points=int(f[b"p"]),
+                    order_id=f[b"o"].decode() or None, reason=f[b"r"].decode())
+        for _, f in found[:limit]]
+    more = found[limit - 1][0].decode() if len(found) > limit else None
+    return entries, more

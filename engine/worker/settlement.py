@@ -1,0 +1,97 @@
+"""The last step of an order that moves points: spend or give back its reservation, and grant
+what it earned, on the buyer's wallet (DESIGN §8).
+
+The script that decides such an order (claim, confirm, cancel, expiry, review, dead letter)
+adds it to its shard's settle stream in the same atomic call; the worker that owns the shard
+drains that stream and settles each order on its wallet — another shard, so another call,
+idempotent per order id — acknowledging the entry only afterwards. A crash in between leaves
+the entry pending: whoever owns the shard next settles it again, harmlessly.
+
+The sweep finishes what no stream entry covers: a reservation whose order never reached Redis
+(the front door died between the two steps) is given back once it is older than GRACE_MS and
+the order still does not exist; it never gives back a reservation by age alone while its
+order lives, since the order may yet be fulfilled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from engine.config.settings import Settings
+from engine.store import keys, records
+from engine.wallet import ledger
+
+log = logging.getLogger("kamigate.worker")
+GROUP = "settle"
+READ_COUNT = 500
+DAY_MS = 86_400_000
+GRACE_MS = 300_000  # far past any door's admit time-out
+RECLAIM_IDLE_MS = 5_000  # a settle step another consumer read and left this long: it died
+
+
+class Settlement:
+    def __init__(self, settings: Settings, redis: Redis, consumer: str) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.consumer = consumer
+        self._groups: set[int] = set()
+        self.settled = 0
+
+    async def round(self, shards: list[int], now: int) -> int:
+        """Settle what is decided, and sweep stranded reservations; orders settled."""
+        done = 0
+        for shard in shards:
+            if shard not in self._groups:
+                with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+                    await self.redis.xgroup_create(keys.settle(shard), GROUP, id="0",
+                                                   mkstream=True)
+                self._groups.add(shard)
+            reply: Any = await self.redis.xautoclaim(keys.settle(shard), GROUP, self.consumer,
+                                                     RECLAIM_IDLE_MS, "0-0", count=READ_COUNT)
+            entries = list(reply[1])
+            read: Any = await self.redis.xreadgroup(GROUP, self.consumer,
+                                                    {keys.settle(shard): ">"}, count=READ_COUNT)
+            entries += read[0][1] if read else []
+            for entry_id, fields in entries:
+                if fields:
+                    await self.settle(fields[b"o"].decode(), fields[b"d"] == b"post", now)
+                await self.redis.xack(keys.settle(shard), GROUP, entry_id)
+                done += 1
+            await self.sweep(shard, now)
+            await ledger.expire_due(self.redis, shard, now)
+        self.settled += done
+        return done
+
+    async def settle(self, order_id: str, post: bool, now: int) -> None:
+        record = await records.read(self.redis, order_id)
+        if record is None:
+            return
+        order = record.request
+        days = self.settings.points.expire_after_days
+        await ledger.settle(self.redis, self.settings.redis.shards, order.storefront,
+                            order.buyer, order_id, post, now, order.earn,
+                            now + days * DAY_MS if days else 0)
+
+    async def sweep(self, shard: int, now: int) -> None:
+        """Reservations older than GRACE_MS: given back when their order never was admitted,
+        settled when it is decided (an entry lost), left alone while it waits."""
+        old: Any = await self.redis.zrangebyscore(keys.open_reservations(shard), "-inf",
+                                                  now - GRACE_MS, start=0, num=READ_COUNT)
+        for raw in old:
+            storefront, buyer, order_id = raw.decode().split("\0", 2)
+            record = await records.read(self.redis, order_id)
+            if record is None:
+                log.warning("order %s never reached its shard: its points go back", order_id)
+                await ledger.settle(self.redis, self.settings.redis.shards, storefront, buyer,
+                                    order_id, False, now)
+            elif record.status == "fulfilled":
+                await self.settle(order_id, True, now)
+            elif record.status in ("rejected", "expired", "cancelled"):
+                await self.settle(order_id, False, now)
+            else:  # still waiting: looked at again after another grace
+                await self.redis.zadd(keys.open_reservations(shard), {raw: now}, xx=True)
