@@ -7,6 +7,10 @@ script also settles: it acknowledges the entries and publishes the replies in th
 call, so "after claim before ack", "after ack before reply" and "mid-settle" are one point,
 `worker.after_claim`, and nothing can stop between them. Front door: `door.after_admit` (the
 admit script wrote the record and the stream entry; the answer was not sent).
+
+Points (an order's saga, DESIGN §8): `door.after_reserve` (its points are reserved, the order
+not yet admitted), `worker.before_settle` (its settle entry read, the wallet untouched),
+`worker.after_settle` (the wallet settled, the entry not yet acknowledged).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import os
 import signal
 
 PLACES = frozenset({"worker.after_read", "worker.before_claim", "worker.after_claim",
-                    "door.after_admit"})
+                    "door.after_admit", "door.after_reserve", "worker.before_settle",
+                    "worker.after_settle"})
 _ACTIVE = frozenset(p.strip() for p in os.environ.get("KAMIGATE_FAILPOINT", "").split(",")
                     if p.strip())
 

@@ -157,3 +157,56 @@ async def test_grants_over_the_buyers_rate_are_429(engine_factory: EngineFactory
     status, problem = await move(engine, "quick", 300)
     assert status == 429 and problem["code"] == "rate_limited"
     assert (await move(engine, "someone-else", 900))[0] == 201
+
+
+def test_earned_points_follow_cash_tier_and_bonus() -> None:
+    from engine.config.settings import EarnBonus, Points
+    from engine.wallet.pricing import earned
+
+    rules = Points(earn_per_unit=1, tier_multipliers=(1.0, 1.1, 1.3),
+                   earn_bonus=(EarnBonus(over=10_000, percent=10),))
+    assert earned(rules, 2000, 0) == 20  # 20.00 paid: 20 points
+    assert earned(rules, 2000, 1) == 22  # tier 1: x1.1
+    assert earned(rules, 2000, 9) == 26  # past the list: its last multiplier
+    assert earned(rules, 20_000, 0) == 220  # over 100.00: +10 %
+    assert earned(rules, 0, 0) == 0
+    assert earned(Points(enabled=False), 2000, 0) == 0
+
+
+async def test_expired_lots_leave_the_balance(engine: Engine, redis: Redis) -> None:
+    from engine.clock import parse_rfc3339
+    from engine.store import keys
+
+    await move(engine, "late", 300, expires_at="2030-01-01T00:00:00Z")
+    await move(engine, "late", 200, expires_at="2099-01-01T00:00:00Z")
+    shard = keys.shard_of_wallet("shop-a", "late", 4)
+    assert await ledger.expire_due(redis, shard, parse_rfc3339("2029-12-31T00:00:00Z")) == 0
+    assert await ledger.expire_due(redis, shard, parse_rfc3339("2030-01-02T00:00:00Z")) == 300
+    wallet = await wallet_of(engine, "late")
+    assert wallet["balance"] == 200 and len(wallet["lots"]) == 1
+    counts = await ledger.counters(redis, 4, "shop-a", "late")
+    assert counts["expired"] == 300
+    await assert_p1(redis, "shop-a", "late")
+    history = await (await engine.http.get("/v1/buyers/late/points/history",
+                                           headers=auth(SHOP_A_KEY))).json()
+    assert history["entries"][0]["kind"] == "expire" and history["entries"][0]["points"] == 300
+
+
+async def test_the_wallet_says_what_expires_soon(engine: Engine) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    soon = (datetime.now(UTC) + timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    await move(engine, "reminded", 120, expires_at=soon)
+    await move(engine, "reminded", 80, expires_at="2099-01-01T00:00:00Z")
+    assert (await wallet_of(engine, "reminded"))["expiring"]["points"] == 120
+
+
+async def test_redemptions_over_the_buyers_hourly_limit_are_429(
+        engine_factory: EngineFactory) -> None:
+    engine = await engine_factory(points_settings(points={"redemptions_per_hour": 2}),
+                                  worker=False)
+    await move(engine, "often", 5000)
+    statuses = [(await engine.order(buyer="often", points=100, wait_ms=0))[0]
+                for _ in range(3)]
+    assert statuses == [202, 202, 429]
+    assert (await engine.order(buyer="often", wait_ms=0))[0] == 202  # paying cash: no limit

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from engine import errors
+from engine import errors, failpoints
 from engine.clock import now_ms
 from engine.http.state import DIRECTORY, INGEST, REDIS
 from engine.wallet import ledger
@@ -32,6 +32,7 @@ async def reserve(app: web.Application, order: StreamOrder) -> tuple[int, Any] |
     if outcome == "short":
         return 409, errors.InsufficientPoints(
             f"the buyer has {spendable} points to spend, not {order.points}")
+    failpoints.hit("door.after_reserve")
     return None
 
 

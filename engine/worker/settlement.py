@@ -22,6 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from engine import failpoints
 from engine.config.settings import Settings
 from engine.store import keys, records
 from engine.wallet import ledger
@@ -59,7 +60,9 @@ class Settlement:
             entries += read[0][1] if read else []
             for entry_id, fields in entries:
                 if fields:
+                    failpoints.hit("worker.before_settle")
                     await self.settle(fields[b"o"].decode(), fields[b"d"] == b"post", now)
+                    failpoints.hit("worker.after_settle")
                 await self.redis.xack(keys.settle(shard), GROUP, entry_id)
                 done += 1
             await self.sweep(shard, now)

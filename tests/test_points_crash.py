@@ -1,0 +1,159 @@
+"""Crash points of an order paid with points (KAMIGATE_FAILPOINT, a SIGKILL as a power cut
+would): between the reservation and the admission (front door), and between reading a settle
+entry, settling the wallet and acknowledging the entry (worker). After a restart P1 and P2
+hold, points are spent exactly once, and the stock promises C1-C5 hold too."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from engine import config
+from engine.clock import now_ms
+from engine.store.embedded import RedisProcess, free_port
+from engine.wallet import ledger
+from engine.wallet.reconcile import reconcile_points
+from engine.worker.settlement import GRACE_MS, Settlement
+from tests.conftest import (
+    ADMIN_KEY,
+    SHOP_A_KEY,
+    Engine,
+    auth,
+    codes,
+    eventually,
+    settings_dict,
+    wait_ready,
+    worker_process,
+    write_config,
+)
+from tests.promises import assert_promises
+from tests.test_crash_points import _decided, _process
+from tests.test_points import POINTS, PRICED
+
+
+def _raw(redis_url: str, **extra: Any) -> dict[str, Any]:
+    return settings_dict(redis={"url": redis_url, "shards": 2}, skus=PRICED,
+                         points={**POINTS, "grants_per_minute": 0}, **extra)
+
+
+async def _pay(session: aiohttp.ClientSession, base: str, buyer: str, key: str,
+               points: int = 1000) -> tuple[int, dict[str, Any]]:
+    async with session.post(f"{base}/v1/orders", json={
+            "sku": "card-100", "qty": 1, "buyer": buyer, "points": points, "wait_ms": 0},
+            headers={**auth(SHOP_A_KEY), "Idempotency-Key": key}) as resp:
+        return resp.status, await resp.json()
+
+
+async def _grant(session: aiohttp.ClientSession, base: str, buyer: str, points: int) -> None:
+    async with session.post(f"{base}/v1/buyers/{buyer}/points", json={"points": points},
+                            headers=auth(SHOP_A_KEY)) as resp:
+        assert resp.status == 201, await resp.text()
+
+
+async def _points_hold(redis: Redis, buyer: str, spent: int, balance: int) -> None:
+    report = await reconcile_points(redis, 2)
+    assert report.ok, report.violations
+    counts = await ledger.counters(redis, 2, "shop-a", buyer)
+    assert (counts.get("spent", 0), counts.get("balance", 0), counts.get("reserved", 0)) == \
+        (spent, balance, 0), counts
+
+
+async def test_door_killed_after_reserving_then_the_retry_pays_once(
+        redis: Redis, redis_server: RedisProcess, tmp_path: Path) -> None:
+    port = free_port()
+    raw = _raw(redis_server.url, server={"port": port, "public_url": f"http://127.0.0.1:{port}"})
+    cfg = write_config(tmp_path / "k.toml", raw)
+    base = f"http://127.0.0.1:{port}"
+    imported = codes("PCD", 5)
+    with worker_process(cfg):
+        async with aiohttp.ClientSession() as session:
+            with _process(["serve", "--config", str(cfg)], "door.after_reserve") as door:
+                await wait_ready(base)
+                async with session.post(f"{base}/admin/skus/card-100/stock?lot=d",
+                                        data="\n".join(imported), headers={
+                                            **auth(ADMIN_KEY), "Content-Type": "text/plain"
+                                        }) as resp:
+                    assert resp.status == 200
+                await _grant(session, base, "crash", 2500)
+                with pytest.raises(aiohttp.ClientError):
+                    await _pay(session, base, "crash", "pay-key")
+                door.wait(10)
+                assert door.returncode == -9
+            with _process(["serve", "--config", str(cfg)]):
+                await wait_ready(base)
+                status, first = await _pay(session, base, "crash", "pay-key")
+                assert status == 202, first  # admitted now, under the reserved order id
+                await eventually(lambda: _decided(redis, [first["order_id"]]), timeout=20)
+                await eventually(lambda: _no_reservation(redis, "crash"), timeout=20)
+                status, again = await _pay(session, base, "crash", "pay-key")
+                assert again["order_id"] == first["order_id"]
+                assert again["status"] == "fulfilled"
+    await _points_hold(redis, "crash", spent=1000, balance=1500)
+    await assert_promises(redis, 2, ["card-100"], [first["order_id"]], set(imported))
+
+
+async def _no_reservation(redis: Redis, buyer: str) -> bool:
+    return (await ledger.counters(redis, 2, "shop-a", buyer)).get("reserved", 0) == 0
+
+
+async def test_a_reservation_whose_order_never_came_is_given_back_by_the_sweep(
+        redis: Redis, redis_server: RedisProcess, tmp_path: Path) -> None:
+    """The buyer gives up after the door died: the sweep finds the reservation without an
+    order and gives its points back — only after the grace, never earlier."""
+    port = free_port()
+    raw = _raw(redis_server.url, server={"port": port, "public_url": f"http://127.0.0.1:{port}"})
+    cfg = write_config(tmp_path / "k.toml", raw)
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as session:
+        with worker_process(cfg), \
+                _process(["serve", "--config", str(cfg)], "door.after_reserve") as door:
+            await wait_ready(base)
+            await _grant(session, base, "gone", 1000)
+            with pytest.raises(aiohttp.ClientError):
+                await _pay(session, base, "gone", "abandoned")
+            door.wait(10)
+    assert (await ledger.counters(redis, 2, "shop-a", "gone"))["reserved"] == 1000
+    settings = config.from_mapping(raw, environ={})
+    sweep = Settlement(settings, redis, "w-test")
+    shard = ledger.wallet_keys("shop-a", "gone", 2)[0]
+    await sweep.sweep(shard, now_ms())  # within the grace: it may still be admitted
+    assert (await ledger.counters(redis, 2, "shop-a", "gone"))["reserved"] == 1000
+    await sweep.sweep(shard, now_ms() + GRACE_MS + 1000)
+    await _points_hold(redis, "gone", spent=0, balance=1000)
+
+
+@pytest.mark.parametrize("place", ["worker.before_settle", "worker.after_settle"])
+async def test_worker_killed_while_settling_spends_points_exactly_once(
+        place: str, redis: Redis, redis_server: RedisProcess, tmp_path: Path) -> None:
+    raw = _raw(redis_server.url)
+    cfg = write_config(tmp_path / "k.toml", raw)
+    engine = Engine(config.from_mapping(raw, environ={}), redis_server.url)
+    await engine.start(worker=False)
+    try:
+        imported = codes(f"PW{place[-6:]}", 10)
+        await engine.import_codes("card-100", imported)
+        base = str(engine.http.make_url("")).rstrip("/")
+        async with aiohttp.ClientSession() as session:
+            await _grant(session, base, "settler", 10_000)
+            answers = [await _pay(session, base, "settler", f"k-{i}") for i in range(6)]
+            assert all(status == 202 for status, _ in answers), answers
+            with _process(["worker", "--config", str(cfg)], place) as doomed:
+                deadline = time.monotonic() + 20
+                while doomed.poll() is None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                assert doomed.returncode == -9, f"{place} was never reached"
+            admitted = [body["order_id"] for _, body in answers]
+            with worker_process(cfg):
+                await eventually(lambda: _decided(redis, admitted), timeout=30)
+                await eventually(lambda: _no_reservation(redis, "settler"), timeout=30)
+        await _points_hold(redis, "settler", spent=6000, balance=4000)
+        result = await assert_promises(redis, 2, ["card-100"], admitted, set(imported))
+        assert result["statuses"] == {"fulfilled": 6}
+    finally:
+        await engine.close()
