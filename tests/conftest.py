@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -221,12 +222,13 @@ def write_config(path: Path, settings_raw: dict[str, Any]) -> Path:
 
 
 @contextlib.contextmanager
-def worker_process(config_path: Path) -> Iterator[Any]:
+def engine_process(argv: list[str], failpoint: str = "") -> Iterator[Any]:
+    """`python -m engine ARGV` (KAMIGATE_FAILPOINT armed when given); killed on exit."""
     import subprocess
 
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "worker", "--config",
-                             str(config_path)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env = {**os.environ, "KAMIGATE_FAILPOINT": failpoint}
+    proc = subprocess.Popen([sys.executable, "-m", "engine", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield proc
     finally:
@@ -234,6 +236,9 @@ def worker_process(config_path: Path) -> Iterator[Any]:
             proc.kill()
         proc.wait()
 
+
+def worker_process(config_path: Path) -> contextlib.AbstractContextManager[Any]:
+    return engine_process(["worker", "--config", str(config_path)])
 
 
 async def eventually(predicate: Callable[[], Awaitable[bool] | bool], timeout: float = 8.0,

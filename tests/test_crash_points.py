@@ -4,13 +4,6 @@ twice or lost (C1–C5), and an order retried with its Idempotency-Key gets the 
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,28 +19,17 @@ from tests.conftest import (
     Engine,
     auth,
     codes,
+    engine_process,
     eventually,
     settings_dict,
     wait_ready,
     worker_process,
     write_config,
 )
+from tests.crashing import decided, worker_killed_at
 from tests.promises import assert_promises
 
 WORKER_PLACES = ["worker.after_read", "worker.before_claim", "worker.after_claim"]
-
-
-@contextmanager
-def _process(argv: list[str], failpoint: str = "") -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "KAMIGATE_FAILPOINT": failpoint}
-    proc = subprocess.Popen([sys.executable, "-m", "engine", *argv], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
 
 
 async def _order(session: aiohttp.ClientSession, base: str, buyer: str,
@@ -56,14 +38,6 @@ async def _order(session: aiohttp.ClientSession, base: str, buyer: str,
             "sku": "card-100", "qty": 1, "buyer": buyer, "wait_ms": 0},
             headers={**auth(SHOP_A_KEY), "Idempotency-Key": key}) as resp:
         return resp.status, await resp.json()
-
-
-async def _decided(redis: Redis, order_ids: list[str]) -> bool:
-    for order_id in order_ids:
-        record = await records.read(redis, order_id)
-        if record is None or record.status == "pending":
-            return False
-    return True
 
 
 @pytest.mark.parametrize("place", WORKER_PLACES)
@@ -80,14 +54,10 @@ async def test_worker_killed_at_a_crash_point_loses_nothing(
         async with aiohttp.ClientSession() as session:
             answers = [await _order(session, base, f"b{i}", f"k-{i}") for i in range(30)]
             assert all(status == 202 for status, _ in answers)
-            with _process(["worker", "--config", str(cfg)], place) as doomed:
-                deadline = time.monotonic() + 20
-                while doomed.poll() is None and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                assert doomed.returncode == -9, f"{place} was never reached"
+            await worker_killed_at(cfg, place)
             admitted = [body["order_id"] for _, body in answers]
             with worker_process(cfg):
-                await eventually(lambda: _decided(redis, admitted), timeout=30)
+                await eventually(lambda: decided(redis, admitted), timeout=30)
             result = await assert_promises(redis, 2, ["card-100"], admitted, set(imported))
             assert result["statuses"] == {"fulfilled": 30}
             # C5: the same key and body answer the same order and codes
@@ -110,7 +80,7 @@ async def test_front_door_killed_after_admit_then_the_retry_gets_the_same_order(
     imported = codes("CPD", 5)
     with worker_process(cfg):
         async with aiohttp.ClientSession() as session:
-            with _process(["serve", "--config", str(cfg)], "door.after_admit") as door:
+            with engine_process(["serve", "--config", str(cfg)], "door.after_admit") as door:
                 await wait_ready(base)
                 async with session.post(f"{base}/admin/skus/card-100/stock?lot=d",
                                         data="\n".join(imported), headers={
@@ -121,11 +91,11 @@ async def test_front_door_killed_after_admit_then_the_retry_gets_the_same_order(
                     await _order(session, base, "lost-answer", "door-key")
                 door.wait(10)
                 assert door.returncode == -9
-            with _process(["serve", "--config", str(cfg)]):
+            with engine_process(["serve", "--config", str(cfg)]):
                 await wait_ready(base)
                 status, first = await _order(session, base, "lost-answer", "door-key")
                 assert status == 200, first  # the order the dead door admitted
-                await eventually(lambda: _decided(redis, [first["order_id"]]), timeout=20)
+                await eventually(lambda: decided(redis, [first["order_id"]]), timeout=20)
                 status, again = await _order(session, base, "lost-answer", "door-key")
                 assert again["order_id"] == first["order_id"]
                 assert again["status"] == "fulfilled" and len(again["codes"]) == 1

@@ -5,8 +5,6 @@ hold, points are spent exactly once, and the stock promises C1-C5 hold too."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +24,15 @@ from tests.conftest import (
     Engine,
     auth,
     codes,
+    engine_process,
     eventually,
     settings_dict,
     wait_ready,
     worker_process,
     write_config,
 )
+from tests.crashing import decided, worker_killed_at
 from tests.promises import assert_promises
-from tests.test_crash_points import _decided, _process
 from tests.test_points import POINTS, PRICED
 
 
@@ -73,7 +72,7 @@ async def test_door_killed_after_reserving_then_the_retry_pays_once(
     imported = codes("PCD", 5)
     with worker_process(cfg):
         async with aiohttp.ClientSession() as session:
-            with _process(["serve", "--config", str(cfg)], "door.after_reserve") as door:
+            with engine_process(["serve", "--config", str(cfg)], "door.after_reserve") as door:
                 await wait_ready(base)
                 async with session.post(f"{base}/admin/skus/card-100/stock?lot=d",
                                         data="\n".join(imported), headers={
@@ -85,11 +84,11 @@ async def test_door_killed_after_reserving_then_the_retry_pays_once(
                     await _pay(session, base, "crash", "pay-key")
                 door.wait(10)
                 assert door.returncode == -9
-            with _process(["serve", "--config", str(cfg)]):
+            with engine_process(["serve", "--config", str(cfg)]):
                 await wait_ready(base)
                 status, first = await _pay(session, base, "crash", "pay-key")
                 assert status == 202, first  # admitted now, under the reserved order id
-                await eventually(lambda: _decided(redis, [first["order_id"]]), timeout=20)
+                await eventually(lambda: decided(redis, [first["order_id"]]), timeout=20)
                 await eventually(lambda: _no_reservation(redis, "crash"), timeout=20)
                 status, again = await _pay(session, base, "crash", "pay-key")
                 assert again["order_id"] == first["order_id"]
@@ -112,7 +111,7 @@ async def test_a_reservation_whose_order_never_came_is_given_back_by_the_sweep(
     base = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as session:
         with worker_process(cfg), \
-                _process(["serve", "--config", str(cfg)], "door.after_reserve") as door:
+                engine_process(["serve", "--config", str(cfg)], "door.after_reserve") as door:
             await wait_ready(base)
             await _grant(session, base, "gone", 1000)
             with pytest.raises(aiohttp.ClientError):
@@ -143,14 +142,10 @@ async def test_worker_killed_while_settling_spends_points_exactly_once(
             await _grant(session, base, "settler", 10_000)
             answers = [await _pay(session, base, "settler", f"k-{i}") for i in range(6)]
             assert all(status == 202 for status, _ in answers), answers
-            with _process(["worker", "--config", str(cfg)], place) as doomed:
-                deadline = time.monotonic() + 20
-                while doomed.poll() is None and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                assert doomed.returncode == -9, f"{place} was never reached"
+            await worker_killed_at(cfg, place)
             admitted = [body["order_id"] for _, body in answers]
             with worker_process(cfg):
-                await eventually(lambda: _decided(redis, admitted), timeout=30)
+                await eventually(lambda: decided(redis, admitted), timeout=30)
                 await eventually(lambda: _no_reservation(redis, "settler"), timeout=30)
         await _points_hold(redis, "settler", spent=6000, balance=4000)
         result = await assert_promises(redis, 2, ["card-100"], admitted, set(imported))
