@@ -86,6 +86,9 @@ LotVoided = _problem("lot_voided", 409, "The lot was voided")
 NotInReview = _problem("not_in_review", 409, "The order is not waiting for review")
 NotCancellable = _problem("not_cancellable", 409, "The order can no longer be cancelled")
 InsufficientPoints = _problem("insufficient_points", 409, "Not enough points")
+OrderAbandoned = _problem(
+    "order_abandoned", 409, "The order was abandoned before it was admitted"
+)
 NotPriced = _problem("not_priced", 422, "The SKU has no price")
 RequestTimeout = _problem("request_timeout", 408, "The request did not arrive in time")
 PayloadTooLarge = _problem("payload_too_large", 413, "The body is too large")
@@ -99,7 +102,7 @@ Paused = _problem("paused", 503, "Delivery is paused")
 ALL: tuple[type[Problem], ...] = (
     InvalidRequest, Unauthenticated, Forbidden, Blocked, NotFound, UnknownSku, MethodNotAllowed,
     SoldOut, LimitExceeded, IdempotencyConflict, NotHeld, NotInReview, LotVoided,
-    NotCancellable, InsufficientPoints, NotPriced, RequestTimeout, PayloadTooLarge,
+    NotCancellable, InsufficientPoints, OrderAbandoned, NotPriced, RequestTimeout, PayloadTooLarge,
     UnsupportedMediaType, RateLimited, Internal, Unavailable, Maintenance, Paused,
 )
 

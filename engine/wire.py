@@ -29,7 +29,7 @@ STATUSES: tuple[Status, ...] = get_args(Status)
 TicketReason = Literal["sold_out", "overflow", "paused", "review"]
 TICKET_REASONS: tuple[TicketReason, ...] = get_args(TicketReason)
 # What admitting an order answers: a status, or "full" (no room in its line; nothing written).
-AdmitStatus = Status | Literal["full"]
+AdmitStatus = Status | Literal["full", "abandoned"]
 _STATUS_OF: dict[str, Status] = {s: s for s in STATUSES}
 _TICKET_REASON_OF: dict[str, TicketReason] = {r: r for r in TICKET_REASONS}
 
@@ -260,7 +260,7 @@ class Reply(msgspec.Struct, array_like=True):
     and others build it as an array: their headers name its fields in this order)."""
 
     order_id: str
-    status: AdmitStatus  # "full" only in the door: an admission the line had no room for
+    status: AdmitStatus  # "full", "abandoned" only in the door: an admission refused
     updated_ms: int
     codes: list[str] = []
     reason: str = ""

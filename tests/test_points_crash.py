@@ -9,14 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
 from engine import config
 from engine.clock import now_ms
+from engine.door.ingest import Ingest
+from engine.store import keys, records
 from engine.store.embedded import RedisProcess, free_port
 from engine.wallet import ledger
 from engine.wallet.reconcile import reconcile_points
+from engine.wire import StreamOrder
 from engine.worker.settlement import GRACE_MS, Settlement
 from tests.conftest import (
     ADMIN_KEY,
@@ -125,6 +129,15 @@ async def test_a_reservation_whose_order_never_came_is_given_back_by_the_sweep(
     assert (await ledger.counters(redis, 2, "shop-a", "gone"))["reserved"] == 1000
     await sweep.sweep(shard, now_ms() + GRACE_MS + 1000)
     await _points_hold(redis, "gone", spent=0, balance=1000)
+    # The buyer comes back with the same key: its order id is fenced, never admitted late
+    # (its points are back in the wallet), and the answer says so.
+    async with aiohttp.ClientSession() as session:
+        with engine_process(["serve", "--config", str(cfg)]):
+            await wait_ready(base)
+            status, problem = await _pay(session, base, "gone", "abandoned")
+            assert status == 409 and problem["code"] == "order_abandoned", problem
+    assert await records.read(redis, problem["order_id"]) is None
+    await _points_hold(redis, "gone", spent=0, balance=1000)
 
 
 @pytest.mark.parametrize("place", ["worker.before_settle", "worker.after_settle"])
@@ -152,3 +165,28 @@ async def test_worker_killed_while_settling_spends_points_exactly_once(
         assert result["statuses"] == {"fulfilled": 6}
     finally:
         await engine.close()
+
+
+async def test_a_door_that_stalled_past_the_sweep_cannot_admit_the_order_late(
+        redis: Redis) -> None:
+    """The door reserved, then stalled past the grace; the sweep fenced the order id and gave
+    the points back. The late admission is refused: nothing is fulfilled without its points."""
+    raw = _raw("redis://unused")
+    settings = config.from_mapping(raw, environ={})
+    await ledger.move(redis, 2, "shop-a", "slow", 1000, "grant", "test", 0, now_ms())
+    order_shard = keys.shard_of_sku("card-100", 2)
+    order = StreamOrder(keys.new_order_id(order_shard), "shop-a", "card-100", 1, "slow", 0,
+                        now_ms(), amount=10_000, points=1000, cash_due=9000, priced=True)
+    assert (await ledger.reserve(redis, 2, "shop-a", "slow", order.order_id, 1000,
+                                 now_ms()))[0] == "ok"
+    wallet_shard = ledger.wallet_keys("shop-a", "slow", 2)[0]
+    await Settlement(settings, redis, "w-test").sweep(wallet_shard, now_ms() + GRACE_MS + 1)
+    assert (await Ingest(redis, 2).admit(order, order_shard)).status == "abandoned"
+    assert await records.read(redis, order.order_id) is None
+    await _points_hold(redis, "slow", spent=0, balance=1000)
+    # an order admitted before the sweep looked keeps its status, and its reservation
+    admitted = msgspec.structs.replace(order, order_id=keys.new_order_id(order_shard))
+    await ledger.reserve(redis, 2, "shop-a", "slow", admitted.order_id, 400, now_ms())
+    assert (await Ingest(redis, 2).admit(admitted, order_shard)).status == "pending"
+    assert await records.abandon(redis, admitted.order_id, now_ms(), 1000) == "pending"
+    assert (await ledger.counters(redis, 2, "shop-a", "slow"))["reserved"] == 400

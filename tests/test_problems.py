@@ -13,13 +13,20 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp import ClientResponse
 from redis.asyncio import Redis
 
 from engine import config, errors
+from engine.clock import now_ms
+from engine.door.ingest import Ingest
+from engine.http.placement import request_digest
 from engine.store import keys
 from engine.store.embedded import RedisProcess, free_port
+from engine.wallet import ledger
+from engine.wire import OrderRequest
+from engine.worker.settlement import GRACE_MS, Settlement
 from tests.conftest import (
     ADMIN_KEY,
     OPERATOR_KEY,
@@ -432,7 +439,7 @@ async def test_method_not_allowed(engine: Engine, method: str, path: str) -> Non
 Provoke = Callable[[EngineFactory, Redis, Path], Awaitable[ClientResponse]]
 PROVOKE: dict[str, Provoke] = {}
 WITH_ORDER_ID = {"sold_out", "limit_exceeded", "idempotency_conflict", "not_held",
-                 "not_cancellable", "not_in_review"}
+                 "not_cancellable", "not_in_review", "order_abandoned"}
 
 
 def provokes(code: str) -> Callable[[Provoke], Provoke]:
@@ -666,6 +673,22 @@ async def _insufficient(make: EngineFactory, redis: Redis, tmp: Path) -> ClientR
 async def _not_priced(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
     engine = await make(_priced(), worker=False)
     return await _post(engine, {**ORDER, "sku": "card-free", "points": 500})
+
+
+@provokes("order_abandoned")
+async def _abandoned(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    """A door reserved the key and the points, then died; the sweep fenced the order id and
+    gave the points back; the buyer retries with the same key."""
+    engine = await make(_priced(), worker=False)
+    shards, body = engine.settings.redis.shards, {**ORDER, "points": 500}
+    order_id = keys.new_order_id(keys.shard_of_sku("card-100", shards))
+    digest = request_digest(msgspec.convert(body, OrderRequest))
+    await Ingest(redis, shards).reserve_key("shop-a", "gone", order_id, digest)
+    await ledger.move(redis, shards, "shop-a", "b1", 500, "grant", "test", 0, now_ms())
+    await ledger.reserve(redis, shards, "shop-a", "b1", order_id, 500, now_ms())
+    wallet_shard = ledger.wallet_keys("shop-a", "b1", shards)[0]
+    await Settlement(engine.settings, redis, "w").sweep(wallet_shard, now_ms() + GRACE_MS + 1)
+    return await _post(engine, body, **{"Idempotency-Key": "gone"})
 
 
 def test_every_problem_code_has_a_recipe() -> None:

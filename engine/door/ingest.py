@@ -22,7 +22,6 @@ from engine.store.records import line_score
 from engine.store.scripts import Call, KeyArg
 from engine.wire import AdmitStatus, StreamOrder, TicketReason, msgpack_encode
 
-IDEMPOTENCY_TTL_S = 24 * 3600
 T = TypeVar("T")
 MAX_IN_FLIGHT = 2
 FULL_MEMORY_S = 0.1
@@ -30,7 +29,8 @@ FULL_MEMORY_S = 0.1
 
 class Admitted(msgspec.Struct, frozen=True):
     """What admit.lua did with an order: pending (in the stream), queued (an overflow ticket
-    at `position`), full (no room in the line), or an earlier status (a re-admit)."""
+    at `position`), full (no room in the line), abandoned (its id was fenced after its points
+    were given back), or an earlier status (a re-admit)."""
 
     status: AdmitStatus
     position: int = 0
@@ -130,7 +130,7 @@ class Ingest:
         call: Call = (
             scripts.IDEMPOTENCY,
             [keys.idempotency(shard, storefront, key)],
-            [order_id, digest, IDEMPOTENCY_TTL_S],
+            [order_id, digest, keys.IDEMPOTENCY_TTL_S],
         )
         return self.script(call, _key_reservation)
 
@@ -170,6 +170,8 @@ class Ingest:
         calls: list[Call] = [call for call, _, _ in reserves]
         groups = list(admits.items())
         now = now_ms()
+        # a ticket expires ttl_ms after the order was made (what its answer showed), not
+        # after this flush: TTL_MS is what is left of it now
         for shard, items in groups:
             order_keys: list[KeyArg] = [keys.order(a.order.order_id, shard) for a in items]
             lines: dict[str, int] = {}
@@ -178,7 +180,8 @@ class Ingest:
             payloads = [msgpack_encode(a.order) for a in items]
             index = msgpack_encode([
                 AdmitItem(a.order.order_id, len(p), a.ticket, line_score(a.order.tier, 0),
-                          a.order.sku, a.ttl_ms, bool(a.order.notify_url), lines[a.line(shard)],
+                          a.order.sku, a.ttl_ms and a.ttl_ms - (now - a.order.created_ms),
+                          bool(a.order.notify_url), lines[a.line(shard)],
                           a.why, f"{a.order.storefront}:{a.order.sku}", a.review,
                           a.order.settles_points)
                 for a, p in zip(items, payloads, strict=True)

@@ -32,7 +32,8 @@ from engine.wire import (
     StreamOrder,
 )
 
-ADMIT_ANSWERS = ("pending", "queued", "full")  # what an admit of a new order can answer
+# what an admit of a new order can answer
+ADMIT_ANSWERS = ("pending", "queued", "full", "abandoned")
 STATUS_HTTP = {"fulfilled": 201, "held": 201, "queued": 202, "pending": 202}
 
 
@@ -91,8 +92,9 @@ async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, 
 
 
 async def _answer_paid(app: web.Application, p: Placement, reply: Reply) -> tuple[int, Any]:
-    """_answer, and the order's points back when its line had no room for it."""
-    if reply.status == "full":
+    """_answer, and the order's points back when it was not admitted after all (its line had
+    no room for it, or the sweep fenced it and gave them back already: then a no-op)."""
+    if reply.status in ("full", "abandoned"):
         await payment.give_back(app, p.order)
     return _answer(app, p, reply)
 
@@ -220,7 +222,7 @@ def _relay(waiter: asyncio.Future[Reply | None], order: StreamOrder, p: Placemen
     failure = admitted.exception()
     if failure is not None:
         waiter.set_exception(failure)
-    elif admitted.result().status in ("queued", "full"):
+    elif admitted.result().status in ("queued", "full", "abandoned"):
         waiter.set_result(_reply_of(order, p, admitted.result()))
 
 
@@ -236,6 +238,10 @@ def _answer(app: web.Application, p: Placement, reply: Reply) -> tuple[int, Any]
     directory = app[DIRECTORY].current
     if reply.status == "full":
         return 429, _full(p)
+    if reply.status == "abandoned":
+        return 409, errors.OrderAbandoned(
+            f"order {order.order_id} was not admitted in time and its points were given "
+            "back; send it again with a new Idempotency-Key", order_id=order.order_id)
     if reply.status == "rejected":
         problem = errors.BY_REASON.get(reply.reason, errors.SoldOut)
         return problem.status, problem(

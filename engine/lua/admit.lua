@@ -26,7 +26,8 @@
 -- ARGV[4]    the waiting room's capacity per line (0 = no waiting room)
 -- Returns    per order {status, position}: "pending" (in the stream), "queued" (a ticket in
 --            the overflow line, at position), "full" (over capacity and the line is full:
---            nothing written), or the status an earlier admit left (idempotent per order id).
+--            nothing written), "abandoned" (fenced by abandon.lua: nothing written), or the
+--            status an earlier admit left (idempotent per order id).
 -- An order never overtakes the line: while a SKU's overflow line is not empty, its new
 -- orders join the line too, so tickets are admitted in arrival order. Paused and review
 -- tickets wait in lines of their own and never hold up the overflow line.
@@ -53,6 +54,8 @@ for i, item in ipairs(batch) do
   local status = redis.call('HGET', record, 'st')
   if status then
     out[i] = {status, 0}
+  elseif redis.call('HEXISTS', record, 'ab') == 1 then
+    out[i] = {'abandoned', 0}  -- fenced by abandon.lua: its points were given back
   else
     local length = waiting[line]
     if length == nil then

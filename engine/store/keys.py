@@ -70,6 +70,9 @@ def order(order_id: str, shard: int) -> str:
     return f"{tag(shard)}:o:{order_id}"
 
 
+IDEMPOTENCY_TTL_S = 24 * 3600  # how long an Idempotency-Key (and an abandoned id) is kept
+
+
 def idempotency(shard: int, storefront: str, key: str) -> str:
     return f"{tag(shard)}:idem:{storefront}:{key}"
 

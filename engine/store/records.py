@@ -18,6 +18,8 @@ An order's record is a hash, `kg:{s<k>}:o:<order id>` (keys.order). The Lua scri
     nu     NOTIFY          1 when it has a notify_url: its changes go to the outbox
     rq     REVIEW_AFTER    1 on a paused ticket that goes to review when the pause ends
     rv     REVIEWED_BY     who approved or rejected it in review
+    pt     SETTLES_POINTS  1 when its decision moves points (the shard's settle stream)
+    ab     ABANDONED       alone in a record: the id is fenced, admit.lua refuses it (when)
 
 An entry of a shard's order stream (keys.stream) holds ENTRY_PAYLOAD (the StreamOrder) and
 ENTRY_ARRIVAL (its arrival number), or ENTRY_KICK (a SKU whose line is to be run again).
@@ -34,7 +36,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from engine.store import keys
+from engine.store import keys, scripts
 from engine.wire import OrderRecord, as_status, decode_stream_order
 
 REQUEST = b"r"
@@ -51,6 +53,8 @@ HELD_LOTS = b"lots"
 NOTIFY = b"nu"
 REVIEW_AFTER = b"rq"
 REVIEWED_BY = b"rv"
+SETTLES_POINTS = b"pt"
+ABANDONED = b"ab"
 
 ENTRY_PAYLOAD = b"p"
 ENTRY_ARRIVAL = b"s"
@@ -100,6 +104,16 @@ async def read(redis: Redis, order_id: str) -> OrderRecord | None:
     if shard is None:
         return None
     return parse(await redis.hgetall(keys.order(order_id, shard)))
+
+
+async def abandon(redis: Redis, order_id: str, now: int, keep_ms: int) -> str:
+    """Fence an order id that never reached its shard (abandon.lua): "abandoned", or the
+    status of an order admitted first."""
+    shard = keys.shard_of_order(order_id)
+    if shard is None:
+        return "abandoned"
+    status = await scripts.ABANDON(redis, [keys.order(order_id, shard)], [now, keep_ms])
+    return str(status.decode() if isinstance(status, bytes) else status)
 
 
 async def position(redis: Redis, record: OrderRecord) -> int | None:

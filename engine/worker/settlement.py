@@ -81,20 +81,23 @@ class Settlement:
                             now + days * DAY_MS if days else 0)
 
     async def sweep(self, shard: int, now: int) -> None:
-        """Reservations older than GRACE_MS: given back when their order never was admitted,
-        settled when it is decided (an entry lost), left alone while it waits."""
+        """Reservations older than GRACE_MS: given back when their order never was admitted
+        (after fencing its id, so that it never is), settled when it is decided (an entry
+        lost), left alone while it waits. Never given back by age alone."""
         old: Any = await self.redis.zrangebyscore(keys.open_reservations(shard), "-inf",
                                                   now - GRACE_MS, start=0, num=READ_COUNT)
         for raw in old:
             storefront, buyer, order_id = raw.decode().split("\0", 2)
             record = await records.read(self.redis, order_id)
-            if record is None:
+            status = record.status if record is not None else await records.abandon(
+                self.redis, order_id, now, keys.IDEMPOTENCY_TTL_S * 1000)
+            if status == "abandoned":  # fenced first: a late admission cannot spend them now
                 log.warning("order %s never reached its shard: its points go back", order_id)
                 await ledger.settle(self.redis, self.settings.redis.shards, storefront, buyer,
                                     order_id, False, now)
-            elif record.status == "fulfilled":
+            elif status == "fulfilled":
                 await self.settle(order_id, True, now)
-            elif record.status in ("rejected", "expired", "cancelled"):
+            elif status in ("rejected", "expired", "cancelled"):
                 await self.settle(order_id, False, now)
             else:  # still waiting: looked at again after another grace
                 await self.redis.zadd(keys.open_reservations(shard), {raw: now}, xx=True)
