@@ -10,7 +10,10 @@ Rules: import codes (text/plain, duplicates included) into lots; orders from two
 (qty 1-3, tiers 0-1, with and without hold_s, with and without an Idempotency-Key; a key from a
 small pool, so the same key comes back with the same body or another one), either answered at
 once (`wait_ms` 0: 202 pending) or served while the worker runs (outcome predicted exactly from
-the model: codes, held, queue position, 409 sold_out / limit_exceeded); replays; worker steps;
+the model: codes, held, queue position, 409 sold_out / limit_exceeded / insufficient_points,
+422 not_priced or over the amount); card-100 has a price, so an order of it waits `held` for
+its payment unless points pay it all; served orders may pay with points; points granted
+(some lots expiring soon, with and without an Idempotency-Key) and deducted; replays; worker steps;
 worker kills (entries read by the dead worker's consumer and never claimed, or a drain cancelled
 part way, then a new Worker takes the shards over); SCRIPT FLUSH and a Redis restart (AOF);
 live config changes (PUT /admin/config: max_qty, buyer_limit); cancel; confirm; a clock
@@ -18,15 +21,21 @@ advanced past hold and queue expiry (the engine's own sweep, given a later "now"
 
 The model knows every code imported and where it is (the exact order of every lot's list: codes
 leave a lot from the front, held codes come back to the front), every order the client got an id
-for, what each order's status may become in each kind of step, and the idempotency keys.
+for, what each order's status may become in each kind of step, the idempotency keys, and every
+wallet's lots (tests/model_wallets.py): reserved at the door, spent or given back when the
+worker settles (in the order of the wallet's history), earned, expired by the clock.
 
 After every step: C1 reconcile; C2 no code in two orders, none from a voided lot; C3 the
 counters equal the model (imported, voided, issued, held, available, each buyer's purchases),
 buyer limits hold; C4 every order exists with a legal status reached by a legal transition,
 none pending after a drain, no ticket left waiting that the stock could serve; C5 idempotency
-records point at the order the client got, replays agree; C6 the other storefront gets 404.
+records point at the order the client got, replays agree; C6 the other storefront gets 404;
+P1 every wallet's counters and lots equal the model's (so granted - deducted - expired =
+balance + reserved + spent); P2 an order's points are reserved while it waits, spent only if
+fulfilled, given back only if it ended otherwise, and after a worker step settled once decided
+(`kamigate reconcile`'s check too); P4 replays and replayed grants move nothing.
 
-Size: KAMIGATE_MODEL_EXAMPLES (default 15) examples of KAMIGATE_MODEL_STEPS (default 20) steps.
+Size: KAMIGATE_MODEL_EXAMPLES (default 20) examples of KAMIGATE_MODEL_STEPS (default 25) steps.
 Each engine bug the machine found has a small regression test at the end of this file.
 """
 
@@ -56,7 +65,8 @@ from hypothesis.stateful import (
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from engine.clock import now_ms
+from engine import config
+from engine.clock import now_ms, rfc3339
 from engine.config import live
 from engine.door.ingest import Ingest
 from engine.http.state import REPLIES
@@ -64,6 +74,8 @@ from engine.stock import lots
 from engine.stock.reconcile import reconcile
 from engine.store import connection, keys, records
 from engine.store.embedded import RedisProcess, free_port
+from engine.wallet import ledger
+from engine.wallet.reconcile import reconcile_points
 from engine.wire import StreamOrder
 from engine.worker.consumer import Worker
 from engine.worker.waiting import sweep
@@ -78,11 +90,12 @@ from tests.conftest import (
     make_settings,
     settings_dict,
 )
+from tests.model_wallets import NEVER, MReservation, MWallet
 
 T = TypeVar("T")
 
-EXAMPLES = int(os.environ.get("KAMIGATE_MODEL_EXAMPLES", "15"))
-STEPS = int(os.environ.get("KAMIGATE_MODEL_STEPS", "20"))
+EXAMPLES = int(os.environ.get("KAMIGATE_MODEL_EXAMPLES", "20"))
+STEPS = int(os.environ.get("KAMIGATE_MODEL_STEPS", "25"))
 
 SHARDS = 4
 SKUS = ("card-100", "card-limited", "card-reject")
@@ -96,11 +109,41 @@ POOL = 12  # codes per SKU the imports draw from: later imports repeat earlier c
 FINAL = frozenset({"fulfilled", "rejected", "expired", "cancelled"})
 LEGAL = FINAL | {"held", "queued", "pending"}
 
+PRICE = 100  # card-100's price in fen; a point is worth one fen
+PRICED = {"card-100": PRICE}
+POINTS = {"per_unit": 100, "earn_per_unit": 1, "tier_multipliers": [1.0], "earn_bonus": [],
+          "expire_after_days": 0, "max_redeem_percent": 100, "grants_per_minute": 0,
+          "redemptions_per_hour": 0}
+SOON_S = 1000  # a "soon" lot expires this long after the machine starts: a clock step of
+#                1801 s passes it, one of 61 s does not
+
 COVERAGE: collections.Counter[str] = collections.Counter()
 
 
-def body_of(sku: str, qty: int, buyer: str, tier: int, hold_s: int) -> dict[str, Any]:
-    return {"sku": sku, "qty": qty, "buyer": buyer, "tier": tier, "hold_s": hold_s}
+def model_config(policy: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The machine's config: the suite's SKUs (with `policy` applied), card-100 priced."""
+    skus = [dict(s) for s in settings_dict()["skus"]]
+    for s in skus:
+        s.update((policy or {}).get(s["id"], {}))
+        if s["id"] in PRICED:
+            s["price"] = PRICED[s["id"]]
+    return settings_dict(skus=skus, points=POINTS,
+                         pricing={"currency": "CNY", "payment_hold_s": HOLD_S})
+
+
+def body_of(sku: str, qty: int, buyer: str, tier: int, hold_s: int,
+            points: int = 0) -> dict[str, Any]:
+    return {"sku": sku, "qty": qty, "buyer": buyer, "tier": tier, "hold_s": hold_s,
+            "points": points}
+
+
+def paid_body(sku: str, qty: int, buyer: str, tier: int, hold_s: int, pay: str
+              ) -> dict[str, Any]:
+    """An order that may pay with points: none, part, all of its amount, or more than it
+    (422); on an unpriced SKU any points are 422 not_priced."""
+    amount = PRICED.get(sku, PRICE) * qty
+    points = {"cash": 0, "part": 50, "all": amount, "over": amount + 50}[pay]
+    return body_of(sku, qty, buyer, tier, hold_s, points)
 
 
 # (storefront, body, Idempotency-Key or None)
@@ -108,6 +151,14 @@ ORDER = st.tuples(
     st.sampled_from(sorted(STOREFRONT_KEYS)),
     st.builds(body_of, st.sampled_from(SKUS), st.integers(1, 3), st.sampled_from(BUYERS),
               st.integers(0, 1), st.sampled_from([0, 0, HOLD_S])),
+    st.none() | st.sampled_from(IDEM_KEYS),
+)
+PAID_ORDER = st.tuples(
+    st.sampled_from(sorted(STOREFRONT_KEYS)),
+    st.builds(paid_body, st.sampled_from(("card-100", "card-100", *SKUS[1:])),
+              st.integers(1, 3), st.sampled_from(BUYERS),
+              st.integers(0, 1), st.sampled_from([0, 0, HOLD_S]),
+              st.sampled_from(["cash", "cash", "part", "all", "all", "over"])),
     st.none() | st.sampled_from(IDEM_KEYS),
 )
 
@@ -129,9 +180,11 @@ class MOrder:
     expect_codes: list[str] | None = None  # predicted exactly (orders served on a quiet engine)
     hold_expires_ms: int = 0
     queue_expires_ms: int = 0
+    points: int = 0
+    reservation: MReservation | None = None  # its points, when it pays with some
 
     def body(self) -> dict[str, Any]:
-        return body_of(self.sku, self.qty, self.buyer, self.tier, self.hold_s)
+        return body_of(self.sku, self.qty, self.buyer, self.tier, self.hold_s, self.points)
 
 
 def pick(data: st.DataObject, ids: list[str]) -> str:
@@ -158,7 +211,7 @@ class EngineModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.settings = make_settings()
+        self.settings = config.from_mapping(model_config(), environ={})
         self.engine = Engine(self.settings, self.server.url)
         self.redis: Redis = connection.client(self.server.url)
         self.worker: Worker | None = None
@@ -178,11 +231,17 @@ class EngineModel(RuleBasedStateMachine):
         self.recalled: set[str] = set()  # codes held when their lot was voided
         self.voided_lots: set[tuple[str, str]] = set()
         self.orders: dict[str, MOrder] = {}
-        self.idem: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        # (storefront, key) -> (the order id it holds, or None while the key is bound to a
+        # request refused for want of points: the same body later admits it), the body
+        self.idem: dict[tuple[str, str], tuple[str | None, dict[str, Any]]] = {}
         self.step = Step()
         self.quiet = True  # every admitted order decided and no stock came back since
         self.took: dict[tuple[str, str], int] = {}  # (sku, buyer) -> qty taken in this step
         self.replays: list[tuple[str, dict[str, Any]]] = []  # (order id, a replay's answer)
+        self.wallets: dict[tuple[str, str], MWallet] = {}  # (storefront, buyer)
+        self.history_seen: dict[tuple[str, str], bytes] = {}  # the wallet's last entry read
+        self.soon_ms = (now_ms() // 1000 + SOON_S) * 1000
+        self.settled = True  # every decided order's points settled (after a worker step)
         try:
             self.run(self._start())
         except BaseException:
@@ -254,6 +313,10 @@ class EngineModel(RuleBasedStateMachine):
     def begin(self, kind: str = "none", target: str | None = None, at_ms: int = 0) -> None:
         self.step = Step(kind, target, at_ms)
         self.took = {}
+        self.settled = False
+
+    def wallet(self, storefront: str, buyer: str) -> MWallet:
+        return self.wallets.setdefault((storefront, buyer), MWallet())
 
     async def _post_order(self, storefront: str, body: dict[str, Any], key: str | None,
                           wait_ms: int) -> tuple[int, dict[str, Any]]:
@@ -282,14 +345,19 @@ class EngineModel(RuleBasedStateMachine):
 
     def expect_new(self, storefront: str, body: dict[str, Any], key: str | None
                    ) -> tuple[str, str | None]:
-        """('invalid'|'replay'|'conflict'|'new', order id of the key's holder). A retry of an
-        admitted order is a replay even when the rules changed since (a lower max_qty)."""
+        """('invalid'|'not_priced'|'replay'|'conflict'|'new', order id of the key's holder).
+        A retry of an admitted order is a replay even when the rules changed since (a lower
+        max_qty)."""
         held = self.idem.get((storefront, key)) if key is not None else None
-        if held is not None and held[1] == body:
+        if held is not None and held[0] is not None and held[1] == body:
             return "replay", held[0]
         if body["qty"] > self.policy[body["sku"]]["max_qty"]:
             return "invalid", None
-        if held is not None:
+        if body["points"] and body["sku"] not in PRICED:
+            return "not_priced", None
+        if body["points"] > PRICED.get(body["sku"], 0) * body["qty"]:
+            return "invalid", None
+        if held is not None and held[1] != body:
             return "conflict", held[0]
         return "new", None
 
@@ -297,13 +365,14 @@ class EngineModel(RuleBasedStateMachine):
                      body: dict[str, Any], key: str | None, expected: str,
                      holder: str | None) -> MOrder | None:
         """Check the answer to an order request that needed no worker; the new order or None."""
-        if expected == "invalid":
-            assert status == 422 and answer["code"] == "invalid_request", (status, answer)
-            COVERAGE["order: 422 over max_qty"] += 1
+        if expected in ("invalid", "not_priced"):
+            code = "invalid_request" if expected == "invalid" else "not_priced"
+            assert status == 422 and answer["code"] == code, (status, answer)
+            COVERAGE[f"order: 422 {code}"] += 1
             return None
         if expected == "conflict":
             assert status == 409 and answer["code"] == "idempotency_conflict", (status, answer)
-            assert answer["order_id"] == holder
+            assert holder is None or answer["order_id"] == holder
             COVERAGE["order: idempotency conflict"] += 1
             return None
         if expected == "replay":
@@ -315,6 +384,13 @@ class EngineModel(RuleBasedStateMachine):
             self.replays.append((holder, answer))
             assert answer["sku"] == held.sku and answer["qty"] == held.qty
             return None
+        if body["points"] > self.wallet(storefront, body["buyer"]).balance:
+            # P3: never reserved beyond the balance; the key stays bound to this body
+            assert status == 409 and answer["code"] == "insufficient_points", (status, answer)
+            if key is not None:
+                self.idem.setdefault((storefront, key), (None, body))
+            COVERAGE["order: 409 insufficient_points"] += 1
+            return None
         return self.register(status, answer, storefront, body, key)
 
     def register(self, status: int, answer: dict[str, Any], storefront: str,
@@ -323,7 +399,17 @@ class EngineModel(RuleBasedStateMachine):
         assert order_id not in self.orders, "an order id was handed out twice"
         kind = answer["code"] if status == 409 else answer["status"]
         order = MOrder(order_id, storefront, body["sku"], body["qty"], body["buyer"],
-                       body["tier"], body["hold_s"], key, "pending")
+                       body["tier"], body["hold_s"], key, "pending", points=body["points"])
+        if body["sku"] in PRICED:
+            cash_due = PRICED[body["sku"]] * body["qty"] - body["points"]
+            order.reservation = self.wallet(storefront, body["buyer"]).reserve(
+                body["points"], cash_due // 100)  # earn_per_unit 1 on each yuan paid
+            assert order.reservation is not None
+            price = {"currency": "CNY", "amount": cash_due + body["points"], "discount": 0,
+                     "points": body["points"], "points_value": body["points"],
+                     "cash_due": cash_due}
+            assert status == 409 or answer["price"] == price, (answer, price)
+            COVERAGE["order: priced" + (" with points" if body["points"] else "")] += 1
         self.orders[order_id] = order
         if key is not None:
             self.idem[storefront, key] = (order_id, body)
@@ -437,12 +523,22 @@ class EngineModel(RuleBasedStateMachine):
     @rule(order=ORDER)
     def order_served(self, order: tuple[str, dict[str, Any], str | None]) -> None:
         """The worker keeps up: the answer is the outcome, predicted exactly by the model."""
+        self.serve(order)
+
+    @rule(order=PAID_ORDER)
+    def order_paid_with_points(self, order: tuple[str, dict[str, Any], str | None]) -> None:
+        """order_served, with points for some or all of it (or too many)."""
+        self.serve(order)
+
+    def serve(self, order: tuple[str, dict[str, Any], str | None]) -> None:
         self.begin("worker")
         storefront, body, key = order
-        sku, qty, buyer, tier, hold = (body["sku"], body["qty"], body["buyer"], body["tier"],
-                                       body["hold_s"] > 0)
-        if not self.quiet:
-            # the prediction needs a quiet engine: the worker catches up first
+        sku, qty, buyer, tier = body["sku"], body["qty"], body["buyer"], body["tier"]
+        # held for its payment when it has one; cash_due > 0 (no points for all of it) too
+        hold = body["hold_s"] > 0 or PRICED.get(sku, 0) * qty > body["points"]
+        if not self.quiet or body["points"]:
+            # the prediction needs a quiet engine, and the model's wallet needs every earlier
+            # decision settled before this reservation: the worker catches up first
             self.run(self._drain())
             self.run(self._observe())
             self.quiet = True
@@ -464,6 +560,7 @@ class EngineModel(RuleBasedStateMachine):
             return await post
 
         status, answer = self.run(go())
+        self.settled = True  # its decision (if final) was settled by the drain that made it
         made = self.check_answer(status, answer, storefront, body, key, expected, holder)
         if made is None:
             return
@@ -569,12 +666,73 @@ class EngineModel(RuleBasedStateMachine):
         self.begin("sweep", at_ms=at)
 
         async def go() -> int:
+            for shard in range(SHARDS):
+                await ledger.expire_due(self.redis, shard, at)
             return sum([await sweep(self.redis, shard, at) for shard in range(SHARDS)])
 
         expired = self.run(go())
+        for wallet in self.wallets.values():
+            wallet.expire(at)
         if due_holds:
             self.quiet = False
         COVERAGE[f"clock +{seconds}s" + (" expired some" if expired else "")] += 1
+
+    # -- rules: points ------------------------------------------------------------------------
+    @rule(storefront=st.sampled_from(sorted(STOREFRONT_KEYS)), buyer=st.sampled_from(BUYERS),
+          points=st.sampled_from([100, 300, 300, -50]), soon=st.booleans(),
+          key=st.none() | st.sampled_from(("g1", "g2")))
+    def grant(self, storefront: str, buyer: str, points: int, soon: bool,
+              key: str | None) -> None:
+        """POST /v1/buyers/{buyer}/points: a grant (a lot that never expires, or expires
+        soon) or a deduction; a key used before answers its first result or 409 (P4)."""
+        self.begin()
+        self._grant(storefront, buyer, points, soon, key)
+
+    @initialize(grants=st.lists(st.tuples(st.sampled_from(sorted(STOREFRONT_KEYS)),
+                                          st.sampled_from(BUYERS),
+                                          st.sampled_from([100, 300, 600])), max_size=4))
+    def initial_points(self, grants: list[tuple[str, str, int]]) -> None:
+        for storefront, buyer, points in grants:
+            self._grant(storefront, buyer, points, False, None)
+
+    def _grant(self, storefront: str, buyer: str, points: int, soon: bool,
+               key: str | None) -> None:
+        wallet = self.wallet(storefront, buyer)
+        body = {"points": points, "reason": "model",
+                "expires_at": rfc3339(self.soon_ms) if soon and points > 0 else None}
+
+        async def go() -> tuple[int, dict[str, Any], bool]:
+            headers = auth(STOREFRONT_KEYS[storefront])
+            if key is not None:
+                headers["Idempotency-Key"] = key
+            resp = await self.engine.http.post(f"/v1/buyers/{buyer}/points", json=body,
+                                               headers=headers)
+            replayed = resp.headers.get("Idempotent-Replayed") == "true"
+            return resp.status, await resp.json(), replayed
+
+        status, answer, replayed = self.run(go())
+        used = wallet.grant_keys.get(key) if key is not None else None
+        if used is not None:
+            if used == body:
+                assert status == 201 and replayed, (status, answer)
+                COVERAGE["points: replayed grant"] += 1
+            else:
+                assert status == 409 and answer["code"] == "idempotency_conflict", answer
+                COVERAGE["points: key reused with another body"] += 1
+            return
+        if points > 0:
+            wallet.grant(points, self.soon_ms if soon else NEVER)
+            COVERAGE["points: grant" + (" expiring soon" if soon else "")] += 1
+        elif not wallet.deduct(-points):
+            assert status == 409 and answer["code"] == "insufficient_points", (status, answer)
+            COVERAGE["points: deduction refused"] += 1
+            return
+        else:
+            COVERAGE["points: deduction"] += 1
+        assert status == 201 and not replayed, (status, answer)
+        assert answer["balance"] == wallet.balance, (answer, wallet)
+        if key is not None:
+            wallet.grant_keys[key] = body
 
     # -- rules: worker and faults ------------------------------------------------------------
     @rule()
@@ -582,6 +740,7 @@ class EngineModel(RuleBasedStateMachine):
         self.begin("worker")
         self.run(self._drain())
         self.quiet = True
+        self.settled = True
         COVERAGE["worker step"] += 1
 
     @rule(how=st.sampled_from(["after read", "mid drain"]), n=st.integers(0, 40))
@@ -667,13 +826,10 @@ class EngineModel(RuleBasedStateMachine):
         """PUT /admin/config with one SKU's max_qty and buyer_limit changed."""
         self.begin()
         switched_on = self.policy[sku]["buyer_limit"] == 0 and buyer_limit > 0
-        skus = [dict(s) for s in settings_dict()["skus"]]
-        for s in skus:
-            s.update(max_qty=self.policy[s["id"]]["max_qty"],
-                     buyer_limit=self.policy[s["id"]]["buyer_limit"])
-            if s["id"] == sku:
-                s.update(max_qty=max_qty, buyer_limit=buyer_limit)
-        document = settings_dict(skus=skus)
+        policy = {s: {"max_qty": p["max_qty"], "buyer_limit": p["buyer_limit"]}
+                  for s, p in self.policy.items()}
+        policy[sku] = {"max_qty": max_qty, "buyer_limit": buyer_limit}
+        document = model_config(policy)
 
         async def go() -> tuple[int, dict[str, Any]]:
             resp = await self.engine.http.put("/admin/config", json=document,
@@ -736,6 +892,37 @@ class EngineModel(RuleBasedStateMachine):
             order.hold_expires_ms = record.hold_expires_ms
             order.queue_expires_ms = record.queue_expires_ms
         await self._compare_stock()
+        await self._observe_wallets()
+
+    async def _observe_wallets(self) -> None:
+        """The settlements since the last step, in the order of each wallet's history: a
+        spend or a refund of an order's points, or what it earned (P2: each only when the
+        order's status allows it, and once)."""
+        for (storefront, buyer), wallet in self.wallets.items():
+            w = ledger.wallet_keys(storefront, buyer, SHARDS)[1]
+            seen = self.history_seen.get((storefront, buyer))
+            entries: Any = await self.redis.xrange(
+                w.history, min=f"({seen.decode()}" if seen else "-")
+            for entry_id, fields in entries:
+                self.history_seen[storefront, buyer] = entry_id
+                kind, order_id = fields[b"k"].decode(), fields[b"o"].decode()
+                if not order_id or kind not in ("spend", "refund", "grant"):
+                    continue  # the model moved these itself (grants, deductions, reserves)
+                order = self.orders[order_id]
+                moved = order.reservation
+                assert moved is not None, f"P2: points moved for {order_id}, which has none"
+                if kind == "spend":
+                    assert order.status == "fulfilled", f"P2: {order_id} spent {order.status}"
+                    wallet.settle(moved, post=True)
+                elif kind == "refund":
+                    assert order.status in FINAL - {"fulfilled"}, \
+                        f"P2: {order_id} given back while {order.status}"
+                    wallet.settle(moved, post=False)
+                else:
+                    assert order.status == "fulfilled" and not moved.earned, \
+                        f"P2: {order_id} earned points while {order.status} (or twice)"
+                    wallet.earn(moved)
+                COVERAGE[f"points: {kind} of an order"] += 1
 
     def _transition(self, order: MOrder, before: str, after: str,
                     record: records.OrderRecord) -> None:
@@ -866,7 +1053,9 @@ class EngineModel(RuleBasedStateMachine):
             for (storefront, key), (order_id, _) in self.idem.items():
                 shard = keys.shard_of_idempotency(storefront, key, SHARDS)
                 holder: Any = await self.redis.hget(keys.idempotency(shard, storefront, key), "o")
-                assert holder is not None and holder.decode() == order_id, \
+                assert holder is not None, f"C5: key {key} of {storefront} was dropped"
+                # (a key refused for want of points holds an order id the client never saw)
+                assert order_id is None or holder.decode() == order_id, \
                     f"C5: key {key} of {storefront} points at another order"
 
         self.run(check())
@@ -876,6 +1065,44 @@ class EngineModel(RuleBasedStateMachine):
             if order.status == "fulfilled":
                 assert answer["codes"] == order.codes, "C5: a replay showed other codes"
         self.replays = []
+
+    @invariant()
+    def inv_p1_p2_wallets(self) -> None:
+        """P1: each wallet's counters and lots are the model's; P2: each order's reservation
+        is in the state the model saw it reach, and settled once its order is decided after a
+        worker step."""
+        async def check() -> None:
+            for (storefront, buyer), wallet in self.wallets.items():
+                w = ledger.wallet_keys(storefront, buyer, SHARDS)[1]
+                raw: Any = await self.redis.hgetall(w.counts)
+                counts = {k.decode(): int(v) for k, v in raw.items()
+                          if int(v) and k != b"lot_seq"}
+                assert counts == wallet.counters(), \
+                    f"P1 {storefront}/{buyer}: {counts} != {wallet.counters()}"
+                states: Any = await self.redis.hgetall(w.reservations)
+                mine = {o.order_id: o.reservation.state for o in self.orders.values()
+                        if o.storefront == storefront and o.buyer == buyer
+                        and o.reservation is not None and o.points}
+                assert {k.decode(): v[:1].decode() for k, v in states.items()} == mine, \
+                    f"P2 {storefront}/{buyer}: reservations differ from the model"
+            if self.settled:
+                report = await reconcile_points(self.redis, SHARDS)
+                assert report.ok, report.violations
+
+        self.run(check())
+        if not self.settled:
+            return
+        for order in self.orders.values():
+            moved = order.reservation
+            if moved is None:
+                continue
+            if order.points:
+                want = {"fulfilled": "S", "rejected": "V", "expired": "V",
+                        "cancelled": "V"}.get(order.status, "R")
+                assert moved.state == want, \
+                    f"P2: {order.order_id} is {order.status}, its points {moved.state}"
+            if order.status == "fulfilled":
+                assert moved.earned == (moved.earn > 0), f"{order.order_id}: earned points"
 
     @invariant()
     def inv_c6_isolation(self) -> None:

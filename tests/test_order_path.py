@@ -84,6 +84,21 @@ async def test_idempotency_replay_and_conflict(engine: Engine) -> None:
     assert levels["issued"] == 2
 
 
+async def test_a_replay_marks_only_its_own_answer_replayed(engine: Engine) -> None:
+    """With no rate limit every answer shares one RateLimit header mapping: a replay once
+    wrote Idempotent-Replayed into it, and every later answer of the process said so."""
+    await engine.import_codes("card-100", codes("R", 3))
+    body = {"sku": "card-100", "qty": 1, "buyer": "b1"}
+    headers = {**auth(SHOP_A_KEY), "Idempotency-Key": "once"}
+    await engine.http.post("/v1/orders", json=body, headers=headers)
+    replay = await engine.http.post("/v1/orders", json=body, headers=headers)
+    assert replay.status == 200 and replay.headers["Idempotent-Replayed"] == "true"
+    fresh = await engine.http.post("/v1/orders", json=body, headers=auth(SHOP_A_KEY))
+    assert fresh.status == 201 and "Idempotent-Replayed" not in fresh.headers
+    grant = await engine.http.get("/v1/orders/o_00000000000000000000", headers=auth(SHOP_A_KEY))
+    assert "Idempotent-Replayed" not in grant.headers
+
+
 async def test_cancel_queued_order(engine: Engine) -> None:
     status, body = await engine.order()
     assert status == 202

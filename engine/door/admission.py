@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from enum import IntEnum
 
 from engine.config.settings import Rate, Settings
@@ -39,10 +40,11 @@ class Outcome:
         self.limit = limit
         self.remaining = remaining
         self.reset_s = reset_s
-        self.cached: dict[str, str] | None = None
+        self.cached: Mapping[str, str] | None = None
 
-    def headers(self, window_s: int = 1) -> dict[str, str]:
-        """IETF RateLimit-Policy / RateLimit (structured fields) for the tightest bucket."""
+    def headers(self, window_s: int = 1) -> Mapping[str, str]:
+        """IETF RateLimit-Policy / RateLimit (structured fields) for the tightest bucket.
+        Read-only: the unlimited answer's mapping is shared by every request."""
         if self.cached is not None:
             return self.cached
         headers = {
@@ -172,7 +174,7 @@ class Admission:
             return 60.0 if not redemption else 3600.0  # more than a whole period allows
         return bucket.take(now, need)
 
-    def policy_headers(self, storefront: str | None) -> dict[str, str]:
+    def policy_headers(self, storefront: str | None) -> Mapping[str, str]:
         """RateLimit headers for answers that take no token (reads, cancels)."""
         if self._unlimited:
             return UNLIMITED.headers()

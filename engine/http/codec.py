@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import msgspec
@@ -109,7 +110,7 @@ def encode_body(request: web.Request, body: Any) -> tuple[bytes, str]:
 
 
 def respond(request: web.Request, body: Any, status: int = 200,
-            headers: dict[str, str] | None = None) -> web.Response:
+            headers: Mapping[str, str] | None = None) -> web.Response:
     """The body encoded as the client accepts (JSON or msgpack), as a response."""
     payload, ctype = encode_body(request, body)
     return web.Response(body=payload, status=status, content_type=ctype, headers=headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -67,13 +68,14 @@ def _check(directory: Directory, storefront: Storefront, req: OrderRequest,
             raise errors.invalid(f"{field}notify_url", why)
 
 
-def _respond(request: web.Request, status: int, body: Any, headers: dict[str, str]
+def _respond(request: web.Request, status: int, body: Any, headers: Mapping[str, str]
              ) -> web.Response:
+    # `headers` may be the one dict every unlimited answer shares: never written to
     if isinstance(body, errors.Problem):
-        body.extra_headers = headers
+        body.extra_headers = dict(headers)
         raise body
     if status == 200:
-        headers["Idempotent-Replayed"] = "true"
+        headers = {**headers, "Idempotent-Replayed": "true"}
     return respond(request, body, status, headers)
 
 

@@ -100,7 +100,7 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
         # Turned away before any order is built: an overload costs the door little.
         problem = errors.RateLimited("over capacity and the waiting line is full; retry later",
                                      retry_after=1)
-        problem.extra_headers = gate.headers()
+        problem.extra_headers = dict(gate.headers())
         raise problem
     order = StreamOrder(
         order_id=keys.new_order_id(shard), storefront=storefront.id, sku=req.sku, qty=req.qty,
