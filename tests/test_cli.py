@@ -151,3 +151,32 @@ def test_up_on_a_port_in_use_says_so_and_starts_nothing(tmp_path: Path) -> None:
     assert f"port {port} is in use" in result.stderr and "--port N" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert embedded.running_url(tmp_path / ".kamigate") is None  # no Redis left behind
+
+
+async def test_status_and_reconcile_show_points(redis: Redis, redis_server: RedisProcess,
+                                                tmp_path: Path) -> None:
+    from engine.clock import now_ms
+    from engine.wallet import ledger
+
+    cfg = write_config(tmp_path / "kamigate.toml", settings_dict(
+        redis={"url": redis_server.url, "shards": 4}, points={"per_unit": 100},
+        skus=[{"id": "card-100", "price": 1000}]))
+    await ledger.move(redis, 4, "shop-a", "buyer-one@example.com", 1500, "grant", "t", 0,
+                      now_ms())
+    await ledger.move(redis, 4, "shop-b", "buyer-two", 700, "grant", "t", 0, now_ms())
+    await ledger.reserve(redis, 4, "shop-a", "buyer-one@example.com", "o_0001aaaaaaaaaaaaaaaa",
+                         400, now_ms())
+    status = kamigate("status", "--config", str(cfg))
+    assert status.returncode == 0, status.stderr
+    lines = {" ".join(line.split()) for line in status.stdout.splitlines()}
+    for row in ("│ wallets │ 2 │", "│ outstanding (balance owed to buyers) │ 1,800 │",
+                "│ reserved for undecided orders │ 400 │", "│ granted │ 2,200 │",
+                "│ reservations not yet settled │ 1 │", "│ of those, older than 5 min │ 0 │"):
+        assert row in lines, status.stdout
+    ok = kamigate("reconcile", "--config", str(cfg))
+    assert ok.returncode == 0 and "2 wallets" in ok.stdout, ok.stdout
+    w = ledger.wallet_keys("shop-a", "buyer-one@example.com", 4)[1]
+    await redis.hincrby(w.counts, "balance", 50)  # points out of nowhere
+    bad = kamigate("reconcile", "--config", str(cfg))
+    assert bad.returncode == 1 and "VIOLATION P1 wallet shop-a/" in bad.stdout, bad.stdout
+    assert "buyer-one" not in bad.stdout  # buyer ids never appear in reports

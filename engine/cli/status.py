@@ -100,6 +100,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         for name, value in rows:
             fleet.add_row(name, value)
         console.print(fleet)
+        if settings.points.enabled:
+            console.print(await _points_table(redis, settings))
         console.print(await _pause_table(redis, settings))
         return 0
 
@@ -116,6 +118,32 @@ async def _running(redis: Redis, settings: config.Settings) -> Any:
     except config.ConfigError:
         found = None
     return found or Running(0, public_sha256(settings), settings, {})
+
+
+async def _points_table(redis: Redis, settings: config.Settings) -> Any:
+    from rich.table import Table
+
+    from engine.clock import now_ms
+    from engine.wallet import ledger
+    from engine.worker.settlement import GRACE_MS
+
+    found = await ledger.totals(redis, settings.redis.shards, now_ms(), GRACE_MS)
+    table = Table(title="points", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for name, value in (
+        ("wallets", found["wallets"]),
+        ("outstanding (balance owed to buyers)", found["balance"]),
+        ("reserved for undecided orders", found["reserved"]),
+        ("spent", found["spent"]),
+        ("granted", found["granted"]),
+        ("deducted", found["deducted"]),
+        ("expired", found["expired"]),
+        ("reservations not yet settled", found["open"]),
+        (f"  of those, older than {GRACE_MS // 60_000} min", found["stale"]),
+    ):
+        table.add_row(name, f"{value:,}")
+    return table
 
 
 async def _pause_table(redis: Redis, settings: config.Settings) -> Any:

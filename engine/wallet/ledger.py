@@ -161,3 +161,39 @@ async def history(redis: Redis, shards: int, storefront: str, buyer: str, cursor
         for _, f in found[:limit]]
     more = found[limit - 1][0].decode() if len(found) > limit else None
     return entries, more
+
+
+COUNTERS = ("balance", "reserved", "spent", "granted", "deducted", "expired")
+
+
+async def totals(redis: Redis, shards: int, now: int, stale_ms: int) -> dict[str, int]:
+    """Every wallet's counters summed (balance: points outstanding, owed to buyers;
+    reserved: held for orders not yet decided), with `wallets`, `open` (reservations not yet
+    settled) and `stale` (of those, reserved more than stale_ms ago)."""
+    out = dict.fromkeys(("wallets", *COUNTERS, "open", "stale"), 0)
+    for shard in range(shards):
+        async for batch in _members(redis, shard):
+            pipe = redis.pipeline(transaction=False)
+            for wallet in batch:
+                storefront, _, buyer = wallet.partition("\0")
+                pipe.hmget(keys.wallet(storefront, buyer, shard).counts, list(COUNTERS))
+            for values in await pipe.execute():
+                out["wallets"] += 1
+                for name, value in zip(COUNTERS, values, strict=True):
+                    out[name] += int(value or 0)
+        out["open"] += int(await redis.zcard(keys.open_reservations(shard)))
+        out["stale"] += int(await redis.zcount(keys.open_reservations(shard), "-inf",
+                                               now - stale_ms))
+    return out
+
+
+async def _members(redis: Redis, shard: int, batch: int = 500) -> Any:
+    """The shard's wallets, `batch` at a time (SSCAN: never one reply with them all)."""
+    found: list[str] = []
+    async for member in redis.sscan_iter(keys.wallets(shard), count=batch):
+        found.append(member.decode())
+        if len(found) >= batch:
+            yield found
+            found = []
+    if found:
+        yield found
