@@ -115,13 +115,26 @@ def test_up_demo_serves_orders_end_to_end(tmp_path: Path) -> None:
             time.sleep(0.1)
         else:
             raise AssertionError("kamigate up --demo never became ready")
+        # the banner's first line: paid with the demo buyer's points, fulfilled at once
         status, order = _get(f"{base}/v1/orders", "demo-shop-key",
-                             {"sku": "steam-cn-100", "qty": 1, "buyer": "alice"})
+                             {"sku": "steam-cn-100", "qty": 1, "buyer": "alice@example.com",
+                              "points": 10000})
         assert status == 201 and order["status"] == "fulfilled" and len(order["codes"]) == 1
+        assert order["price"] == {"currency": "CNY", "amount": 10000, "discount": 0,
+                                  "points": 10000, "points_value": 10000, "cash_due": 0}
+        status, wallet = _get(f"{base}/v1/buyers/alice@example.com/points", "demo-shop-key")
+        assert status == 200 and wallet["balance"] == 40000, wallet
+        # for cash: held until the payment is confirmed
+        status, held = _get(f"{base}/v1/orders", "demo-shop-key",
+                            {"sku": "netflix-1m", "qty": 1, "buyer": "bob@example.com"})
+        assert status == 201 and held["status"] == "held" and held["price"]["cash_due"] == 3000
+        status, paid = _get(f"{base}/v1/orders/{held['order_id']}/confirm", "demo-shop-key",
+                            {})
+        assert status == 200 and paid["status"] == "fulfilled" and len(paid["codes"]) == 1
         status, skus = _get(f"{base}/admin/skus", "demo-admin-key")
         levels = {s["sku"]: s for s in skus["skus"]}
         assert levels["steam-cn-100"]["issued"] == 1
-        assert levels["netflix-1m"]["available"] == 50
+        assert levels["netflix-1m"]["issued"] == 1
         assert (tmp_path / ".kamigate" / "appendonlydir").exists() or \
             (tmp_path / ".kamigate" / "appendonly.aof").exists()
         # the other commands, run from the same directory, find the demo's config
@@ -135,6 +148,8 @@ def test_up_demo_serves_orders_end_to_end(tmp_path: Path) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     assert "curl -s -H 'Authorization: Bearer demo-shop-key'" in out
+    assert '"buyer":"alice@example.com","points":10000}' in out  # pays with points
+    assert "demo points: 50000 for alice@example.com" in out
     assert proc.returncode == 0, out
     assert "Redis unreachable" not in out and "Traceback" not in out, out
     assert embedded.running_url(tmp_path / ".kamigate") is None  # stopped, last

@@ -1,4 +1,5 @@
-"""The embedded demo: a config with one storefront, an admin, two SKUs, and stock to sell."""
+"""The embedded demo: a config with one storefront, an admin, two priced SKUs, stock to sell,
+and a buyer with points to pay with."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from engine.config.settings import sha256_hex
 STOREFRONT_KEY = "demo-shop-key"
 ADMIN_KEY = "demo-admin-key"
 SKUS = {"steam-cn-100": 200, "netflix-1m": 50}
+BUYER = "alice@example.com"
+WELCOME_POINTS = 50_000  # 500.00 CNY at 100 points a yuan: five steam-cn-100 cards
 
 
 def config_text(data_dir: str, port: int) -> str:
@@ -33,13 +36,24 @@ id = "demo-ops"
 role = "admin"
 key_sha256 = "{sha256_hex(ADMIN_KEY)}"
 
+[pricing]
+currency = "CNY"
+payment_hold_s = 900        # an order with cash to pay waits this long for /confirm
+
+[points]
+per_unit = 100              # 100 points pay 1.00 CNY
+earn_per_unit = 1           # 1 point earned per yuan paid in cash
+expire_after_days = 730
+
 [[skus]]
 id = "steam-cn-100"
+price = 10000               # 100.00 CNY, in fen
 max_qty = 10
 buyer_limit = 5
 
 [[skus]]
 id = "netflix-1m"
+price = 3000
 max_qty = 2
 on_sold_out = "reject"
 """
@@ -60,11 +74,18 @@ def codes(sku: str, n: int) -> list[str]:
 def curl_lines(base: str) -> str:
     auth = f"-H 'Authorization: Bearer {STOREFRONT_KEY}'"
     admin = f"-H 'Authorization: Bearer {ADMIN_KEY}'"
+    json = "-H 'Content-Type: application/json'"
     return "\n".join([
-        "# buy one code:",
-        f"curl -s {auth} -H 'Content-Type: application/json' "
-        f"-d '{{\"sku\":\"steam-cn-100\",\"qty\":1,\"buyer\":\"alice@example.com\"}}' "
-        f"{base}/v1/orders",
+        f"# buy one code, paid with {BUYER}'s points (fulfilled at once, codes in the answer):",
+        f"curl -s {auth} {json} -d '{{\"sku\":\"steam-cn-100\",\"qty\":1,"
+        f"\"buyer\":\"{BUYER}\",\"points\":10000}}' {base}/v1/orders",
+        "# the buyer's points, and their history:",
+        f"curl -s {auth} {base}/v1/buyers/{BUYER}/points",
+        f"curl -s {auth} {base}/v1/buyers/{BUYER}/points/history",
+        "# buy one for cash: held until the shop confirms the payment "
+        "(then POST /v1/orders/<order_id>/confirm):",
+        f"curl -s {auth} {json} -d '{{\"sku\":\"netflix-1m\",\"qty\":1,"
+        f"\"buyer\":\"bob@example.com\"}}' {base}/v1/orders",
         "# stock levels:",
         f"curl -s {admin} {base}/admin/skus",
         "# add stock:",

@@ -23,10 +23,12 @@ from engine.cli.support import (
     run_async,
     stop_processes,
 )
+from engine.clock import now_ms
 from engine.config.directory import Directory
 from engine.stock.importer import Importer
 from engine.stock.lots import levels
 from engine.store import connection, embedded
+from engine.wallet import ledger
 from engine.worker import matching
 
 log = logging.getLogger("kamigate")
@@ -242,6 +244,12 @@ async def _load_demo_stock(settings: config.Settings, url: str) -> int:
                 await intake.feed(demo.codes(level.sku, want))
                 result = await intake.finish()
                 print(f"demo stock: {result.added} codes for {level.sku}", flush=True)
+        outcome, _, balance = await ledger.move(
+            redis, settings.redis.shards, "demo-shop", demo.BUYER, demo.WELCOME_POINTS, "grant",
+            "welcome", 0, now_ms(), key="demo-welcome", digest="demo-welcome")
+        if outcome == "ok":
+            print(f"demo points: {demo.WELCOME_POINTS} for {demo.BUYER} (balance {balance})",
+                  flush=True)
     finally:
         await redis.aclose()
     return 0
