@@ -10,7 +10,9 @@ admit script wrote the record and the stream entry; the answer was not sent).
 
 Points (an order's saga, DESIGN §8): `door.after_reserve` (its points are reserved, the order
 not yet admitted), `worker.before_settle` (its settle entry read, the wallet untouched),
-`worker.after_settle` (the wallet settled, the entry not yet acknowledged).
+`worker.after_settle` (the wallet settled, the entry not yet acknowledged),
+`worker.before_compensate` and `worker.after_compensate` (the same around a late order's
+compensation).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import signal
 
 PLACES = frozenset({"worker.after_read", "worker.before_claim", "worker.after_claim",
                     "door.after_admit", "door.after_reserve", "worker.before_settle",
-                    "worker.after_settle"})
+                    "worker.after_settle", "worker.before_compensate",
+                    "worker.after_compensate"})
 _ACTIVE = frozenset(p.strip() for p in os.environ.get("KAMIGATE_FAILPOINT", "").split(",")
                     if p.strip())
 

@@ -107,6 +107,30 @@ class PointsRequest(_Wire):
     expires_at: str | None = None  # a grant's lot; None: after [points] expire_after_days
 
 
+class CompensationRequest(_Wire):
+    """POST /admin/compensations: every order of a storefront made in [from, to)."""
+
+    storefront: Annotated[str, Meta(pattern=ID_PATTERN)]
+    from_: str = msgspec.field(name="from")
+    to: str
+    statuses: Annotated[list[Status], Meta(min_length=1, max_length=7)]
+    reason: Annotated[str, Meta(min_length=1, max_length=MAX_REASON)]
+    sku: Sku | None = None
+    points: Annotated[int, Meta(ge=0, le=10**9)] = 0
+    coupon_template: Annotated[str, Meta(max_length=64)] | None = None
+
+
+class Compensated(msgspec.Struct, kw_only=True):
+    """What POST /admin/compensations did: orders and points compensated now, coupons
+    issued, orders compensated for this reason before, buyer ids without a wallet."""
+
+    orders: int
+    points: int
+    coupons: int
+    already: int
+    skipped: int
+
+
 class PointsLot(msgspec.Struct, kw_only=True):
     points: int
     expires_at: str | None  # None: never
@@ -292,3 +316,4 @@ PAUSE_REQUEST = BodyDecoder(PauseRequest)
 RESUME_REQUEST = BodyDecoder(ResumeRequest)
 REVIEW_DECISION = BodyDecoder(ReviewDecision)
 POINTS_REQUEST = BodyDecoder(PointsRequest)
+COMPENSATION_REQUEST = BodyDecoder(CompensationRequest)

@@ -23,6 +23,7 @@ from engine.http.app import create_app
 from engine.store import connection
 from engine.store.embedded import RedisProcess, free_port
 from engine.worker.consumer import Worker
+from tests.event_receiver import receiver  # noqa: F401  (a fixture for every test module)
 
 SHOP_A_KEY = "key-shop-a"
 SHOP_B_KEY = "key-shop-b"

@@ -215,6 +215,12 @@ BAD_VALUES: list[tuple[str, str]] = [
     ('[[pauses]]\nscope = "global"', "pauses[0]"),
     ('[[pauses]]\nscope = "global"\ncalendar = "XX"', "pauses[0].calendar"),
     ('[calendars.CN]\ncountry = "C"', "calendars"),
+    (f'[[storefronts]]\nid = "shop-c"\nkey_sha256 = "{"2" * 64}"\nevents_url = "ftp://x"',
+     "storefronts[2].events_url"),
+    ('[compensation]\ncoupon_template = "new-user-5"', "compensation.coupon_template"),
+    ("[compensation]\ndelay_over_s = 60\npoints = 100", "compensation.points"),
+    ("[compensation]\npoints = -1", "compensation.points"),
+    ("[waiting_room]\ndelay_notice_s = -1", "waiting_room.delay_notice_s"),
 ]
 
 

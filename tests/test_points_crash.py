@@ -5,6 +5,7 @@ hold, points are spent exactly once, and the stock promises C1-C5 hold too."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,40 @@ async def test_a_door_that_stalled_past_the_sweep_cannot_admit_the_order_late(
     assert (await Ingest(redis, 2).admit(admitted, order_shard)).status == "pending"
     assert await records.abandon(redis, admitted.order_id, now_ms(), 1000) == "pending"
     assert (await ledger.counters(redis, 2, "shop-a", "slow"))["reserved"] == 400
+
+
+@pytest.mark.parametrize("place", ["worker.after_claim", "worker.before_compensate",
+                                   "worker.after_compensate"])
+async def test_worker_killed_around_a_late_orders_compensation_compensates_once(
+        place: str, redis: Redis, redis_server: RedisProcess, tmp_path: Path) -> None:
+    raw = _raw(redis_server.url, compensation={"delay_over_s": 1, "points": 150})
+    cfg = write_config(tmp_path / "k.toml", raw)
+    engine = Engine(config.from_mapping(raw, environ={}), redis_server.url)
+    await engine.start(worker=False)
+    try:
+        base = str(engine.http.make_url("")).rstrip("/")
+        async with aiohttp.ClientSession() as session:
+            await _grant(session, base, "latecomer", 3_000)
+            answers = [await _pay(session, base, "latecomer", f"late-{place}-{i}")
+                       for i in range(3)]
+            assert all(status == 202 for status, _ in answers), answers
+            await asyncio.sleep(1.2)  # the orders are late before they get codes
+            imported = codes(f"PC{place[-6:]}", 3)
+            await engine.import_codes("card-100", imported)
+            await worker_killed_at(cfg, place)
+            admitted = [body["order_id"] for _, body in answers]
+            with worker_process(cfg):
+                await eventually(lambda: decided(redis, admitted), timeout=30)
+                await eventually(lambda: _no_reservation(redis, "latecomer"), timeout=30)
+                await eventually(lambda: _compensated(redis, "latecomer", 3), timeout=30)
+        await _points_hold(redis, "latecomer", spent=3_000, balance=3 * 150)
+        result = await assert_promises(redis, 2, ["card-100"], admitted, set(imported))
+        assert result["statuses"] == {"fulfilled": 3}
+    finally:
+        await engine.close()
+
+
+async def _compensated(redis: Redis, buyer: str, orders: int) -> bool:
+    _, wallet = ledger.wallet_keys("shop-a", buyer, 2)
+    kinds = [f[b"k"] for _, f in await redis.xrange(wallet.history)]
+    return kinds.count(b"compensation") >= orders

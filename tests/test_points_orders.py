@@ -145,6 +145,35 @@ async def test_a_queued_order_keeps_its_points_until_it_is_served(
     await assert_p1(redis, "shop-a", "alice")
 
 
+async def test_a_queued_order_with_cash_due_is_held_for_payment_when_served(
+        engine_factory: EngineFactory, redis: Redis) -> None:
+    """A ticket served from the line waits for payment like a new order: never its codes
+    before the storefront confirms."""
+    engine = await engine_factory(points_settings())
+    await move(engine, "alice", 300)
+    status, queued = await order(engine, points=300, wait_ms=300)  # 7.00 still due in cash
+    assert status == 202 and queued["price"]["cash_due"] == 700
+    await engine.import_codes("card-100", codes("DUE", 1))
+
+    async def state() -> dict[str, Any]:
+        resp = await engine.http.get(f"/v1/orders/{queued['order_id']}",
+                                     headers=auth(SHOP_A_KEY))
+        body: dict[str, Any] = await resp.json()
+        return body
+
+    async def held() -> bool:
+        return (await state())["status"] == "held"
+
+    await eventually(held, what="the served ticket held")
+    assert "codes" not in await state()
+    assert (await wallet_of(engine, "alice"))["reserved"] == 300  # kept until paid
+    resp = await engine.http.post(f"/v1/orders/{queued['order_id']}/confirm",
+                                  headers=auth(SHOP_A_KEY))
+    assert resp.status == 200 and (await resp.json())["codes"] == ["DUE-000000"]
+    await settled(redis, "shop-a", "alice")
+    await assert_p1(redis, "shop-a", "alice")
+
+
 async def test_a_replayed_order_moves_its_points_once(engine_factory: EngineFactory,
                                                      redis: Redis) -> None:
     engine = await engine_factory(points_settings())

@@ -23,6 +23,7 @@ from engine.config.settings import (
     Breaker,
     Calendar,
     Codes,
+    Compensation,
     Limits,
     Maintenance,
     Orders,
@@ -59,6 +60,7 @@ SECTIONS: dict[str, Any] = {
     "codes": Codes,
     "pricing": Pricing,
     "points": Points,
+    "compensation": Compensation,
 }
 LISTS: dict[str, Any] = {"storefronts": Storefront, "admins": Admin, "skus": Sku, "pauses": Pause}
 MAX_ERRORS_PER_VALUE = 50
@@ -152,6 +154,7 @@ def check(raw: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[dict[str,
     rules.duplicates(raw, errors)
     rules.pause_references(raw, errors)
     rules.urls(raw, errors)
+    rules.compensation(raw, errors)
     rules.values(parts, errors)
     credentials.resolve(parts, environ, errors)
     return parts, errors

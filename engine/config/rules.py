@@ -109,6 +109,28 @@ def urls(raw: Mapping[str, Any], errors: list[str]) -> None:
         errors.append("redis.url: must be 'embedded' or a redis://, rediss:// or unix:// URL")
     elif isinstance(url, str) and masks_password(url):
         errors.append('redis.url: the password "***" is how passwords are shown, not one')
+    for i, storefront in enumerate(_list(raw, "storefronts")):
+        events_url = storefront.get("events_url") if isinstance(storefront, dict) else None
+        if isinstance(events_url, str) and events_url and \
+                not re.match(r"^https?://[^\s/?#]+(?:[/?#]\S*)?$(?!\n)", events_url):
+            errors.append(f"storefronts[{i}].events_url: must be an http(s) URL")
+
+
+def compensation(raw: Mapping[str, Any], errors: list[str]) -> None:
+    """Compensation needs somewhere to put it: points need [points]; coupon templates are
+    not part of this version, so none can be named."""
+    section = raw.get("compensation")
+    if not isinstance(section, dict):
+        return
+    template = section.get("coupon_template")
+    if isinstance(template, str) and template:
+        errors.append(f"compensation.coupon_template: no coupon template {template!r} is "
+                      "defined (this version has no [[coupon_templates]])")
+    points, enabled = section.get("points"), raw.get("points")
+    if isinstance(points, int) and points > 0 and (
+            not isinstance(enabled, dict) or enabled.get("enabled") is False):
+        errors.append("compensation.points: compensating with points needs a [points] "
+                      "section with enabled = true")
 
 
 def check_calendar(cal: Calendar) -> str | None:

@@ -81,6 +81,8 @@ class Limits(Base, frozen=True):
 class WaitingRoom(Base, frozen=True):
     enabled: bool = True
     capacity: Annotated[int, Meta(ge=0)] = 100000
+    # order.delayed: a ticket still waiting this long past the ETA it was given (0 = never)
+    delay_notice_s: Annotated[int, Meta(ge=0, le=86400)] = 60
 
 
 class Backpressure(Base, frozen=True):
@@ -98,6 +100,7 @@ class Storefront(Base, frozen=True):
     signing_secret: str = ""  # HMAC request signing (see engine/http/signing.py); "env:NAME"
     require_signature: bool = False  # refuse a bearer key alone
     notify_hosts: tuple[Annotated[str, Meta(pattern=HOST_PATTERN)], ...] = ()  # () = any
+    events_url: str = ""  # account events (points, compensation, delays); "" = none
 
 
 class Admin(Base, frozen=True):
@@ -138,6 +141,12 @@ class Points(Base, frozen=True):
     grants_per_minute: Annotated[int, Meta(ge=0)] = 10000  # per buyer; 0 = no limit
     redemptions_per_hour: Annotated[int, Meta(ge=0)] = 0  # per buyer; 0 = no limit
     remind_before_days: Annotated[int, Meta(ge=0, le=3650)] = 30
+
+
+class Compensation(Base, frozen=True):
+    delay_over_s: Annotated[int, Meta(ge=0, le=30 * 86400)] = 0  # 0 = never automatically
+    points: Annotated[int, Meta(ge=0, le=10**9)] = 0
+    coupon_template: str = ""
 
 
 class Calendar(Base, frozen=True):
@@ -238,6 +247,7 @@ class Settings(Base, frozen=True):
     codes: Codes = Codes()
     pricing: Pricing = Pricing()
     points: Points = Points(enabled=False)  # no [points] section: no points
+    compensation: Compensation = Compensation()
 
     def digest(self) -> str:
         """Identifies these exact settings, secrets included: how the fleet tells a new config

@@ -17,7 +17,16 @@ from engine.door.admission import Admission
 from engine.door.circuit import CircuitBreaker
 from engine.door.ingest import Ingest
 from engine.door.replies import ReplyHub
-from engine.http import admin, configure, health, operations, orders, pages, points
+from engine.http import (
+    admin,
+    compensations,
+    configure,
+    health,
+    operations,
+    orders,
+    pages,
+    points,
+)
 from engine.http.fleet import fleet_ctx
 from engine.http.guards import BREAKER, SURGE, SurgeWatch, breaker_rules
 from engine.http.problems import problems_middleware
@@ -86,5 +95,6 @@ def create_app(settings: Settings, redis_url: str | None = None,
     app.cleanup_ctx.append(configure.config_ctx(config_file, watch_config))
     app.cleanup_ctx.append(fleet_ctx)
     app.add_routes(orders.routes() + admin.routes() + configure.routes()
-                   + operations.routes() + health.routes() + pages.routes() + points.routes())
+                   + operations.routes() + health.routes() + pages.routes() + points.routes()
+                   + compensations.routes())
     return app

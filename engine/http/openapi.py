@@ -70,6 +70,8 @@ from engine.wire import (
     LOT_PATTERN,
     STATUSES,
     BatchRequest,
+    Compensated,
+    CompensationRequest,
     LedgerPage,
     Order,
     OrderRequest,
@@ -87,7 +89,7 @@ def _components() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [OrderRequest, BatchRequest, Order, ImportResult, SkuLevel, PageState,
          MaintenanceState, PauseRequest, ResumeRequest, ReviewDecision, OperatorPause,
-         PointsRequest, Wallet, PointsMoved, LedgerPage],
+         PointsRequest, Wallet, PointsMoved, LedgerPage, CompensationRequest, Compensated],
         ref_template=REF,
     )
     components["Order"]["properties"]["status"]["enum"] = list(STATUSES)
@@ -241,6 +243,13 @@ def _paths() -> dict[str, Any]:
             "Approve (claim it now) or reject an order waiting for review", ok(200, REVIEWED),
             401, 403, 404, 408, 409, 413, 415, 422, 503, body=request_body("ReviewDecision"),
             params=[ORDER_ID])},
+        "/admin/compensations": {"post": op(
+            "Compensate the buyers of a storefront's orders made in a window",
+            ok(200, "Compensated"), 401, 403, 408, 413, 415, 422, 503,
+            body=request_body("CompensationRequest"),
+            description="Once per order per `reason`: asked again, the orders compensated "
+                        "before count as `already`. 422 also for an unknown storefront or "
+                        "SKU, `to` not after `from`, a window over 366 days, points off.")},
         "/admin/audit": {"get": op(
             "Admin actions, config changes and code issuance since a moment (oldest first)",
             ok(200, AUDIT), 401, 403, 422, 503,

@@ -74,7 +74,8 @@ async def move_points(request: web.Request) -> web.Response:
     digest = hashlib.sha256(msgpack_encode(body)).hexdigest()
     outcome, entry, balance = await ledger.move(
         app[REDIS], settings.redis.shards, storefront.id, buyer, body.points, "grant",
-        body.reason, expires_ms, now, key or "", digest)
+        body.reason, expires_ms, now, key or "", digest,
+        tell=ledger.notice(settings, storefront.id, buyer))
     if outcome == "conflict":
         raise errors.IdempotencyConflict("this Idempotency-Key was used with a different body")
     if outcome == "short":

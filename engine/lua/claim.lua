@@ -19,7 +19,10 @@
 --                    the outbox), HELD_LOTS ("lot:n,..." for HOLD: where its codes go back
 --                    to), ARRIVAL
 --           deltas = {{hash key, field, increment}, ...}   -- counters, lots, bought, summed
---           counts = {{stats field, increment}, ...}}
+--           counts = {{stats field, increment}, ...},
+--           late_before = unix ms (0 = off): an order made before it that gets codes now was
+--                    late: fulfilled, it goes to the settle stream ('d' = 'comp') to be
+--                    compensated; held, it is marked 'late' and compensated on confirm}
 -- Returns  {"STALE", why} when any precondition failed (nothing written, nothing acked), else
 --          {"OK", orders decided}. Outcomes go out by PUBLISH, one message per channel:
 --          a msgpack array of replies (engine/wire.py Reply, array_like; fields R_ORDER_ID,
@@ -94,6 +97,14 @@ for i, o in ipairs(plan.orders) do
     end
     if was == 'queued' then
       redis.call('HDEL', record, 'why')
+    end
+    if plan.late_before > 0 and
+        tonumber(redis.call('HGET', record, 'c') or now) < plan.late_before then
+      if action == HOLD then  -- compensated if it is confirmed (confirm.lua)
+        redis.call('HSET', record, 'late', 1)
+      else
+        redis.call('XADD', KEYS[plan.settle], '*', 'o', oid, 'd', 'comp')
+      end
     end
   elseif action == QUEUE then
     status, reason, expiry = 'queued', o[REASON], o[EXPIRES_MS]

@@ -3,7 +3,8 @@
 -- KEYS[2]  the SKU's counters hash
 -- KEYS[3]  the shard's expiry index
 -- KEYS[4]  the shard's webhook outbox
--- KEYS[5]  the shard's settle stream (an order with points: spend them)
+-- KEYS[5]  the shard's settle stream (an order with points: spend them; a late one:
+--          compensate it)
 -- ARGV[1]  now, unix milliseconds
 -- ARGV[2]  qty of the order
 -- ARGV[3]  order id
@@ -29,5 +30,8 @@ if redis.call('HEXISTS', KEYS[1], 'nu') == 1 then
 end
 if redis.call('HEXISTS', KEYS[1], 'pt') == 1 then
   redis.call('XADD', KEYS[5], '*', 'o', ARGV[3], 'd', 'post')
+end
+if redis.call('HEXISTS', KEYS[1], 'late') == 1 then  -- its codes came late (claim.lua)
+  redis.call('XADD', KEYS[5], '*', 'o', ARGV[3], 'd', 'comp')
 end
 return 'confirmed'

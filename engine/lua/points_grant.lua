@@ -7,6 +7,8 @@
 -- KEYS[4]  the wallet's grant keys (key -> "entry id|digest|balance")
 -- KEYS[5]  the shard's set of wallets
 -- KEYS[6]  the shard's next-expiry index (wallet -> unix ms of its next lot expiry)
+-- KEYS[7]  the shard's webhook outbox (storefront events)
+-- KEYS[8]  the shard's reminder index ("<wallet>\0<lot>" -> when to send points.expiring)
 -- ARGV[1]  points (> 0)
 -- ARGV[2]  kind: "grant" or "compensation"
 -- ARGV[3]  reason (free text, shown in the history)
@@ -16,6 +18,9 @@
 -- ARGV[7]  digest of the request (with a key: the same key with another body is a conflict)
 -- ARGV[8]  the wallet's member in KEYS[5] and KEYS[6]: "<storefront>\0<buyer>"
 -- ARGV[9]  order id the grant belongs to ("" = none)
+-- ARGV[10] the storefront's event group in the outbox ("" = the storefront takes no events):
+--          a grant adds points.granted (compensation: compensation.granted) there
+-- ARGV[11] when to remind the buyer that the lot expires, unix ms (0 = never)
 -- Returns  {"ok", entry id, balance}, {"replay", entry id, balance} (the key was used with
 --          this body) or {"conflict", entry id, 0} (with another body)
 local NEVER = 9007199254740991
@@ -43,5 +48,15 @@ local entry = redis.call('XADD', KEYS[3], '*', 'k', ARGV[2], 'p', points, 'o', A
   'r', ARGV[3], 'at', now)
 if key ~= '' then
   redis.call('HSET', KEYS[4], key, entry .. '|' .. ARGV[7] .. '|' .. balance)
+end
+if ARGV[10] ~= '' then
+  redis.call('XADD', KEYS[7], '*', 'o', ARGV[10],
+    'ev', ARGV[2] == 'compensation' and 'compensation.granted' or 'points.granted',
+    'w', ARGV[8], 'p', points, 'bal', balance, 'x', expiry, 'r', ARGV[3], 'oid', ARGV[9],
+    'e', entry, 'at', now)
+  local remind = tonumber(ARGV[11])
+  if remind > 0 and expiry > 0 then
+    redis.call('ZADD', KEYS[8], remind, ARGV[8] .. '\0' .. lot)
+  end
 end
 return {'ok', entry, balance}

@@ -282,8 +282,7 @@ def fingerprint() -> str:
 
 
 def shard_fingerprint(shard: int) -> str:
-    """Hash: the shard's own record of the import fingerprint (as fingerprint()), checked by
-    import.lua in the same atomic call that adds codes."""
+    """Hash: the shard's copy of fingerprint(), checked by import.lua as it adds codes."""
     return f"{tag(shard)}:fingerprint"
 
 
@@ -293,8 +292,7 @@ def page_secret() -> str:
 
 
 def dead_letter(shard: int) -> str:
-    """Stream of order-stream entries given up on (undecodable, or failing again and again),
-    with the reason; they no longer block the shard."""
+    """Stream: order-stream entries given up on (undecodable, failing again and again)."""
     return f"{tag(shard)}:dead"
 
 
@@ -329,6 +327,16 @@ def wallets(shard: int) -> str:
 def wallet_next_expiry(shard: int) -> str:
     """Sorted set: wallet -> when its next lot expires (the expiry sweep's index)."""
     return f"{tag(shard)}:wnext"
+
+
+def promised(shard: int) -> str:
+    """Sorted set: ticket -> when it was expected to be served (order.delayed's watch)."""
+    return f"{tag(shard)}:eta"
+
+
+def wallet_reminders(shard: int) -> str:
+    """Sorted set: "<storefront>\\0<buyer>\\0<lot>" -> when to send its points.expiring."""
+    return f"{tag(shard)}:wremind"
 
 
 def open_reservations(shard: int) -> str:

@@ -20,13 +20,17 @@ An order's record is a hash, `kg:{s<k>}:o:<order id>` (keys.order). The Lua scri
     rv     REVIEWED_BY     who approved or rejected it in review
     pt     SETTLES_POINTS  1 when its decision moves points (the shard's settle stream)
     ab     ABANDONED       alone in a record: the id is fenced, admit.lua refuses it (when)
+    late   LATE            1 on a held order whose codes came after [compensation]
+                           delay_over_s: compensated when it is confirmed
 
 An entry of a shard's order stream (keys.stream) holds ENTRY_PAYLOAD (the StreamOrder) and
 ENTRY_ARRIVAL (its arrival number), or ENTRY_KICK (a SKU whose line is to be run again).
 
 A waiting line is a sorted set of order ids scored by line_score: higher tier first, then
 arrival. An outbox entry (keys.outbox, one per change of an order with a notify_url) holds
-OUTBOX_ORDER, OUTBOX_STATUS, OUTBOX_UPDATED, OUTBOX_REASON, OUTBOX_EXPIRES, OUTBOX_POSITION.
+OUTBOX_ORDER, OUTBOX_STATUS, OUTBOX_UPDATED, OUTBOX_REASON, OUTBOX_EXPIRES, OUTBOX_POSITION;
+an entry with OUTBOX_EVENT is a storefront event for the storefront's events_url instead, its
+OUTBOX_ORDER an order id (order.delayed) or event_group() (a buyer's points, compensation).
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ REVIEW_AFTER = b"rq"
 REVIEWED_BY = b"rv"
 SETTLES_POINTS = b"pt"
 ABANDONED = b"ab"
+LATE = b"late"
 
 ENTRY_PAYLOAD = b"p"
 ENTRY_ARRIVAL = b"s"
@@ -66,6 +71,13 @@ OUTBOX_UPDATED = b"u"
 OUTBOX_REASON = b"why"
 OUTBOX_EXPIRES = b"x"
 OUTBOX_POSITION = b"p"
+OUTBOX_EVENT = b"ev"  # a storefront event (engine/worker/storefront_events.py), not a change
+EVENT_GROUP = "ev:"  # OUTBOX_ORDER of a buyer's account events: "ev:<storefront>:<buyer>"
+
+
+def event_group(storefront: str, buyer: str) -> str:
+    """Where a buyer's account events queue in the outbox: sent in order, like an order's."""
+    return f"{EVENT_GROUP}{storefront}:{buyer}"
 
 LINE_TIERS = 10
 LINE_SHIFT = 2**40

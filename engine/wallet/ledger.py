@@ -14,12 +14,13 @@ whatever is replayed (P2, P4); what it earned is a grant keyed by its order id.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 
 from engine.clock import rfc3339
-from engine.store import keys, scripts
+from engine.config.settings import Settings
+from engine.store import keys, records, scripts
 from engine.wire import LedgerEntry, PointsExpiring, PointsLot, Wallet
 
 NEVER_MS = 9007199254740991  # the expiry score of a lot that never expires
@@ -40,6 +41,25 @@ def member(storefront: str, buyer: str) -> str:
     return f"{storefront}\0{buyer}"
 
 
+class Notice(NamedTuple):
+    """Whom a wallet's grants are told about: the storefront's events_url, through the
+    outbox group ("" = nobody), and how long before a lot expires to remind (0 = never)."""
+
+    group: str = ""
+    remind_ms: int = 0
+
+
+NOBODY = Notice()
+
+
+def notice(settings: Settings, storefront: str, buyer: str) -> Notice:
+    found = next((s for s in settings.storefronts if s.id == storefront), None)
+    if found is None or not found.events_url:
+        return NOBODY
+    return Notice(records.event_group(storefront, buyer),
+                  settings.points.remind_before_days * 86_400_000)
+
+
 def wallet_keys(storefront: str, buyer: str, shards: int) -> tuple[int, keys.WalletKeys]:
     shard = keys.shard_of_wallet(storefront, buyer, shards)
     return shard, keys.wallet(storefront, buyer, shard)
@@ -47,17 +67,21 @@ def wallet_keys(storefront: str, buyer: str, shards: int) -> tuple[int, keys.Wal
 
 async def move(redis: Redis, shards: int, storefront: str, buyer: str, points: int,
                kind: str, reason: str, expires_ms: int, now: int, key: str = "",
-               digest: str = "", order_id: str = "") -> tuple[str, str, int]:
+               digest: str = "", order_id: str = "", tell: Notice = NOBODY
+               ) -> tuple[str, str, int]:
     """Grant (points > 0; kind "grant" or "compensation": a new lot) or deduct (points < 0):
     (outcome, entry id, balance); outcome "ok", "replay", "conflict" (the key with another
-    body) or "short" (a deduction larger than the unexpired balance: nothing written)."""
+    body) or "short" (a deduction larger than the unexpired balance: nothing written). A new
+    grant is told to the storefront (`tell`, from notice()), with its reminder scheduled."""
     shard, w = wallet_keys(storefront, buyer, shards)
     if points > 0:
+        remind_at = expires_ms - tell.remind_ms if tell.remind_ms and expires_ms else 0
         found = await scripts.POINTS_GRANT(
             redis, [w.counts, w.expiries, w.history, w.grant_keys, keys.wallets(shard),
-                    keys.wallet_next_expiry(shard)],
+                    keys.wallet_next_expiry(shard), keys.outbox(shard),
+                    keys.wallet_reminders(shard)],
             [points, kind, reason, expires_ms, now, key, digest, member(storefront, buyer),
-             order_id])
+             order_id, tell.group, remind_at if remind_at > now else 0])
     else:
         found = await scripts.POINTS_TAKE(
             redis, [w.counts, w.expiries, w.reservations, w.history, w.grant_keys,
@@ -91,8 +115,8 @@ async def reserve(redis: Redis, shards: int, storefront: str, buyer: str, order_
 
 
 async def settle(redis: Redis, shards: int, storefront: str, buyer: str, order_id: str,
-                 post: bool, now: int, earn: int = 0, earn_expires_ms: int = 0
-                 ) -> tuple[str, int]:
+                 post: bool, now: int, earn: int = 0, earn_expires_ms: int = 0,
+                 tell: Notice = NOBODY) -> tuple[str, int]:
     """Spend (post) or give back (void) the order's reservation and, on a post, grant what it
     earned (once: keyed "earn:<order id>"): (the reservation's state before: "R", "S", "V"
     or "", points moved)."""
@@ -103,7 +127,7 @@ async def settle(redis: Redis, shards: int, storefront: str, buyer: str, order_i
         [order_id, "post" if post else "void", now, member(storefront, buyer)])
     if post and earn > 0:
         await move(redis, shards, storefront, buyer, earn, "grant", "earned", earn_expires_ms,
-                   now, key=f"earn:{order_id}", digest="earn", order_id=order_id)
+                   now, key=f"earn:{order_id}", digest="earn", order_id=order_id, tell=tell)
     return found[0].decode(), int(found[1])
 
 
@@ -119,6 +143,20 @@ async def expire_due(redis: Redis, shard: int, now: int, limit: int = 200) -> in
             redis, [w.counts, w.expiries, w.history, keys.wallet_next_expiry(shard)],
             [now, raw.decode()]))
     return total
+
+
+async def remind_due(redis: Redis, shard: int, now: int, limit: int = 200) -> int:
+    """Send the points.expiring events that are due on the shard (each once); how many."""
+    due: Any = await redis.zrangebyscore(keys.wallet_reminders(shard), "-inf", now,
+                                         start=0, num=limit)
+    sent = 0
+    for raw in due:
+        storefront, buyer, _ = raw.decode().split("\0", 2)
+        w = keys.wallet(storefront, buyer, shard)
+        sent += int(await scripts.POINTS_REMIND(
+            redis, [keys.wallet_reminders(shard), w.counts, w.expiries, keys.outbox(shard)],
+            [raw, now, records.event_group(storefront, buyer)]))
+    return sent
 
 
 async def counters(redis: Redis, shards: int, storefront: str, buyer: str) -> dict[str, int]:

@@ -54,6 +54,7 @@ class ClaimPlan(msgspec.Struct, frozen=True):
     orders: list[ClaimRow]
     deltas: list[tuple[int, str, int]]  # (hash key, field, increment): stock, lots, bought
     counts: list[tuple[str, int]]  # (stats field, increment)
+    late_before: int = 0  # orders made before (unix ms) that get codes now are compensated
 
 
 class StalePlan(Exception):
@@ -110,9 +111,13 @@ def build_plan(
     channels: Mapping[str, str],
     ack: Sequence[bytes],
     notify: Mapping[str, str] | None = None,
+    late_before: int = 0,
+    tickets: Mapping[str, StreamOrder] | None = None,
 ) -> Plan:
     """The claim plan of a batch: only the orders whose state changes are in it, and the
-    batch's stream entries to acknowledge once it is applied."""
+    batch's stream entries to acknowledge once it is applied. `requests`: the batch's new
+    orders; `tickets`: the requests of the tickets in it (one served now is held for
+    payment like a new order)."""
     notify = notify or {}
     table = _KeyTable()
     stream, stats = table(keys.stream(shard)), table(keys.stats(shard))
@@ -141,7 +146,7 @@ def build_plan(
             versions[sku] = (k.counters, snapshot.skus[sku].ver)
             add(k.counters, "ver", 1)
         counters = k.counters
-        request = requests.get(order.order_id)
+        request = requests.get(order.order_id) or (tickets or {}).get(order.order_id)
         hold_s = request.hold_s if request is not None else 0
         fills = [(k.codes(lot), n) for lot, n in decision.fills]
         reason = REASONS[decision.reason]
@@ -182,7 +187,7 @@ def build_plan(
         issued_text="\n".join(issued), group=keys.GROUP, ack=[i.decode() for i in ack],
         skus=list(versions.values()), orders=rows,
         deltas=[(k, f, n) for (k, f), n in deltas.items() if n],
-        counts=list(counts.items()),
+        counts=list(counts.items()), late_before=late_before,
     ))
     return Plan(table.names, payload, len(rows))
 

@@ -27,6 +27,7 @@ from engine.store import connection, keys, scripts
 from engine.store.heartbeat import heartbeat
 from engine.store.records import ENTRY_ARRIVAL, ENTRY_KICK, ENTRY_PAYLOAD
 from engine.tasks import stop_tasks
+from engine.wallet.compensation import late_before
 from engine.wire import StreamOrder, decode_stream_order
 from engine.worker import matching
 from engine.worker.book import Snapshot
@@ -280,18 +281,17 @@ class Worker:
                 MatchOrder(o.order_id, o.sku, o.qty, o.tier, arrivals[o.order_id], o.buyer)
                 for o in live
             ]
-            channels = {o.order_id: o.reply_to for o in live}
-            notify = {o.order_id: o.notify_url for o in live if o.notify_url}
-            for state in snapshot.skus.values():
-                channels.update((t.request.order_id, t.request.reply_to) for t in state.tickets)
-                notify.update((t.request.order_id, t.request.notify_url)
-                              for t in state.tickets if t.request.notify_url)
+            requests = {o.order_id: o for o in live}
+            tickets = {t.request.order_id: t.request
+                       for state in snapshot.skus.values() for t in state.tickets}
+            channels = {oid: o.reply_to for oid, o in (requests | tickets).items()}
+            notify = {oid: o.notify_url for oid, o in (requests | tickets).items()
+                      if o.notify_url}
             now = now_ms()
             books = snapshot.books(policies, now // 1000, batch)
             decisions = matching.match_batch(batch, books)
-            requests = {o.order_id: o for o in live}
             plan = build_plan(shard, policies, snapshot, batch, requests, decisions, now,
-                              channels, ack, notify)
+                              channels, ack, notify, late_before(self.settings, now), tickets)
             try:
                 failpoints.hit("worker.before_claim")
                 await apply_plan(self.redis, plan, now)

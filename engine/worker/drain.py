@@ -99,10 +99,15 @@ class DrainRates:
         self.delay_ms = max(delays)
 
     def eta_s(self, reason: str, sku: str, position: int | None) -> float | None:
-        """Seconds until the ticket at `position` is served; None when the line is still."""
-        if not position:
-            return None
-        rate = self.rates.get(line_name(reason, sku), 0.0)
-        if rate < IDLE_RATE:
-            return None
-        return round(position / rate, 1)
+        return eta_s(self.rates, reason, sku, position)
+
+
+def eta_s(rates: dict[str, float], reason: str, sku: str, position: int | None
+          ) -> float | None:
+    """Seconds until the ticket at `position` is served; None when the line is still."""
+    if not position:
+        return None
+    rate = rates.get(line_name(reason, sku), 0.0)
+    if rate < IDLE_RATE:
+        return None
+    return round(position / rate, 1)

@@ -1,5 +1,6 @@
 """The worker's rounds beside the batches: admit overflow tickets at the rate, move parked
-tickets on when their pause ends, expire what is due, publish drain rates, trim streams."""
+tickets on when their pause ends, expire what is due, publish drain rates, tell storefronts
+of late tickets (delays), trim streams."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from engine.config.settings import Settings
 from engine.controls import pauses
 from engine.store import audit, keys
 from engine.worker import parking
+from engine.worker.delays import DelayWatch
 from engine.worker.drain import DrainMeter
 from engine.worker.waiting import Releaser, sweep, trim_stream
 from engine.worker.webhook_backlog import GROUP as WEBHOOK_GROUP
@@ -30,11 +32,13 @@ class Housekeeping:
         self.board = pauses.PauseBoard()
         self._board_at = 0.0
         self._trimmed_at = 0.0
+        self.delays = DelayWatch(settings)
         self.use(settings)
 
     def use(self, settings: Settings) -> None:
         self.settings = settings
         self.releaser = Releaser(settings, time.monotonic())
+        self.delays.use(settings)
         self._board_at = 0.0  # pauses of the new config at the next round
 
     def meter(self, shard: int) -> DrainMeter:
@@ -61,6 +65,7 @@ class Housekeeping:
             released += await self.releaser.release(self.redis, shard, now, clock, meter)
             expired += await sweep(self.redis, shard, now)
             meter.tick(clock)
+            await self.delays.round(self.redis, shard, now, meter.rates)
             if meter.due(clock):
                 await meter.publish(self.redis, shard, now)
                 await trim_stream(self.redis, keys.stream(shard), keys.GROUP)

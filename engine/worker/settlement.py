@@ -1,5 +1,6 @@
 """The last step of an order that moves points: spend or give back its reservation, and grant
-what it earned, on the buyer's wallet (DESIGN §8).
+what it earned, on the buyer's wallet (DESIGN §8); and the compensation of an order that got
+its codes late (engine/wallet/compensation.py), through the same stream.
 
 The script that decides such an order (claim, confirm, cancel, expiry, review, dead letter)
 adds it to its shard's settle stream in the same atomic call; the worker that owns the shard
@@ -25,7 +26,7 @@ from redis.exceptions import ResponseError
 from engine import failpoints
 from engine.config.settings import Settings
 from engine.store import keys, records
-from engine.wallet import ledger
+from engine.wallet import compensation, ledger
 
 log = logging.getLogger("kamigate.worker")
 GROUP = "settle"
@@ -59,7 +60,12 @@ class Settlement:
                                                     {keys.settle(shard): ">"}, count=READ_COUNT)
             entries += read[0][1] if read else []
             for entry_id, fields in entries:
-                if fields:
+                if fields and fields[b"d"] == b"comp":
+                    failpoints.hit("worker.before_compensate")
+                    await compensation.compensate_late(self.redis, self.settings,
+                                                       fields[b"o"].decode(), now)
+                    failpoints.hit("worker.after_compensate")
+                elif fields:
                     failpoints.hit("worker.before_settle")
                     await self.settle(fields[b"o"].decode(), fields[b"d"] == b"post", now)
                     failpoints.hit("worker.after_settle")
@@ -67,6 +73,7 @@ class Settlement:
                 done += 1
             await self.sweep(shard, now)
             await ledger.expire_due(self.redis, shard, now)
+            await ledger.remind_due(self.redis, shard, now)
         self.settled += done
         return done
 
@@ -78,7 +85,8 @@ class Settlement:
         days = self.settings.points.expire_after_days
         await ledger.settle(self.redis, self.settings.redis.shards, order.storefront,
                             order.buyer, order_id, post, now, order.earn,
-                            now + days * DAY_MS if days else 0)
+                            now + days * DAY_MS if days else 0,
+                            ledger.notice(self.settings, order.storefront, order.buyer))
 
     async def sweep(self, shard: int, now: int) -> None:
         """Reservations older than GRACE_MS: given back when their order never was admitted

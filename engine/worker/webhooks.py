@@ -28,7 +28,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,7 +47,6 @@ from engine.worker.webhook_sender import WebhookSender, retry_delay, signature
 
 log = logging.getLogger("kamigate.webhooks")
 READ_COUNT = 200
-EVENT = "order.updated"
 WAITING_PER_SLOT = 4  # orders of one storefront waiting per slot before new ones are put behind
 PUT_BEHIND_S = 1.0
 RECLAIM_S = 5.0  # how often another consumer's idle events are looked for
@@ -167,11 +166,13 @@ class Dispatcher:
 
     # -- starting deliveries ----------------------------------------------------------------
     async def _requests(self, order_ids: Sequence[str]) -> dict[str, StreamOrder | None]:
-        """Each order's request (storefront, notify_url); None for one that does not read."""
+        """Each order's request (storefront, notify_url); None for one that does not read,
+        and for a buyer's event group (its events name their storefront)."""
         pipe = self.redis.pipeline(transaction=False)
+        order_ids = [o for o in order_ids if not o.startswith(records.EVENT_GROUP)]
         for order_id in order_ids:
             pipe.hget(keys.order(order_id, keys.shard_of_order(order_id) or 0), records.REQUEST)
-        found: dict[str, StreamOrder | None] = {}
+        found: defaultdict[str, StreamOrder | None] = defaultdict(lambda: None)
         for order_id, raw in zip(order_ids, await pipe.execute(), strict=True):
             try:
                 found[order_id] = decode_stream_order(raw) if raw else None
@@ -279,20 +280,19 @@ class Dispatcher:
                              events: list[Event]) -> tuple[int, float]:
         """(events delivered or dead-lettered from the start, the destination's back-off)."""
         for index, (entry_id, fields) in enumerate(events):
-            body, why = await render(self.redis, self.directory, self.storefronts, order_id,
-                                     request, fields)
+            found, why = await render(self.redis, self.directory, self.storefronts, order_id,
+                                      request, entry_id, fields)
             if why:
                 await self.backlog.dead_letter(shard, order_id, [entry_id], why)
                 continue
-            if body is not None and request is not None:
-                headers = {"Content-Type": "application/json", "Kamigate-Event": EVENT}
-                storefront = self.storefronts.get(request.storefront)
+            if found is not None:
+                headers = {"Content-Type": "application/json", "Kamigate-Event": found.event}
+                storefront = self.storefronts.get(found.storefront)
                 if storefront is not None and storefront.webhook_secret:
-                    headers["Kamigate-Signature"] = signature(storefront.webhook_secret, body,
-                                                              int(time.time()))
-                url = request.notify_url
-                result = await self.sender.post(request.storefront, _host(url), url, body,
-                                                headers)
+                    headers["Kamigate-Signature"] = signature(
+                        storefront.webhook_secret, found.body, int(time.time()))
+                result = await self.sender.post(found.storefront, _host(found.url), found.url,
+                                                found.body, headers)
                 if not result.ok:
                     return index, result.back_off_s
             await self.redis.xack(keys.outbox(shard), GROUP, entry_id)

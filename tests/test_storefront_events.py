@@ -1,0 +1,163 @@
+"""Storefront events: points granted, lots about to expire and compensation reach the
+storefront's events_url, signed like order webhooks, once per movement, in order per buyer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from engine.clock import rfc3339
+from engine.store import keys
+from engine.wallet import ledger
+from engine.worker.delays import DelayWatch
+from tests.conftest import (
+    SHOP_B_KEY,
+    EngineFactory,
+    eventually,
+    make_settings,
+    settings_dict,
+)
+from tests.event_receiver import SECRET, EventReceiver
+from tests.test_points import POINTS, PRICED, move
+
+DAY_MS = 86_400_000
+
+
+def events_settings(url: str, **sections: Any) -> Any:
+    raw = settings_dict(points={**POINTS, **sections.pop("points", {})}, skus=PRICED,
+                        webhooks={"first_retry_s": 0.05, "max_retry_s": 0.2,
+                                  "allow_private": True}, **sections)
+    raw["storefronts"][0].update(events_url=url, webhook_secret=SECRET)
+    return make_settings(**raw)
+
+
+async def test_a_grant_is_told_once_signed(engine_factory: EngineFactory,
+                                           receiver: tuple[EventReceiver, str]) -> None:
+    events, url = receiver
+    engine = await engine_factory(events_settings(url))
+    for _ in range(3):  # replays move nothing, so they tell nothing
+        status, moved = await move(engine, "ev-alice", 500, idempotency_key="g-1",
+                                   reason="signup", expires_at="2099-01-01T00:00:00Z")
+        assert status == 201
+    await move(engine, "ev-alice", 200, reason="promo")
+    await eventually(lambda: len(events.events) >= 2, timeout=10)
+    first, second = events.events[:2]
+    assert events.names[:2] == ["points.granted", "points.granted"]
+    assert first["event"] == "points.granted" and first["storefront"] == "shop-a"
+    assert (first["buyer"], first["points"], first["balance"], first["reason"]) == \
+        ("ev-alice", 500, 500, "signup")
+    assert first["expires_at"] == "2099-01-01T00:00:00.000Z"
+    assert first["entry_id"] == moved["entry_id"] and first["order_id"] is None
+    assert (second["points"], second["balance"]) == (200, 700)  # in order per buyer
+    assert first["id"] != second["id"] and events.signatures_ok
+    await asyncio.sleep(0.5)
+    assert len(events.events) == 2
+
+
+async def test_a_storefront_without_events_url_is_told_nothing(
+        engine_factory: EngineFactory, receiver: tuple[EventReceiver, str],
+        redis: Redis) -> None:
+    _, url = receiver
+    engine = await engine_factory(events_settings(url))
+    shard = keys.shard_of_wallet("shop-b", "quiet", 4)
+    before = await redis.xlen(keys.outbox(shard))
+    status, _ = await move(engine, "quiet", 300, key=SHOP_B_KEY)
+    assert status == 201
+    assert await redis.xlen(keys.outbox(shard)) == before
+    assert await redis.zcard(keys.wallet_reminders(shard)) == 0
+
+
+async def test_a_lot_about_to_expire_is_reminded_once(
+        engine_factory: EngineFactory, receiver: tuple[EventReceiver, str],
+        redis: Redis) -> None:
+    events, url = receiver
+    engine = await engine_factory(events_settings(url, points={"remind_before_days": 30}))
+    now = int(time.time() * 1000)
+    expires = now + 31 * DAY_MS
+    await move(engine, "ev-soon", 400, expires_at=rfc3339(expires))
+    await move(engine, "ev-soon", 100, expires_at=rfc3339(expires + DAY_MS))
+    await move(engine, "ev-soon", -450)  # the first lot is spent whole, the second in half
+    await move(engine, "ev-late", 100, expires_at=rfc3339(now + 90 * DAY_MS))
+    shard = keys.shard_of_wallet("shop-a", "ev-soon", 4)
+    assert await ledger.remind_due(redis, shard, now) == 0  # not yet
+    later = now + 3 * DAY_MS  # both lots of ev-soon are within 30 days of expiring
+    sent = 0
+    for _ in range(2):  # a second sweep finds nothing left to remind of
+        sent += sum([await ledger.remind_due(redis, s, later) for s in range(4)])
+    assert sent == 1  # the spent lot is not reminded of; ev-late's is not due
+    await eventually(lambda: len(events.of("points.expiring")) >= 1, timeout=10)
+    [expiring] = events.of("points.expiring")
+    assert (expiring["buyer"], expiring["points"]) == ("ev-soon", 50)
+    assert expiring["expires_at"] == rfc3339(expires + DAY_MS)
+
+
+async def test_earned_points_are_told_with_their_order(
+        engine_factory: EngineFactory, receiver: tuple[EventReceiver, str]) -> None:
+    events, url = receiver
+    engine = await engine_factory(events_settings(url))
+    await engine.import_codes("card-100", ["EARN-1"])
+    status, held = await engine.order(buyer="ev-earner")  # 10.00 in cash: held
+    assert status == 201 and held["status"] == "held", held
+    resp = await engine.http.post(f"/v1/orders/{held['order_id']}/confirm",
+                                  headers={"Authorization": "Bearer key-shop-a"})
+    assert resp.status == 200
+    await eventually(lambda: len(events.of("points.granted")) >= 1, timeout=10)
+    [earned] = events.of("points.granted")
+    assert (earned["buyer"], earned["points"], earned["order_id"], earned["reason"]) == \
+        ("ev-earner", 10, held["order_id"], "earned")
+
+
+async def test_events_wait_for_a_receiver_that_is_down(
+        engine_factory: EngineFactory, receiver: tuple[EventReceiver, str]) -> None:
+    """The same outbox and retries as order webhooks: nothing is lost while it fails."""
+    events, url = receiver
+    events.failures = 3
+    engine = await engine_factory(events_settings(url))
+    await move(engine, "ev-retry", 100)
+    await move(engine, "ev-retry", 200)
+    await eventually(lambda: len(events.events) >= 2, timeout=15)
+    assert [e["points"] for e in events.events] == [100, 200] and events.calls == 5
+
+
+async def test_a_ticket_later_than_its_eta_is_told_once_with_the_new_eta(
+        engine_factory: EngineFactory, receiver: tuple[EventReceiver, str],
+        redis: Redis) -> None:
+    events, url = receiver
+    settings = events_settings(url, waiting_room={"delay_notice_s": 1})
+    engine = await engine_factory(settings)
+    first = (await engine.order(sku="card-free", buyer="d1"))[1]
+    second = (await engine.order(sku="card-free", buyer="d2"))[1]
+    other_shop = (await engine.order(key=SHOP_B_KEY, sku="card-free", buyer="d3"))[1]
+    assert {first["status"], second["status"], other_shop["status"]} == {"queued"}
+    shard = keys.shard_of_sku("card-free", 4)
+    watch = DelayWatch(settings)
+    rates = {"line:card-free": 1.0}  # one order a second leaves the line
+    now = int(time.time() * 1000)
+    assert await watch.round(redis, shard, now, rates, force=True) == 0  # expectations only
+    promised = dict(await redis.zrange(keys.promised(shard), 0, -1, withscores=True))
+    assert promised == {first["order_id"].encode(): now + 1000,
+                        second["order_id"].encode(): now + 2000}  # shop-b has no events_url
+    later = now + 2500  # the first is 1.5 s past its ETA, the second 0.5 s
+    assert await watch.round(redis, shard, later, rates, force=True) == 1
+    assert await watch.round(redis, shard, later, rates, force=True) == 0  # told once
+    await eventually(lambda: len(events.of("order.delayed")) >= 1, timeout=10)
+    [delayed] = events.of("order.delayed")
+    assert (delayed["order_id"], delayed["buyer"], delayed["sku"]) == \
+        (first["order_id"], "d1", "card-free")
+    assert delayed["was_expected_at"] == rfc3339(now + 1000)
+    assert delayed["expected_at"] == rfc3339(later + 1000) and delayed["eta_s"] == 1.0
+    assert events.names[-1] == "order.delayed"
+    # served: it leaves the watch, nothing more is told
+    await engine.import_codes("card-free", ["D-1", "D-2", "D-3"])
+    await eventually(lambda: _decided(engine, second["order_id"]), timeout=10)
+    assert await watch.round(redis, shard, later + 60_000, rates, force=True) == 0
+    assert await redis.zcard(keys.promised(shard)) == 0
+
+
+async def _decided(engine: Any, order_id: str) -> bool:
+    resp = await engine.http.get(f"/v1/orders/{order_id}",
+                                 headers={"Authorization": "Bearer key-shop-a"})
+    return bool((await resp.json())["status"] == "fulfilled")
