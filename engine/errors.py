@@ -89,6 +89,9 @@ InsufficientPoints = _problem("insufficient_points", 409, "Not enough points")
 OrderAbandoned = _problem(
     "order_abandoned", 409, "The order was abandoned before it was admitted"
 )
+Recalled = _problem(
+    "recalled", 409, "The held codes were recalled and no others are left to replace them"
+)
 NotPriced = _problem("not_priced", 422, "The SKU has no price")
 RequestTimeout = _problem("request_timeout", 408, "The request did not arrive in time")
 PayloadTooLarge = _problem("payload_too_large", 413, "The body is too large")
@@ -102,8 +105,8 @@ Paused = _problem("paused", 503, "Delivery is paused")
 ALL: tuple[type[Problem], ...] = (
     InvalidRequest, Unauthenticated, Forbidden, Blocked, NotFound, UnknownSku, MethodNotAllowed,
     SoldOut, LimitExceeded, IdempotencyConflict, NotHeld, NotInReview, LotVoided,
-    NotCancellable, InsufficientPoints, OrderAbandoned, NotPriced, RequestTimeout, PayloadTooLarge,
-    UnsupportedMediaType, RateLimited, Internal, Unavailable, Maintenance, Paused,
+    NotCancellable, InsufficientPoints, OrderAbandoned, Recalled, NotPriced, RequestTimeout,
+    PayloadTooLarge, UnsupportedMediaType, RateLimited, Internal, Unavailable, Maintenance, Paused,
 )
 
 BY_REASON: dict[str, type[Problem]] = {"sold_out": SoldOut, "limit_exceeded": LimitExceeded}

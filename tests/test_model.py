@@ -472,6 +472,21 @@ class EngineModel(RuleBasedStateMachine):
                           "available": self.available(sku)}, answer
         COVERAGE["void" + (" (empty)" if not gone else "")] += 1
 
+    @precondition(lambda self: any(o.status == "held" and o.codes
+                                   for o in self.orders.values()))
+    @rule(data=st.data(), restock=st.lists(st.integers(0, POOL - 1), max_size=4))
+    def recall_a_held_lot(self, data: st.DataObject, restock: list[int]) -> None:
+        """A supplier recalls the lot a held order's codes came from, and maybe sends others
+        (then a confirm swaps them in, or cancels the order when too few are left)."""
+        held = [oid for oid, o in self.orders.items() if o.status == "held" and o.codes]
+        order = self.orders[pick(data, held)]
+        sku, lot = self.lot_of[order.codes[0]]
+        self.void(sku, lot)
+        fresh = [other for other in LOTS if (sku, other) not in self.voided_lots]
+        if restock and fresh:
+            self.import_codes(sku, fresh[0], restock)
+        COVERAGE["recall of a held order's lot"] += 1
+
     # -- rules: orders --------------------------------------------------------------------------
     @rule(batch=st.lists(ORDER, min_size=1, max_size=3))
     def order_now(self, batch: list[tuple[str, dict[str, Any], str | None]]) -> None:
@@ -649,6 +664,15 @@ class EngineModel(RuleBasedStateMachine):
         if foreign:
             assert status == 404 and answer["code"] == "not_found", (status, answer)
             COVERAGE["confirm: foreign 404"] += 1
+        elif order.status == "held" and any(c in self.recalled for c in order.codes):
+            # recalled while held: swapped for codes of other lots, or cancelled when too few
+            recalled = sum(c in self.recalled for c in order.codes)
+            if self.available(order.sku) >= recalled:
+                assert status == 200 and answer["status"] == "fulfilled", (status, answer)
+                COVERAGE["confirm: recalled codes swapped"] += 1
+            else:
+                assert status == 409 and answer["code"] == "recalled", (status, answer)
+                COVERAGE["confirm: recalled, nothing to swap: cancelled"] += 1
         elif order.status == "held":
             assert status == 200 and answer["status"] == "fulfilled", (status, answer)
             assert answer["codes"] == order.codes, "confirm showed other codes than were held"
@@ -865,6 +889,7 @@ class EngineModel(RuleBasedStateMachine):
             f"C5: {in_redis} order records in Redis, the clients got {len(self.orders)} ids"
         returns: list[tuple[int, str, MOrder]] = []
         takes: list[tuple[MOrder, list[str]]] = []
+        swaps: list[tuple[MOrder, list[str]]] = []  # codes that replaced recalled ones
         for order_id, record in found.items():
             order = self.orders[order_id]
             before, after = order.status, record.status
@@ -872,10 +897,7 @@ class EngineModel(RuleBasedStateMachine):
             if before != after:
                 self._transition(order, before, after, record)
                 COVERAGE[f"transition {before} -> {after}"] += 1
-                if before == "held" and after in ("cancelled", "expired"):
-                    returns.append((record.hold_expires_ms, order_id, order))
-                if before in ("pending", "queued") and after in ("held", "fulfilled"):
-                    takes.append((order, record.codes))
+                self._codes_moved(order, before, after, record, returns, takes, swaps)
             elif after in ("held", "fulfilled"):
                 assert record.codes == order.codes, f"C5: the codes of {order_id} changed"
         if self.step.kind == "sweep":
@@ -886,6 +908,7 @@ class EngineModel(RuleBasedStateMachine):
         for _, _, order in sorted(returns, key=lambda r: (r[0], r[1])):
             self._give_back(order.codes)
         self._take(takes)
+        self._swap(swaps)
         for order_id, record in found.items():
             order = self.orders[order_id]
             order.status, order.codes = record.status, list(record.codes)
@@ -929,13 +952,19 @@ class EngineModel(RuleBasedStateMachine):
         step, oid = self.step, order.order_id
         what = f"{oid}: {before} -> {after} in a {step.kind} step"
         assert before not in FINAL, f"C4: a final order changed: {what}"
-        if after == "cancelled":
+        recalled = [c for c in order.codes if c in self.recalled]
+        if after == "cancelled" and step.kind == "confirm":
+            assert step.target == oid and before == "held" and recalled, what
+            assert record.reason == "recalled", f"{what}: reason {record.reason!r}"
+        elif after == "cancelled":
             assert step.kind == "cancel" and step.target == oid, what
         elif after == "expired":
             assert before in ("held", "queued") and step.kind == "sweep", what
         elif before == "held":
             assert after == "fulfilled" and step.kind == "confirm" and step.target == oid, what
-            assert record.codes == order.codes, f"{oid}: confirmed with other codes than held"
+            kept = [c for c in order.codes if c not in self.recalled]
+            assert record.codes[:len(kept)] == kept and len(record.codes) == order.qty, \
+                f"{oid}: confirmed with other codes than held (recalled: {recalled})"
         else:
             assert step.kind == "worker" and after != "pending", what
         if after in ("held", "fulfilled"):
@@ -944,6 +973,28 @@ class EngineModel(RuleBasedStateMachine):
                 assert record.codes == order.expect_codes, f"{oid}: not the predicted codes"
         if after == "rejected":
             assert record.reason in ("sold_out", "limit_exceeded"), record.reason
+
+    def _codes_moved(self, order: MOrder, before: str, after: str,
+                     record: records.OrderRecord, returns: list[tuple[int, str, MOrder]],
+                     takes: list[tuple[MOrder, list[str]]],
+                     swaps: list[tuple[MOrder, list[str]]]) -> None:
+        """Where the order's change sends codes: back to their lots, out of them, or (a
+        confirm after a recall) the recalled ones voided and others out in their place."""
+        if before == "held" and after in ("cancelled", "expired"):
+            returns.append((record.hold_expires_ms, order.order_id, order))
+        if before in ("pending", "queued") and after in ("held", "fulfilled"):
+            takes.append((order, record.codes))
+        if before == "held" and after == "fulfilled":
+            recalled = sum(c in self.recalled for c in order.codes)
+            swaps.append((order, record.codes[len(record.codes) - recalled:]))
+
+    def _swap(self, swaps: list[tuple[MOrder, list[str]]]) -> None:
+        for order, replacements in swaps:
+            for code in order.codes:
+                if code in self.recalled:  # voided: never sold
+                    self.voided[order.sku] += 1
+                    self.voided_codes.add(code)
+            self._take([(order, replacements)], purchase=False)
 
     def _give_back(self, codes: list[str]) -> None:
         """A held order ended: its codes go back to the front of their lots, in order; those
@@ -958,13 +1009,15 @@ class EngineModel(RuleBasedStateMachine):
         for lot, back in by_lot.items():
             self.stock[lot] = back + self.stock.get(lot, [])
 
-    def _take(self, takes: list[tuple[MOrder, list[str]]]) -> None:
+    def _take(self, takes: list[tuple[MOrder, list[str]]], purchase: bool = True) -> None:
         """Codes left their lots in this step: from the front of each lot, and a lot only
-        once every lot before it (by lot id) was empty."""
+        once every lot before it (by lot id) was empty. `purchase`: they count toward the
+        buyer's limit (not so codes that replace recalled ones)."""
         by_lot: dict[tuple[str, str], list[str]] = {}
         for order, codes in takes:
             key = (order.sku, order.buyer)
-            self.took[key] = self.took.get(key, 0) + order.qty
+            if purchase:
+                self.took[key] = self.took.get(key, 0) + order.qty
             for code in codes:
                 assert code not in self.voided_codes, "C2: a voided code was issued"
                 assert code in self.lot_of, "C2: a code that was never imported was issued"

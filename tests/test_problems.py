@@ -439,7 +439,7 @@ async def test_method_not_allowed(engine: Engine, method: str, path: str) -> Non
 Provoke = Callable[[EngineFactory, Redis, Path], Awaitable[ClientResponse]]
 PROVOKE: dict[str, Provoke] = {}
 WITH_ORDER_ID = {"sold_out", "limit_exceeded", "idempotency_conflict", "not_held",
-                 "not_cancellable", "not_in_review", "order_abandoned"}
+                 "not_cancellable", "not_in_review", "order_abandoned", "recalled"}
 
 
 def provokes(code: str) -> Callable[[Provoke], Provoke]:
@@ -689,6 +689,18 @@ async def _abandoned(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResp
     wallet_shard = ledger.wallet_keys("shop-a", "b1", shards)[0]
     await Settlement(engine.settings, redis, "w").sweep(wallet_shard, now_ms() + GRACE_MS + 1)
     return await _post(engine, body, **{"Idempotency-Key": "gone"})
+
+
+@provokes("recalled")
+async def _recalled(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    """The held codes' lot was recalled and the SKU has no others: confirm cancels it."""
+    engine = await make(config.from_mapping(settings_dict(), environ={}))
+    await engine.import_codes("card-100", codes("RCL", 1), lot="recalled")
+    _, held = await engine.order(hold_s=60)
+    await engine.http.delete("/admin/skus/card-100/stock", params={"lot": "recalled"},
+                             headers=auth(OPERATOR_KEY))
+    return await engine.http.post(f"/v1/orders/{held['order_id']}/confirm",
+                                  headers=auth(SHOP_A_KEY))
 
 
 def test_every_problem_code_has_a_recipe() -> None:

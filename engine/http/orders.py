@@ -18,7 +18,7 @@ from engine.http.codec import decode_body, respond
 from engine.http.placement import Placement, placement
 from engine.http.placing import place, place_many, replay_of
 from engine.http.state import ADMISSION, DIRECTORY, DRAIN, PAUSES, REDIS
-from engine.store import keys, records, scripts
+from engine.store import records
 from engine.views import record_view
 from engine.wallet import ledger
 from engine.wallet.pricing import quote
@@ -31,7 +31,7 @@ from engine.wire import (
     OrderRequest,
     msgpack_encode,
 )
-from engine.worker.waiting import unwind
+from engine.worker.waiting import confirm, unwind
 
 
 def _is_ip(value: str) -> bool:
@@ -163,14 +163,11 @@ async def confirm_order(request: web.Request) -> web.Response:
     directory, record = await _own_record(request)
     redis = request.app[REDIS]
     req = record.request
-    shard = keys.shard_of_order(req.order_id)
-    assert shard is not None
-    after = await scripts.CONFIRM(
-        redis, [keys.order(req.order_id, shard), keys.sku_counts(req.sku, shard),
-                keys.expiries(shard), keys.outbox(shard), keys.settle(shard)],
-        [now_ms(), req.qty, req.order_id],
-    )
-    if after != b"confirmed":
+    after = await confirm(redis, record, now_ms())
+    if after == "recalled":
+        raise errors.Recalled(f"order {req.order_id}: its codes were recalled and none are "
+                              "left to replace them; it is cancelled", order_id=req.order_id)
+    if after != "confirmed":
         raise errors.NotHeld(f"order {req.order_id} is not held", order_id=req.order_id)
     fresh = await records.read(redis, req.order_id)
     assert fresh is not None

@@ -1,4 +1,5 @@
--- unwind.lua: end a waiting order early: cancel it (DELETE) or expire it (its time is up).
+-- unwind.lua: end a waiting order early: cancel it (DELETE, or a recall at confirm) or
+-- expire it (its time is up).
 -- Pending orders are only marked (the worker skips them); queued ones leave their line; held
 -- ones give their codes back to their lots, front first (codes of a lot voided meanwhile
 -- are voided instead), and the line is run again.
@@ -15,7 +16,8 @@
 -- KEYS[11..] the code lists of the lots a held order's codes came from, in the order of the
 --          record's 'lots' field
 -- ARGV[1]  now, unix milliseconds
--- ARGV[2]  "cancel" or "expire"
+-- ARGV[2]  "cancel", "expire", or "recall" (a held order whose recalled codes cannot be
+--          replaced at confirm: cancelled with reason recalled)
 -- ARGV[3]  order id
 -- ARGV[4]  SKU id
 -- ARGV[5]  buyer
@@ -28,7 +30,11 @@ local st = fields[1]
 if not st then
   return {'', ''}
 end
-local ending = mode == 'cancel' and 'cancelled' or 'expired'
+local ending = mode == 'expire' and 'expired' or 'cancelled'
+local why = mode == 'recall' and 'recalled' or ending
+if mode == 'recall' and st ~= 'held' then
+  return {st, st}
+end
 if st == 'pending' and mode == 'cancel' then
   -- nothing else to undo: the worker finds it cancelled and leaves it
 elseif st == 'queued' then
@@ -74,9 +80,9 @@ else
   return {st, st}
 end
 redis.call('ZREM', KEYS[4], oid)
-redis.call('HSET', record, 'st', ending, 'why', ending, 'u', now)
+redis.call('HSET', record, 'st', ending, 'why', why, 'u', now)
 if fields[6] then
-  redis.call('XADD', KEYS[9], '*', 'o', oid, 'st', ending, 'u', now, 'why', ending, 'x', 0,
+  redis.call('XADD', KEYS[9], '*', 'o', oid, 'st', ending, 'u', now, 'why', why, 'x', 0,
     'p', 0)
 end
 if fields[7] then

@@ -32,7 +32,7 @@ IMPLEMENTATION = "python"
 QTY_ERROR = "order qty must be at least 1, got {qty!r}"
 
 
-def _lot_order(lot_id: str, expires_at: int) -> tuple[int, int, str]:
+def lot_order(lot_id: str, expires_at: int) -> tuple[int, int, str]:
     return (1 if expires_at == 0 else 0, expires_at, lot_id)
 
 
@@ -60,7 +60,7 @@ def _match_sku(
 ) -> None:
     lots = sorted(
         (lot for lot in book.lots if lot.count > 0),
-        key=lambda lot: _lot_order(lot.lot_id, lot.expires_at),
+        key=lambda lot: lot_order(lot.lot_id, lot.expires_at),
     )
     counts = [lot.count for lot in lots]
     left = sum(counts)

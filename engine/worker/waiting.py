@@ -1,5 +1,6 @@
-"""The life of waiting orders: cancel or expire one, release overflow tickets at the rate,
-and sweep what is due. The worker runs the release and the sweep for the shards it owns."""
+"""The life of waiting orders: cancel or expire one, confirm a held one, release overflow
+tickets at the rate, and sweep what is due. The worker runs the release and the sweep for the
+shards it owns."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from engine.config.settings import Settings
 from engine.controls.token_bucket import TokenBucket
 from engine.store import keys, records, scripts
 from engine.wire import OrderRecord, msgpack_encode
+from engine.worker.book import read_states
 from engine.worker.drain import DrainMeter, line_name
+from engine.worker.matching_py import lot_order
 
 log = logging.getLogger("kamigate.worker")
 SWEEP_BATCH = 200
@@ -41,6 +44,34 @@ async def unwind(redis: Redis, record: OrderRecord, mode: str, now: int
         [now, mode, req.order_id, req.sku, req.buyer, req.qty],
     )
     return before.decode(), after.decode()
+
+
+async def confirm(redis: Redis, record: OrderRecord, now: int) -> str:
+    """Confirm a held order's payment (confirm.lua): "confirmed", or why not. Codes of a lot
+    recalled meanwhile are replaced from the SKU's other lots in the matching order; when
+    too few are left the order is cancelled with reason recalled (its points go back) and
+    the answer is "recalled"."""
+    req = record.request
+    shard = keys.shard_of_order(req.order_id)
+    if shard is None:
+        return ""
+    states = await read_states(redis, shard, [req.sku])
+    state = states[req.sku]
+    now_s = now // 1000
+    candidates = sorted((lot for lot in state.lots if lot.count > 0 and (
+        lot.expires_at == 0 or lot.expires_at > now_s)),
+        key=lambda lot: lot_order(lot.lot_id, lot.expires_at))
+    after: Any = await scripts.CONFIRM(
+        redis, [keys.order(req.order_id, shard), keys.sku_counts(req.sku, shard),
+                keys.expiries(shard), keys.outbox(shard), keys.settle(shard),
+                keys.lots(req.sku, shard), keys.issued(shard),
+                *(keys.lot_codes(req.sku, lot.lot_id, shard) for lot in candidates)],
+        [now, req.qty, req.order_id, req.sku, *(lot.lot_id for lot in candidates)])
+    outcome = after.decode()
+    if outcome == "recalled":
+        _, ended = await unwind(redis, record, "recall", now)
+        return "recalled" if ended == "cancelled" else ended
+    return str(outcome)
 
 
 async def trim_stream(redis: Redis, stream: str, group: str) -> None:
