@@ -92,6 +92,8 @@ OrderAbandoned = _problem(
 Recalled = _problem(
     "recalled", 409, "The held codes were recalled and no others are left to replace them"
 )
+CouponLimit = _problem("coupon_limit", 409, "The coupon template's limit is reached")
+CouponNotActive = _problem("coupon_not_active", 409, "The coupon is not active")
 NotPriced = _problem("not_priced", 422, "The SKU has no price")
 RequestTimeout = _problem("request_timeout", 408, "The request did not arrive in time")
 PayloadTooLarge = _problem("payload_too_large", 413, "The body is too large")
@@ -105,8 +107,9 @@ Paused = _problem("paused", 503, "Delivery is paused")
 ALL: tuple[type[Problem], ...] = (
     InvalidRequest, Unauthenticated, Forbidden, Blocked, NotFound, UnknownSku, MethodNotAllowed,
     SoldOut, LimitExceeded, IdempotencyConflict, NotHeld, NotInReview, LotVoided,
-    NotCancellable, InsufficientPoints, OrderAbandoned, Recalled, NotPriced, RequestTimeout,
-    PayloadTooLarge, UnsupportedMediaType, RateLimited, Internal, Unavailable, Maintenance, Paused,
+    NotCancellable, InsufficientPoints, OrderAbandoned, Recalled, CouponLimit, CouponNotActive,
+    NotPriced, RequestTimeout, PayloadTooLarge, UnsupportedMediaType, RateLimited, Internal,
+    Unavailable, Maintenance, Paused,
 )
 
 BY_REASON: dict[str, type[Problem]] = {"sold_out": SoldOut, "limit_exceeded": LimitExceeded}

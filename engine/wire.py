@@ -99,78 +99,6 @@ class ReviewDecision(_Wire):
     decision: Literal["approve", "reject"]
 
 
-class PointsRequest(_Wire):
-    """POST /v1/buyers/{buyer}/points: a grant (points > 0) or a deduction (points < 0)."""
-
-    points: Annotated[int, Meta(ge=-MAX_POINTS, le=MAX_POINTS)]
-    reason: Reason = ""
-    expires_at: str | None = None  # a grant's lot; None: after [points] expire_after_days
-
-
-class CompensationRequest(_Wire):
-    """POST /admin/compensations: every order of a storefront made in [from, to)."""
-
-    storefront: Annotated[str, Meta(pattern=ID_PATTERN)]
-    from_: str = msgspec.field(name="from")
-    to: str
-    statuses: Annotated[list[Status], Meta(min_length=1, max_length=7)]
-    reason: Annotated[str, Meta(min_length=1, max_length=MAX_REASON)]
-    sku: Sku | None = None
-    points: Annotated[int, Meta(ge=0, le=10**9)] = 0
-    coupon_template: Annotated[str, Meta(max_length=64)] | None = None
-
-
-class Compensated(msgspec.Struct, kw_only=True):
-    """What POST /admin/compensations did: orders and points compensated now, coupons
-    issued, orders compensated for this reason before, buyer ids without a wallet."""
-
-    orders: int
-    points: int
-    coupons: int
-    already: int
-    skipped: int
-
-
-class PointsLot(msgspec.Struct, kw_only=True):
-    points: int
-    expires_at: str | None  # None: never
-
-
-class PointsExpiring(msgspec.Struct, kw_only=True):
-    points: int  # what expires before `before` ([points] remind_before_days from now)
-    before: str
-
-
-class Wallet(msgspec.Struct, kw_only=True):
-    """GET /v1/buyers/{buyer}/points."""
-
-    buyer: str
-    balance: int
-    reserved: int
-    lots: list[PointsLot]
-    expiring: PointsExpiring
-
-
-class PointsMoved(msgspec.Struct, kw_only=True):
-    """The answer to a grant or deduction."""
-
-    entry_id: str
-    balance: int
-
-
-class LedgerEntry(msgspec.Struct, kw_only=True):
-    at: str
-    kind: Literal["grant", "deduct", "reserve", "spend", "refund", "expire", "compensation"]
-    points: int
-    order_id: str | None
-    reason: str
-
-
-class LedgerPage(msgspec.Struct, kw_only=True):
-    entries: list[LedgerEntry]
-    next_cursor: str | None
-
-
 class PageText(msgspec.Struct, kw_only=True):
     """What the buyer's page shows, already worded in its language; null rows are hidden."""
 
@@ -315,5 +243,3 @@ BATCH_REQUEST = BodyDecoder(BatchRequest)
 PAUSE_REQUEST = BodyDecoder(PauseRequest)
 RESUME_REQUEST = BodyDecoder(ResumeRequest)
 REVIEW_DECISION = BodyDecoder(ReviewDecision)
-POINTS_REQUEST = BodyDecoder(PointsRequest)
-COMPENSATION_REQUEST = BodyDecoder(CompensationRequest)

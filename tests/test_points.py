@@ -175,11 +175,11 @@ def test_earned_points_follow_cash_tier_and_bonus() -> None:
 
 async def test_expired_lots_leave_the_balance(engine: Engine, redis: Redis) -> None:
     from engine.clock import parse_rfc3339
-    from engine.store import keys
+    from engine.store import wallet_keys
 
     await move(engine, "late", 300, expires_at="2030-01-01T00:00:00Z")
     await move(engine, "late", 200, expires_at="2099-01-01T00:00:00Z")
-    shard = keys.shard_of_wallet("shop-a", "late", 4)
+    shard = wallet_keys.shard_of_wallet("shop-a", "late", 4)
     assert await ledger.expire_due(redis, shard, parse_rfc3339("2029-12-31T00:00:00Z")) == 0
     assert await ledger.expire_due(redis, shard, parse_rfc3339("2030-01-02T00:00:00Z")) == 300
     wallet = await wallet_of(engine, "late")

@@ -8,7 +8,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from engine.store import keys
+from engine.store import wallet_keys
 from engine.wallet import ledger
 from engine.wallet.reconcile import reconcile_points
 from tests.conftest import (
@@ -211,8 +211,8 @@ async def test_a_thousand_concurrent_orders_against_a_wallet_that_pays_for_fifty
     await assert_p1(redis, "shop-a", "hot")
     report = await reconcile_points(redis, 4)
     assert report.ok and report.orders_checked == 50, report.violations
-    assert not await redis.zcard(keys.open_reservations(
-        keys.shard_of_wallet("shop-a", "hot", 4)))
+    assert not await redis.zcard(wallet_keys.open_reservations(
+        wallet_keys.shard_of_wallet("shop-a", "hot", 4)))
 
 
 async def test_reconcile_finds_points_that_do_not_add_up(engine_factory: EngineFactory,

@@ -22,9 +22,9 @@ from engine import config, errors
 from engine.clock import now_ms
 from engine.door.ingest import Ingest
 from engine.http.placement import request_digest
-from engine.store import keys
+from engine.store import keys, wallet_keys
 from engine.store.embedded import RedisProcess, free_port
-from engine.wallet import ledger
+from engine.wallet import coupons, ledger
 from engine.wire import OrderRequest
 from engine.worker.settlement import GRACE_MS, Settlement
 from tests.conftest import (
@@ -701,6 +701,33 @@ async def _recalled(make: EngineFactory, redis: Redis, tmp: Path) -> ClientRespo
                              headers=auth(OPERATOR_KEY))
     return await engine.http.post(f"/v1/orders/{held['order_id']}/confirm",
                                   headers=auth(SHOP_A_KEY))
+
+
+def _with_templates() -> config.Settings:
+    raw = settings_dict(coupon_templates=[
+        {"id": "once", "kind": "amount", "amount": 100, "per_buyer": 1}])
+    return config.from_mapping(raw, environ={})
+
+
+@provokes("coupon_limit")
+async def _coupon_limit(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    engine = await make(_with_templates(), worker=False)
+    for _ in range(2):  # per_buyer = 1: the second is over it
+        resp = await engine.http.post("/v1/buyers/b1/coupons", json={"template": "once"},
+                                      headers=auth(SHOP_A_KEY))
+    return resp
+
+
+@provokes("coupon_not_active")
+async def _coupon_not_active(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    """A coupon already used by an order cannot be revoked."""
+    engine = await make(_with_templates(), worker=False)
+    resp = await engine.http.post("/v1/buyers/b1/coupons", json={"template": "once"},
+                                  headers=auth(SHOP_A_KEY))
+    code = (await resp.json())["code"]
+    shard = wallet_keys.shard_of_wallet("shop-a", "b1", engine.settings.redis.shards)
+    await redis.hset(wallet_keys.coupon(coupons.coupon_id(code), shard), "st", "redeemed")
+    return await engine.http.delete(f"/admin/coupons/{code}", headers=auth(OPERATOR_KEY))
 
 
 def test_every_problem_code_has_a_recipe() -> None:

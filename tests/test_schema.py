@@ -68,10 +68,11 @@ def schema_settings() -> Any:
 # Schema-valid requests the engine still refuses with 422, by rules no schema can state: the
 # config's limits (a SKU's max_qty, orders.max_hold_s), scopes that must name a configured
 # storefront or SKU, `until` in the future, `to` after `from`, a whole config's validation,
-# a compensation's points and window.
+# a compensation's points and window, a coupon template that must be configured.
 SEMANTIC_422 = ["POST /v1/orders", "PUT /admin/maintenance", "PUT /admin/config",
                 "POST /admin/pause", "POST /admin/resume", "GET /admin/calendar",
-                "POST /admin/compensations"]
+                "POST /admin/compensations", "POST /v1/buyers/{buyer}/coupons",
+                "POST /admin/coupons/issue"]
 # schemathesis's defaults, and 413: a body over server.max_body_bytes (64 KiB), valid or not
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "413", "429", "5xx"]
 REJECTED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429",

@@ -10,7 +10,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from engine.clock import rfc3339
-from engine.store import keys
+from engine.store import keys, wallet_keys
 from engine.wallet import ledger
 from engine.worker.delays import DelayWatch
 from tests.conftest import (
@@ -62,12 +62,12 @@ async def test_a_storefront_without_events_url_is_told_nothing(
         redis: Redis) -> None:
     _, url = receiver
     engine = await engine_factory(events_settings(url))
-    shard = keys.shard_of_wallet("shop-b", "quiet", 4)
+    shard = wallet_keys.shard_of_wallet("shop-b", "quiet", 4)
     before = await redis.xlen(keys.outbox(shard))
     status, _ = await move(engine, "quiet", 300, key=SHOP_B_KEY)
     assert status == 201
     assert await redis.xlen(keys.outbox(shard)) == before
-    assert await redis.zcard(keys.wallet_reminders(shard)) == 0
+    assert await redis.zcard(wallet_keys.wallet_reminders(shard)) == 0
 
 
 async def test_a_lot_about_to_expire_is_reminded_once(
@@ -81,7 +81,7 @@ async def test_a_lot_about_to_expire_is_reminded_once(
     await move(engine, "ev-soon", 100, expires_at=rfc3339(expires + DAY_MS))
     await move(engine, "ev-soon", -450)  # the first lot is spent whole, the second in half
     await move(engine, "ev-late", 100, expires_at=rfc3339(now + 90 * DAY_MS))
-    shard = keys.shard_of_wallet("shop-a", "ev-soon", 4)
+    shard = wallet_keys.shard_of_wallet("shop-a", "ev-soon", 4)
     assert await ledger.remind_due(redis, shard, now) == 0  # not yet
     later = now + 3 * DAY_MS  # both lots of ev-soon are within 30 days of expiring
     sent = 0

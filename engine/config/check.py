@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from engine.config import credentials, rules
+from engine.config import coupon_rules, credentials, rules
 from engine.config.settings import (
     Admin,
     Audit,
@@ -24,6 +24,8 @@ from engine.config.settings import (
     Calendar,
     Codes,
     Compensation,
+    Coupons,
+    CouponTemplate,
     Limits,
     Maintenance,
     Orders,
@@ -61,8 +63,10 @@ SECTIONS: dict[str, Any] = {
     "pricing": Pricing,
     "points": Points,
     "compensation": Compensation,
+    "coupons": Coupons,
 }
-LISTS: dict[str, Any] = {"storefronts": Storefront, "admins": Admin, "skus": Sku, "pauses": Pause}
+LISTS: dict[str, Any] = {"storefronts": Storefront, "admins": Admin, "skus": Sku, "pauses": Pause,
+                         "coupon_templates": CouponTemplate}
 MAX_ERRORS_PER_VALUE = 50
 _TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
@@ -156,5 +160,6 @@ def check(raw: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[dict[str,
     rules.urls(raw, errors)
     rules.compensation(raw, errors)
     rules.values(parts, errors)
+    coupon_rules.coupon_templates(parts, errors)
     credentials.resolve(parts, environ, errors)
     return parts, errors

@@ -12,7 +12,7 @@ from engine.config.redaction import SECRET_FIELDS, URL_FIELDS
 from engine.config.settings import Settings
 from engine.store.connection import mask_url
 
-KEYED_LISTS = frozenset({"storefronts", "admins", "skus"})
+KEYED_LISTS = frozenset({"storefronts", "admins", "skus", "coupon_templates"})
 
 
 def _show(value: Any, secret: bool = False, url: bool = False) -> str:

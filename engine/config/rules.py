@@ -117,15 +117,11 @@ def urls(raw: Mapping[str, Any], errors: list[str]) -> None:
 
 
 def compensation(raw: Mapping[str, Any], errors: list[str]) -> None:
-    """Compensation needs somewhere to put it: points need [points]; coupon templates are
-    not part of this version, so none can be named."""
+    """Compensation needs somewhere to put it: points need [points] (its coupon template is
+    checked with the templates: engine/config/coupon_rules.py)."""
     section = raw.get("compensation")
     if not isinstance(section, dict):
         return
-    template = section.get("coupon_template")
-    if isinstance(template, str) and template:
-        errors.append(f"compensation.coupon_template: no coupon template {template!r} is "
-                      "defined (this version has no [[coupon_templates]])")
     points, enabled = section.get("points"), raw.get("points")
     if isinstance(points, int) and points > 0 and (
             not isinstance(enabled, dict) or enabled.get("enabled") is False):

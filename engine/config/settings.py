@@ -143,6 +143,32 @@ class Points(Base, frozen=True):
     remind_before_days: Annotated[int, Meta(ge=0, le=3650)] = 30
 
 
+class CouponTemplate(Base, frozen=True):
+    """A kind of coupon a storefront may issue to its buyers (snapshotted into each coupon)."""
+
+    id: Ident
+    kind: Literal["amount", "percent", "threshold"]  # threshold: amount off at min_spend
+    amount: Annotated[int, Meta(ge=0, le=10**12)] = 0  # minor units off (amount, threshold)
+    percent: Annotated[int, Meta(ge=0, le=100)] = 0  # percent off (percent)
+    max_discount: Annotated[int, Meta(ge=0, le=10**12)] = 0  # cap of a percent coupon; 0 = none
+    min_spend: Annotated[int, Meta(ge=0, le=10**12)] = 0  # the order's amount at least
+    skus: tuple[SkuId, ...] = ()  # () = every priced SKU
+    category: Ident = "discount"  # at most one coupon per category in an order
+    stackable: bool = True  # False: it stands alone in an order
+    valid_days: Annotated[int, Meta(ge=0, le=3650)] = 30  # from issue; 0 = valid_until only
+    valid_from: str | None = None  # RFC 3339
+    valid_until: str | None = None  # RFC 3339
+    per_buyer: Annotated[int, Meta(ge=0, le=10**6)] = 1  # ever issued to one buyer; 0 = any
+    total: Annotated[int, Meta(ge=0, le=10**9)] = 0  # ever issued; 0 = unlimited
+    recycle_points: Annotated[int, Meta(ge=0, le=10**9)] = 0  # to the wallet when it expires
+    remind_before_days: Annotated[int, Meta(ge=0, le=3650)] = 3  # coupon.expiring
+
+
+class Coupons(Base, frozen=True):
+    max_per_order: Annotated[int, Meta(ge=1, le=20)] = 3
+    redemptions_per_ip_per_hour: Annotated[int, Meta(ge=0)] = 0  # 0 = no limit
+
+
 class Compensation(Base, frozen=True):
     delay_over_s: Annotated[int, Meta(ge=0, le=30 * 86400)] = 0  # 0 = never automatically
     points: Annotated[int, Meta(ge=0, le=10**9)] = 0
@@ -248,6 +274,8 @@ class Settings(Base, frozen=True):
     pricing: Pricing = Pricing()
     points: Points = Points(enabled=False)  # no [points] section: no points
     compensation: Compensation = Compensation()
+    coupons: Coupons = Coupons()
+    coupon_templates: tuple[CouponTemplate, ...] = ()
 
     def digest(self) -> str:
         """Identifies these exact settings, secrets included: how the fleet tells a new config

@@ -21,6 +21,7 @@ from engine.http import (
     admin,
     compensations,
     configure,
+    coupons,
     health,
     operations,
     orders,
@@ -96,5 +97,5 @@ def create_app(settings: Settings, redis_url: str | None = None,
     app.cleanup_ctx.append(fleet_ctx)
     app.add_routes(orders.routes() + admin.routes() + configure.routes()
                    + operations.routes() + health.routes() + pages.routes() + points.routes()
-                   + compensations.routes())
+                   + compensations.routes() + coupons.routes())
     return app

@@ -9,10 +9,11 @@ from engine import errors
 from engine.clock import now_ms, parse_rfc3339
 from engine.http.auth import admin_of
 from engine.http.codec import decode_body, respond
+from engine.http.fields import known_storefront
 from engine.http.state import DIRECTORY, REDIS
 from engine.store import audit
 from engine.wallet.compensation import Window, compensate_window
-from engine.wire import COMPENSATION_REQUEST, Compensated
+from engine.wire_wallet import COMPENSATION_REQUEST, Compensated
 
 MAX_WINDOW_MS = 366 * 86_400_000
 
@@ -29,8 +30,7 @@ async def compensate(request: web.Request) -> web.Response:
     who = admin_of(request, directory, "operator")
     body = await decode_body(request, COMPENSATION_REQUEST)
     settings = directory.settings
-    if body.storefront not in {s.id for s in settings.storefronts}:
-        raise errors.invalid("storefront", f"{body.storefront!r} is not a configured storefront")
+    known_storefront(settings, body.storefront)
     if body.sku is not None and body.sku not in directory.skus:
         raise errors.invalid("sku", f"{body.sku!r} is not a configured SKU")
     from_ms, to_ms = _moment("from", body.from_), _moment("to", body.to)

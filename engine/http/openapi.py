@@ -70,17 +70,23 @@ from engine.wire import (
     LOT_PATTERN,
     STATUSES,
     BatchRequest,
-    Compensated,
-    CompensationRequest,
-    LedgerPage,
     Order,
     OrderRequest,
     PageState,
     PauseRequest,
-    PointsMoved,
-    PointsRequest,
     ResumeRequest,
     ReviewDecision,
+)
+from engine.wire_wallet import (
+    Campaign,
+    CampaignRequest,
+    Compensated,
+    CompensationRequest,
+    CouponList,
+    CouponRequest,
+    LedgerPage,
+    PointsMoved,
+    PointsRequest,
     Wallet,
 )
 
@@ -89,7 +95,8 @@ def _components() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [OrderRequest, BatchRequest, Order, ImportResult, SkuLevel, PageState,
          MaintenanceState, PauseRequest, ResumeRequest, ReviewDecision, OperatorPause,
-         PointsRequest, Wallet, PointsMoved, LedgerPage, CompensationRequest, Compensated],
+         PointsRequest, Wallet, PointsMoved, LedgerPage, CompensationRequest, Compensated,
+         CouponRequest, CouponList, CampaignRequest, Campaign],
         ref_template=REF,
     )
     components["Order"]["properties"]["status"]["enum"] = list(STATUSES)
@@ -165,6 +172,29 @@ def _paths() -> dict[str, Any]:
                 {"type": "string", "pattern": r"^[0-9]{1,20}-[0-9]{1,20}$"}, EMPTY]},
                 description="`next_cursor` of the page before"),
                 query_param("limit", {"type": "integer", "minimum": 1, "maximum": 200})])},
+        "/v1/buyers/{buyer}/coupons": {
+            "get": op("A buyer's coupons at this storefront, newest first (200 at most)",
+                      ok(200, "CouponList"), 401, 403, 422, 503, v1=True,
+                      params=[BUYER, query_param("status", {"anyOf": [
+                          {"enum": ["active", "reserved", "redeemed", "expired", "revoked"]},
+                          EMPTY]})]),
+            "post": op("Issue a coupon of a template to the buyer",
+                       ok(201, "Coupon"), 401, 403, 408, 409, 413, 415, 422, 503,
+                       body=request_body("CouponRequest"), params=[BUYER, IDEMPOTENCY],
+                       v1=True, description="409 coupon_limit: the template's per_buyer or "
+                                            "total is reached; idempotency_conflict. 422 "
+                                            "for a template not configured or ended."),
+        },
+        "/admin/coupons/issue": {"post": op(
+            "Issue a template's coupon to many buyers, once per campaign",
+            ok(200, "Campaign"), 401, 403, 408, 413, 415, 422, 503,
+            body=request_body("CampaignRequest"),
+            description="422 also for an unknown storefront or template.")},
+        "/admin/coupons/{code}": {"delete": op(
+            "Revoke an unused coupon", {"204": {"description": "revoked"}},
+            401, 403, 404, 409, 503,
+            params=[path_param("code", pattern=r"^CP[0-9A-F]{4}[A-Z2-7]{24}$")],
+            description="409 coupon_not_active: reserved, redeemed or expired.")},
         "/admin/skus": {"get": op(
             "Stock levels of every SKU",
             ok(200, object_of(["skus"], skus=array_of({"$ref": REF.format(name="SkuLevel")}))),

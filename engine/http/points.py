@@ -13,18 +13,18 @@ from engine import errors
 from engine.clock import now_ms, parse_rfc3339
 from engine.http.auth import storefront_of
 from engine.http.codec import decode_body, respond
+from engine.http.fields import buyer_of, idempotency_key
 from engine.http.state import ADMISSION, DIRECTORY, REDIS
 from engine.wallet import ledger
-from engine.wire import POINTS_REQUEST, LedgerPage, PointsMoved, msgpack_encode
+from engine.wire import msgpack_encode
+from engine.wire_wallet import POINTS_REQUEST, LedgerPage, PointsMoved
 
 DAY_MS = 86_400_000
 _CURSOR = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 
 def _buyer(request: web.Request) -> str:
-    buyer = request.match_info["buyer"]
-    if not ledger.valid_buyer(buyer):
-        raise errors.invalid("buyer", "1-128 visible ASCII characters")
+    buyer = buyer_of(request)
     if not request.app[DIRECTORY].current.settings.points.enabled:
         raise errors.NotFound("points are not enabled here ([points])")
     return buyer
@@ -61,10 +61,7 @@ async def move_points(request: web.Request) -> web.Response:
             raise errors.invalid("expires_at", "a grant's lot expires in the future")
     elif settings.points.expire_after_days:
         expires_ms = now + settings.points.expire_after_days * DAY_MS
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not (0 < len(key) <= 128 and key.isascii() and key.isprintable()
-                                and " " not in key):
-        raise errors.invalid("Idempotency-Key", "must be 1-128 visible ASCII characters")
+    key = idempotency_key(request)
     if body.points > 0:
         wait = app[ADMISSION].current.points_wait(time.monotonic(), storefront.id, buyer,
                                                   body.points)
@@ -74,7 +71,7 @@ async def move_points(request: web.Request) -> web.Response:
     digest = hashlib.sha256(msgpack_encode(body)).hexdigest()
     outcome, entry, balance = await ledger.move(
         app[REDIS], settings.redis.shards, storefront.id, buyer, body.points, "grant",
-        body.reason, expires_ms, now, key or "", digest,
+        body.reason, expires_ms, now, key, digest,
         tell=ledger.notice(settings, storefront.id, buyer))
     if outcome == "conflict":
         raise errors.IdempotencyConflict("this Idempotency-Key was used with a different body")

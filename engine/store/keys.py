@@ -1,4 +1,5 @@
-"""Every Redis key name kamigate uses, and nothing else.
+"""Every Redis key name kamigate uses, and nothing else (a wallet's and its coupons':
+engine/store/wallet_keys.py).
 
 Keys that one Lua call touches share the hash tag of their shard, `{s<k>}`, so the engine runs
 unchanged on Redis Cluster. A SKU lives on one shard; an order id carries its shard.
@@ -9,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import zlib
-from typing import NamedTuple
 
 PREFIX = "kg"
 GROUP = "workers"
@@ -301,47 +301,9 @@ def nonce(storefront: str, value: str) -> str:
     return f"{PREFIX}:nonce:{storefront}:{value}"
 
 
-# -- per wallet (a buyer's points at one storefront, all on the wallet's shard) -----------------
-def shard_of_wallet(storefront: str, buyer: str, shards: int) -> int:
-    return zlib.crc32(f"{storefront}\0{buyer}".encode()) % shards
-
-
-class WalletKeys(NamedTuple):
-    counts: str  # hash: balance, reserved, spent, granted, deducted, expired, lot_seq, l:<lot>
-    expiries: str  # sorted set: lot -> when it expires (unix ms)
-    reservations: str  # hash: order id -> "R|lot:n,..." reserved, "S|..." spent, "V|..." back
-    history: str  # stream: the ledger, one entry per movement of points
-    grant_keys: str  # hash: Idempotency-Key of a grant -> "entry id|body digest|balance"
-
-
-def wallet(storefront: str, buyer: str, shard: int) -> WalletKeys:
-    return WalletKeys(*(f"{tag(shard)}:w{kind}:{storefront}:{buyer}"
-                        for kind in ("", "e", "r", "h", "g")))
-
-
-def wallets(shard: int) -> str:
-    """Set: every wallet of the shard ("<storefront>\\0<buyer>")."""
-    return f"{tag(shard)}:wallets"
-
-
-def wallet_next_expiry(shard: int) -> str:
-    """Sorted set: wallet -> when its next lot expires (the expiry sweep's index)."""
-    return f"{tag(shard)}:wnext"
-
-
 def promised(shard: int) -> str:
     """Sorted set: ticket -> when it was expected to be served (order.delayed's watch)."""
     return f"{tag(shard)}:eta"
-
-
-def wallet_reminders(shard: int) -> str:
-    """Sorted set: "<storefront>\\0<buyer>\\0<lot>" -> when to send its points.expiring."""
-    return f"{tag(shard)}:wremind"
-
-
-def open_reservations(shard: int) -> str:
-    """Sorted set: "<storefront>\\0<buyer>\\0<order id>" -> when it was reserved (unix ms)."""
-    return f"{tag(shard)}:wopen"
 
 
 def settle(shard: int) -> str:

@@ -21,7 +21,16 @@ from redis.asyncio import Redis
 from engine.clock import rfc3339
 from engine.config.settings import Settings
 from engine.store import keys, records, scripts
-from engine.wire import LedgerEntry, PointsExpiring, PointsLot, Wallet
+from engine.store.wallet_keys import (
+    WalletKeys,
+    open_reservations,
+    shard_of_wallet,
+    wallet,
+    wallet_next_expiry,
+    wallet_reminders,
+    wallets,
+)
+from engine.wire_wallet import LedgerEntry, PointsExpiring, PointsLot, Wallet
 
 NEVER_MS = 9007199254740991  # the expiry score of a lot that never expires
 MAX_PAGE = 200
@@ -60,9 +69,9 @@ def notice(settings: Settings, storefront: str, buyer: str) -> Notice:
                   settings.points.remind_before_days * 86_400_000)
 
 
-def wallet_keys(storefront: str, buyer: str, shards: int) -> tuple[int, keys.WalletKeys]:
-    shard = keys.shard_of_wallet(storefront, buyer, shards)
-    return shard, keys.wallet(storefront, buyer, shard)
+def wallet_keys(storefront: str, buyer: str, shards: int) -> tuple[int, WalletKeys]:
+    shard = shard_of_wallet(storefront, buyer, shards)
+    return shard, wallet(storefront, buyer, shard)
 
 
 async def move(redis: Redis, shards: int, storefront: str, buyer: str, points: int,
@@ -77,15 +86,15 @@ async def move(redis: Redis, shards: int, storefront: str, buyer: str, points: i
     if points > 0:
         remind_at = expires_ms - tell.remind_ms if tell.remind_ms and expires_ms else 0
         found = await scripts.POINTS_GRANT(
-            redis, [w.counts, w.expiries, w.history, w.grant_keys, keys.wallets(shard),
-                    keys.wallet_next_expiry(shard), keys.outbox(shard),
-                    keys.wallet_reminders(shard)],
+            redis, [w.counts, w.expiries, w.history, w.grant_keys, wallets(shard),
+                    wallet_next_expiry(shard), keys.outbox(shard),
+                    wallet_reminders(shard)],
             [points, kind, reason, expires_ms, now, key, digest, member(storefront, buyer),
              order_id, tell.group, remind_at if remind_at > now else 0])
     else:
         found = await scripts.POINTS_TAKE(
             redis, [w.counts, w.expiries, w.reservations, w.history, w.grant_keys,
-                    keys.wallets(shard), keys.open_reservations(shard)],
+                    wallets(shard), open_reservations(shard)],
             ["deduct", -points, now, member(storefront, buyer), key, digest, reason])
     return found[0].decode(), found[1].decode(), int(found[2])
 
@@ -97,7 +106,7 @@ def reserve_call(shards: int, storefront: str, buyer: str, order_id: str, points
     shard, w = wallet_keys(storefront, buyer, shards)
     return (scripts.POINTS_TAKE,
             [w.counts, w.expiries, w.reservations, w.history, w.grant_keys,
-             keys.wallets(shard), keys.open_reservations(shard)],
+             wallets(shard), open_reservations(shard)],
             ["reserve", points, now, member(storefront, buyer), order_id, "", ""])
 
 
@@ -123,7 +132,7 @@ async def settle(redis: Redis, shards: int, storefront: str, buyer: str, order_i
     shard, w = wallet_keys(storefront, buyer, shards)
     found = await scripts.POINTS_SETTLE(
         redis, [w.counts, w.expiries, w.reservations, w.history,
-                keys.open_reservations(shard)],
+                open_reservations(shard)],
         [order_id, "post" if post else "void", now, member(storefront, buyer)])
     if post and earn > 0:
         await move(redis, shards, storefront, buyer, earn, "grant", "earned", earn_expires_ms,
@@ -133,28 +142,28 @@ async def settle(redis: Redis, shards: int, storefront: str, buyer: str, order_i
 
 async def expire_due(redis: Redis, shard: int, now: int, limit: int = 200) -> int:
     """Expire what is due in the shard's wallets; the points expired."""
-    due: Any = await redis.zrangebyscore(keys.wallet_next_expiry(shard), "-inf", now,
+    due: Any = await redis.zrangebyscore(wallet_next_expiry(shard), "-inf", now,
                                          start=0, num=limit)
     total = 0
     for raw in due:
         storefront, _, buyer = raw.decode().partition("\0")
-        w = keys.wallet(storefront, buyer, shard)
+        w = wallet(storefront, buyer, shard)
         total += int(await scripts.POINTS_EXPIRE(
-            redis, [w.counts, w.expiries, w.history, keys.wallet_next_expiry(shard)],
+            redis, [w.counts, w.expiries, w.history, wallet_next_expiry(shard)],
             [now, raw.decode()]))
     return total
 
 
 async def remind_due(redis: Redis, shard: int, now: int, limit: int = 200) -> int:
     """Send the points.expiring events that are due on the shard (each once); how many."""
-    due: Any = await redis.zrangebyscore(keys.wallet_reminders(shard), "-inf", now,
+    due: Any = await redis.zrangebyscore(wallet_reminders(shard), "-inf", now,
                                          start=0, num=limit)
     sent = 0
     for raw in due:
         storefront, buyer, _ = raw.decode().split("\0", 2)
-        w = keys.wallet(storefront, buyer, shard)
+        w = wallet(storefront, buyer, shard)
         sent += int(await scripts.POINTS_REMIND(
-            redis, [keys.wallet_reminders(shard), w.counts, w.expiries, keys.outbox(shard)],
+            redis, [wallet_reminders(shard), w.counts, w.expiries, keys.outbox(shard)],
             [raw, now, records.event_group(storefront, buyer)]))
     return sent
 
@@ -212,15 +221,15 @@ async def totals(redis: Redis, shards: int, now: int, stale_ms: int) -> dict[str
     for shard in range(shards):
         async for batch in _members(redis, shard):
             pipe = redis.pipeline(transaction=False)
-            for wallet in batch:
-                storefront, _, buyer = wallet.partition("\0")
-                pipe.hmget(keys.wallet(storefront, buyer, shard).counts, list(COUNTERS))
+            for name in batch:
+                storefront, _, buyer = name.partition("\0")
+                pipe.hmget(wallet(storefront, buyer, shard).counts, list(COUNTERS))
             for values in await pipe.execute():
                 out["wallets"] += 1
                 for name, value in zip(COUNTERS, values, strict=True):
                     out[name] += int(value or 0)
-        out["open"] += int(await redis.zcard(keys.open_reservations(shard)))
-        out["stale"] += int(await redis.zcount(keys.open_reservations(shard), "-inf",
+        out["open"] += int(await redis.zcard(open_reservations(shard)))
+        out["stale"] += int(await redis.zcount(open_reservations(shard), "-inf",
                                                now - stale_ms))
     return out
 
@@ -228,7 +237,7 @@ async def totals(redis: Redis, shards: int, now: int, stale_ms: int) -> dict[str
 async def _members(redis: Redis, shard: int, batch: int = 500) -> Any:
     """The shard's wallets, `batch` at a time (SSCAN: never one reply with them all)."""
     found: list[str] = []
-    async for member in redis.sscan_iter(keys.wallets(shard), count=batch):
+    async for member in redis.sscan_iter(wallets(shard), count=batch):
         found.append(member.decode())
         if len(found) >= batch:
             yield found

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from engine.store import keys, records
+from engine.store import keys, records, wallet_keys
 
 DECIDED_ELSE = ("rejected", "expired", "cancelled")
 
@@ -37,7 +37,7 @@ def _points_of(held: bytes) -> int:
 
 async def _wallet(redis: Redis, shard: int, wallet: str, report: PointsReport) -> None:
     storefront, _, buyer = wallet.partition("\0")
-    w = keys.wallet(storefront, buyer, shard)
+    w = wallet_keys.wallet(storefront, buyer, shard)
     raw: Any = await redis.hgetall(w.counts)
     count = {k.decode(): int(v) for k, v in raw.items()}
     get = count.get
@@ -69,7 +69,7 @@ async def _wallet(redis: Redis, shard: int, wallet: str, report: PointsReport) -
 async def reconcile_points(redis: Redis, shards: int) -> PointsReport:
     report = PointsReport()
     for shard in range(shards):
-        members: Any = await redis.smembers(keys.wallets(shard))
+        members: Any = await redis.smembers(wallet_keys.wallets(shard))
         for wallet in sorted(m.decode() for m in members):
             report.wallets += 1
             await _wallet(redis, shard, wallet, report)
@@ -80,8 +80,8 @@ async def reconcile_points(redis: Redis, shards: int) -> PointsReport:
                 continue
             report.orders_checked += 1
             order = record.request
-            w = keys.wallet(order.storefront, order.buyer,
-                            keys.shard_of_wallet(order.storefront, order.buyer, shards))
+            w = wallet_keys.wallet(order.storefront, order.buyer,
+                            wallet_keys.shard_of_wallet(order.storefront, order.buyer, shards))
             found: Any = await redis.hget(w.reservations, order.order_id)
             state = (found or b"-")[:1].decode()
             wanted = "S" if record.status == "fulfilled" else \

@@ -25,7 +25,7 @@ from redis.exceptions import ResponseError
 
 from engine import failpoints
 from engine.config.settings import Settings
-from engine.store import keys, records
+from engine.store import keys, records, wallet_keys
 from engine.wallet import compensation, ledger
 
 log = logging.getLogger("kamigate.worker")
@@ -92,7 +92,7 @@ class Settlement:
         """Reservations older than GRACE_MS: given back when their order never was admitted
         (after fencing its id, so that it never is), settled when it is decided (an entry
         lost), left alone while it waits. Never given back by age alone."""
-        old: Any = await self.redis.zrangebyscore(keys.open_reservations(shard), "-inf",
+        old: Any = await self.redis.zrangebyscore(wallet_keys.open_reservations(shard), "-inf",
                                                   now - GRACE_MS, start=0, num=READ_COUNT)
         for raw in old:
             storefront, buyer, order_id = raw.decode().split("\0", 2)
@@ -108,4 +108,4 @@ class Settlement:
             elif status in ("rejected", "expired", "cancelled"):
                 await self.settle(order_id, False, now)
             else:  # still waiting: looked at again after another grace
-                await self.redis.zadd(keys.open_reservations(shard), {raw: now}, xx=True)
+                await self.redis.zadd(wallet_keys.open_reservations(shard), {raw: now}, xx=True)

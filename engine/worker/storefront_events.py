@@ -2,7 +2,8 @@
 waits, as the webhook body its receiver gets.
 
 The scripts that grant points (points_grant.lua), remind of an expiring lot
-(points_remind.lua) and notice a late ticket (order_delay.lua) add the event to the shard's
+(points_remind.lua), issue a coupon (coupon_issue.lua) and notice a late ticket
+(order_delay.lua) add the event to the shard's
 outbox in the same atomic call, so the dispatcher sends them like order changes: signed, at
 least once, in order per group (a buyer's account events; an order's own events), with the
 same retries. Every body carries `id` (the outbox entry: the same id on a redelivery, for the
@@ -14,12 +15,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+from redis.asyncio import Redis
+
 from engine.clock import rfc3339
 from engine.config.settings import Storefront
+from engine.views import CodeOpener
+from engine.wallet import coupons
 from engine.wire import json_encode
 
 POINTS_EVENTS = ("points.granted", "compensation.granted", "points.expiring")
 DELAYED = "order.delayed"
+COUPON_ISSUED = "coupon.issued"
 
 
 def _text(fields: Mapping[bytes, bytes], name: bytes) -> str:
@@ -63,8 +70,18 @@ def storefront_of(fields: Mapping[bytes, bytes]) -> tuple[str, str]:
     return _text(fields, b"sf"), _text(fields, b"by")
 
 
-def render_event(storefronts: Mapping[str, Storefront], entry_id: bytes,
-                 fields: Mapping[bytes, bytes]) -> tuple[str, str, bytes | None, str]:
+async def _coupon_body(redis: Redis, sealer: CodeOpener, fields: Mapping[bytes, bytes]
+                       ) -> dict[str, Any] | None:
+    """The coupon as it is now (its code included: the storefront hands it to its buyer)."""
+    found: Any = await redis.hgetall(_text(fields, b"cpk"))
+    if not found:
+        return None
+    return {"coupon": msgspec.to_builtins(coupons.view(found, sealer, _int(fields, b"at")))}
+
+
+async def render_event(redis: Redis, sealer: CodeOpener, storefronts: Mapping[str, Storefront],
+                       entry_id: bytes, fields: Mapping[bytes, bytes]
+                       ) -> tuple[str, str, bytes | None, str]:
     """(storefront, its events_url, the body or None when there is no one to tell, why it
     cannot be sent: the event then goes to the dead letters)."""
     event = _text(fields, b"ev")
@@ -76,6 +93,11 @@ def render_event(storefronts: Mapping[str, Storefront], entry_id: bytes,
         data = _points_body(event, fields)
     elif event == DELAYED:
         data = _delayed_body(fields)
+    elif event == COUPON_ISSUED:
+        found = await _coupon_body(redis, sealer, fields)
+        if found is None:
+            return storefront_id, "", None, "the coupon no longer reads"
+        data = found
     else:
         return storefront_id, "", None, f"unknown storefront event {event!r}"
     body = {"id": entry_id.decode(), "event": event, "storefront": storefront_id,

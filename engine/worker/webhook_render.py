@@ -33,7 +33,8 @@ async def render(redis: Redis, shop: Shop, storefronts: Mapping[str, Storefront]
     """(what to send, or None when there is no one to tell; why it cannot be sent: the
     event then goes to the dead letters)."""
     if records.OUTBOX_EVENT in fields:
-        storefront_id, url, event_body, why = render_event(storefronts, entry_id, fields)
+        storefront_id, url, event_body, why = await render_event(
+            redis, shop.sealer, storefronts, entry_id, fields)
         if event_body is None:
             return None, why
         return Delivery(storefront_id, url, fields[records.OUTBOX_EVENT].decode(),
