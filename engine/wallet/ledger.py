@@ -74,23 +74,32 @@ def wallet_keys(storefront: str, buyer: str, shards: int) -> tuple[int, WalletKe
     return shard, wallet(storefront, buyer, shard)
 
 
+def grant_call(shards: int, storefront: str, buyer: str, points: int, kind: str, reason: str,
+               expires_ms: int, now: int, key: str = "", digest: str = "",
+               order_id: str = "", tell: Notice = NOBODY) -> scripts.Call:
+    """The points_grant.lua call of a grant (a new lot), told to the storefront (`tell`, from
+    notice()) with its reminder scheduled."""
+    shard, w = wallet_keys(storefront, buyer, shards)
+    remind_at = expires_ms - tell.remind_ms if tell.remind_ms and expires_ms else 0
+    return (scripts.POINTS_GRANT,
+            [w.counts, w.expiries, w.history, w.grant_keys, wallets(shard),
+             wallet_next_expiry(shard), keys.outbox(shard), wallet_reminders(shard)],
+            [points, kind, reason, expires_ms, now, key, digest, member(storefront, buyer),
+             order_id, tell.group, remind_at if remind_at > now else 0])
+
+
 async def move(redis: Redis, shards: int, storefront: str, buyer: str, points: int,
                kind: str, reason: str, expires_ms: int, now: int, key: str = "",
                digest: str = "", order_id: str = "", tell: Notice = NOBODY
                ) -> tuple[str, str, int]:
     """Grant (points > 0; kind "grant" or "compensation": a new lot) or deduct (points < 0):
     (outcome, entry id, balance); outcome "ok", "replay", "conflict" (the key with another
-    body) or "short" (a deduction larger than the unexpired balance: nothing written). A new
-    grant is told to the storefront (`tell`, from notice()), with its reminder scheduled."""
+    body) or "short" (a deduction larger than the unexpired balance: nothing written)."""
     shard, w = wallet_keys(storefront, buyer, shards)
     if points > 0:
-        remind_at = expires_ms - tell.remind_ms if tell.remind_ms and expires_ms else 0
-        found = await scripts.POINTS_GRANT(
-            redis, [w.counts, w.expiries, w.history, w.grant_keys, wallets(shard),
-                    wallet_next_expiry(shard), keys.outbox(shard),
-                    wallet_reminders(shard)],
-            [points, kind, reason, expires_ms, now, key, digest, member(storefront, buyer),
-             order_id, tell.group, remind_at if remind_at > now else 0])
+        script, names, args = grant_call(shards, storefront, buyer, points, kind, reason,
+                                         expires_ms, now, key, digest, order_id, tell)
+        found = await script(redis, names, args)
     else:
         found = await scripts.POINTS_TAKE(
             redis, [w.counts, w.expiries, w.reservations, w.history, w.grant_keys,
@@ -138,6 +147,41 @@ async def settle(redis: Redis, shards: int, storefront: str, buyer: str, order_i
         await move(redis, shards, storefront, buyer, earn, "grant", "earned", earn_expires_ms,
                    now, key=f"earn:{order_id}", digest="earn", order_id=order_id, tell=tell)
     return found[0].decode(), int(found[1])
+
+
+class Settle(NamedTuple):
+    """One decided order's points to settle: spend (post) or give back, and what it earned."""
+
+    storefront: str
+    buyer: str
+    order_id: str
+    post: bool
+    earn: int = 0
+    earn_expires_ms: int = 0
+    tell: Notice = NOBODY
+
+
+async def settle_many(redis: Redis, shards: int, batch: list[Settle], now: int) -> None:
+    """settle() for many orders in two round trips: every reservation, then every grant of
+    what the posted ones earned (each keyed "earn:<order id>": once, whatever is replayed).
+    A call that fails raises after the others ran; each is idempotent, so the whole batch
+    may be sent again."""
+    calls: list[scripts.Call] = []
+    for item in batch:
+        shard, w = wallet_keys(item.storefront, item.buyer, shards)
+        calls.append((scripts.POINTS_SETTLE,
+                      [w.counts, w.expiries, w.reservations, w.history,
+                       open_reservations(shard)],
+                      [item.order_id, "post" if item.post else "void", now,
+                       member(item.storefront, item.buyer)]))
+    grants = [grant_call(shards, i.storefront, i.buyer, i.earn, "grant", "earned",
+                         i.earn_expires_ms, now, key=f"earn:{i.order_id}", digest="earn",
+                         order_id=i.order_id, tell=i.tell)
+              for i in batch if i.post and i.earn > 0]
+    for sent in (calls, grants):
+        failed = [r for r in await scripts.run_pipelined(redis, sent) if isinstance(r, Exception)]
+        if failed:
+            raise failed[0]
 
 
 async def expire_due(redis: Redis, shard: int, now: int, limit: int = 200) -> int:

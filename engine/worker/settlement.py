@@ -59,18 +59,21 @@ class Settlement:
             read: Any = await self.redis.xreadgroup(GROUP, self.consumer,
                                                     {keys.settle(shard): ">"}, count=READ_COUNT)
             entries += read[0][1] if read else []
-            for entry_id, fields in entries:
+            decided = [(f[b"o"].decode(), f[b"d"] == b"post") for _, f in entries
+                       if f and f[b"d"] != b"comp"]
+            if decided:
+                failpoints.hit("worker.before_settle")
+                await self.settle_batch(decided, now)
+                failpoints.hit("worker.after_settle")
+            for _, fields in entries:
                 if fields and fields[b"d"] == b"comp":
                     failpoints.hit("worker.before_compensate")
                     await compensation.compensate_late(self.redis, self.settings,
                                                        fields[b"o"].decode(), now)
                     failpoints.hit("worker.after_compensate")
-                elif fields:
-                    failpoints.hit("worker.before_settle")
-                    await self.settle(fields[b"o"].decode(), fields[b"d"] == b"post", now)
-                    failpoints.hit("worker.after_settle")
-                await self.redis.xack(keys.settle(shard), GROUP, entry_id)
-                done += 1
+            if entries:  # acknowledged once every step of the batch is done
+                await self.redis.xack(keys.settle(shard), GROUP, *[e[0] for e in entries])
+            done += len(entries)
             await self.sweep(shard, now)
             await ledger.expire_due(self.redis, shard, now)
             await ledger.remind_due(self.redis, shard, now)
@@ -78,15 +81,27 @@ class Settlement:
         return done
 
     async def settle(self, order_id: str, post: bool, now: int) -> None:
-        record = await records.read(self.redis, order_id)
-        if record is None:
-            return
-        order = record.request
+        await self.settle_batch([(order_id, post)], now)
+
+    async def settle_batch(self, decided: list[tuple[str, bool]], now: int) -> None:
+        """Settle decided orders on their wallets: their records read in one round trip,
+        then ledger.settle_many."""
+        pipe = self.redis.pipeline(transaction=False)
+        for order_id, _ in decided:
+            pipe.hgetall(keys.order(order_id, keys.shard_of_order(order_id) or 0))
         days = self.settings.points.expire_after_days
-        await ledger.settle(self.redis, self.settings.redis.shards, order.storefront,
-                            order.buyer, order_id, post, now, order.earn,
-                            now + days * DAY_MS if days else 0,
-                            ledger.notice(self.settings, order.storefront, order.buyer))
+        batch: list[ledger.Settle] = []
+        for (order_id, post), fields in zip(decided, await pipe.execute(), strict=True):
+            record = records.parse(fields) if keys.shard_of_order(order_id) is not None \
+                else None
+            if record is None:
+                continue
+            order = record.request
+            batch.append(ledger.Settle(
+                order.storefront, order.buyer, order_id, post, order.earn,
+                now + days * DAY_MS if days else 0,
+                ledger.notice(self.settings, order.storefront, order.buyer)))
+        await ledger.settle_many(self.redis, self.settings.redis.shards, batch, now)
 
     async def sweep(self, shard: int, now: int) -> None:
         """Reservations older than GRACE_MS: given back when their order never was admitted
