@@ -94,6 +94,7 @@ Recalled = _problem(
 )
 CouponLimit = _problem("coupon_limit", 409, "The coupon template's limit is reached")
 CouponNotActive = _problem("coupon_not_active", 409, "The coupon is not active")
+CouponInvalid = _problem("coupon_invalid", 409, "A coupon may not be used in this order")
 NotPriced = _problem("not_priced", 422, "The SKU has no price")
 RequestTimeout = _problem("request_timeout", 408, "The request did not arrive in time")
 PayloadTooLarge = _problem("payload_too_large", 413, "The body is too large")
@@ -108,8 +109,8 @@ ALL: tuple[type[Problem], ...] = (
     InvalidRequest, Unauthenticated, Forbidden, Blocked, NotFound, UnknownSku, MethodNotAllowed,
     SoldOut, LimitExceeded, IdempotencyConflict, NotHeld, NotInReview, LotVoided,
     NotCancellable, InsufficientPoints, OrderAbandoned, Recalled, CouponLimit, CouponNotActive,
-    NotPriced, RequestTimeout, PayloadTooLarge, UnsupportedMediaType, RateLimited, Internal,
-    Unavailable, Maintenance, Paused,
+    CouponInvalid, NotPriced, RequestTimeout, PayloadTooLarge, UnsupportedMediaType,
+    RateLimited, Internal, Unavailable, Maintenance, Paused,
 )
 
 BY_REASON: dict[str, type[Problem]] = {"sold_out": SoldOut, "limit_exceeded": LimitExceeded}

@@ -79,9 +79,9 @@ def order_view(
         metadata=request.metadata,
     )
     if request.priced:
-        order.price = Price(currency=directory.currency, amount=request.amount, discount=0,
-                            points=request.points,
-                            points_value=request.amount - request.cash_due,
+        order.price = Price(currency=directory.currency, amount=request.amount,
+                            discount=request.discount, points=request.points,
+                            points_value=request.amount - request.discount - request.cash_due,
                             cash_due=request.cash_due)
     if status == "fulfilled":
         order.codes = directory.sealer.reveal(request.sku, codes or [])

@@ -20,6 +20,8 @@ Sku = Annotated[str, Meta(pattern=SKU_PATTERN)]
 Buyer = Annotated[str, Meta(min_length=1, max_length=128)]
 IdempotencyKey = Annotated[str, Meta(pattern=r"^[\x21-\x7e]{1,128}$(?!\n)")]
 NotifyUrl = Annotated[str, Meta(pattern=r"^https?://[^\s]+$(?!\n)", max_length=2048)]
+COUPON_PATTERN = r"^CP[0-9A-F]{4}[A-Z2-7]{24}$(?!\n)"
+CouponCode = Annotated[str, Meta(pattern=COUPON_PATTERN)]
 Metadata = dict[Annotated[str, Meta(max_length=256)], Annotated[str, Meta(max_length=2048)]]
 
 Status = Literal["pending", "queued", "fulfilled", "held", "rejected", "expired", "cancelled"]
@@ -68,6 +70,7 @@ class OrderRequest(_Wire):
     notify_url: NotifyUrl | None = None
     metadata: Metadata | None = None
     points: Annotated[int, Meta(ge=0, le=MAX_POINTS)] = 0  # to pay with (a priced SKU)
+    coupons: Annotated[list[CouponCode], Meta(max_length=20)] | None = None  # in order
 
 
 class BatchItem(OrderRequest, kw_only=True):
@@ -184,12 +187,14 @@ class StreamOrder(msgspec.Struct, array_like=True, frozen=True):
     cash_due: int = 0  # > 0: held until the storefront confirms payment
     earn: int = 0  # points granted on fulfilment
     priced: bool = False  # the SKU has a price: the Order shows it
+    coupons: tuple[str, ...] = ()  # the ids of the coupons reserved for it, in order
+    discount: int = 0  # what they take off, minor units
 
     @property
     def settles_points(self) -> bool:
-        """Its decision moves points (spend or give back what it reserved, grant what it
-        earns): the deciding script tells the worker through the shard's settle stream."""
-        return self.points > 0 or self.earn > 0
+        """Its decision moves points or coupons (spend or give back what it reserved, grant
+        what it earns): the deciding script tells the worker through the settle stream."""
+        return self.points > 0 or self.earn > 0 or bool(self.coupons)
 
 
 class OrderRecord(msgspec.Struct):

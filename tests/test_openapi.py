@@ -154,7 +154,8 @@ async def test_problem_schema_knows_every_code(doc: dict[str, Any]) -> None:
 async def test_order_request_schema_matches_the_contract(doc: dict[str, Any]) -> None:
     schema = doc["components"]["schemas"]["OrderRequest"]
     assert set(schema["properties"]) == {"sku", "qty", "buyer", "buyer_ip", "tier", "hold_s",
-                                         "wait_ms", "notify_url", "metadata", "points"}
+                                         "wait_ms", "notify_url", "metadata", "points",
+                                         "coupons"}
     assert set(schema["required"]) == {"sku", "qty", "buyer"}
     assert schema.get("additionalProperties") is False
     batch = doc["components"]["schemas"]["BatchRequest"]["properties"]["orders"]

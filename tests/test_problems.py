@@ -59,7 +59,7 @@ async def problem_of(resp: ClientResponse, status: int, code: str, *,
     assert body["status"] == status
     assert isinstance(body["title"], str) and body["title"]
     assert isinstance(body["detail"], str) and body["detail"]
-    if code == "invalid_request":
+    if code in ("invalid_request", "coupon_invalid"):  # one entry per field (coupon)
         assert isinstance(body["errors"], list) and body["errors"], body
         for error in body["errors"]:
             assert set(error) == {"field", "message"}
@@ -728,6 +728,17 @@ async def _coupon_not_active(make: EngineFactory, redis: Redis, tmp: Path) -> Cl
     shard = wallet_keys.shard_of_wallet("shop-a", "b1", engine.settings.redis.shards)
     await redis.hset(wallet_keys.coupon(coupons.coupon_id(code), shard), "st", "redeemed")
     return await engine.http.delete(f"/admin/coupons/{code}", headers=auth(OPERATOR_KEY))
+
+
+@provokes("coupon_invalid")
+async def _coupon_invalid(make: EngineFactory, redis: Redis, tmp: Path) -> ClientResponse:
+    """Another buyer's coupon."""
+    raw = settings_dict(skus=[{"id": "card-100", "price": 1000}], coupon_templates=[
+        {"id": "once", "kind": "amount", "amount": 100}])
+    engine = await make(config.from_mapping(raw, environ={}), worker=False)
+    resp = await engine.http.post("/v1/buyers/someone/coupons", json={"template": "once"},
+                                  headers=auth(SHOP_A_KEY))
+    return await _post(engine, {**ORDER, "coupons": [(await resp.json())["code"]]})
 
 
 def test_every_problem_code_has_a_recipe() -> None:

@@ -32,7 +32,7 @@ STATUS_TEXT = {
     409: "the resource is not in a state for this (`sold_out`, `limit_exceeded`, "
          "`idempotency_conflict`, `not_held`, `not_in_review`, `not_cancellable`, "
          "`insufficient_points`, `order_abandoned`, `recalled`, `coupon_limit`, "
-         "`coupon_not_active`)",
+         "`coupon_not_active`, `coupon_invalid`: one `errors` entry per coupon)",
     408: "the body stalled longer than server.body_timeout_s (`request_timeout`)",
     413: "the body is over the limit (`payload_too_large`)",
     415: "the body's media type is not one the route reads (`unsupported_media_type`)",

@@ -13,6 +13,7 @@ from engine.clock import now_ms
 from engine.config.directory import Directory
 from engine.config.settings import Storefront
 from engine.controls.destinations import refusal
+from engine.http import payment
 from engine.http.auth import storefront_of
 from engine.http.codec import decode_body, respond
 from engine.http.placement import Placement, placement
@@ -96,7 +97,15 @@ async def create_order(request: web.Request) -> web.Response:
         if replayed is None:
             raise
         return _respond(request, *replayed, app[ADMISSION].current.policy_headers(storefront.id))
-    p = placement(app, storefront, req, key)
+    try:
+        offer = await payment.offer(app, storefront.id, req)
+    except errors.CouponInvalid:
+        # a retry of an order that reserved its coupons is a replay
+        replayed = await replay_of(app, storefront, req, key) if key is not None else None
+        if replayed is None:
+            raise
+        return _respond(request, *replayed, app[ADMISSION].current.policy_headers(storefront.id))
+    p = placement(app, storefront, req, key, offer)
     wait_ms = directory.settings.orders.default_wait_ms if req.wait_ms is None else req.wait_ms
     status, body = await place(app, p, wait_ms)
     return _respond(request, status, body, p.gate.headers())
@@ -116,7 +125,8 @@ async def create_batch(request: web.Request) -> web.Response:
     for i, item in enumerate(batch.orders):
         try:
             _check(directory, storefront, item, f"orders[{i}].")
-            p = placement(app, storefront, item, item.idempotency_key)
+            offer = await payment.offer(app, storefront.id, item, f"orders[{i}].")
+            p = placement(app, storefront, item, item.idempotency_key, offer)
         except errors.Problem as problem:
             results[i] = problem.body()
             continue

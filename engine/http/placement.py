@@ -18,6 +18,7 @@ from engine.controls import maintenance
 from engine.controls.pauses import InForce
 from engine.door.admission import Outcome, Verdict
 from engine.http.guards import SURGE
+from engine.http.payment import NO_COUPONS, Offer
 from engine.http.state import ADMISSION, DIRECTORY, INGEST, MAINTENANCE, PAUSES, REPLIES
 from engine.store import keys
 from engine.wallet.pricing import quote
@@ -51,7 +52,7 @@ class Placement(msgspec.Struct):
 
 
 def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
-              key: str | None) -> Placement:
+              key: str | None, offer: Offer = NO_COUPONS) -> Placement:
     """Build the order and pass it through the block list, the buckets (429 for a buyer or
     IP over limit), pauses (a ticket, or 503 `paused`) and review rules."""
     directory: Directory = app[DIRECTORY].current
@@ -72,7 +73,7 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
                                  notice=closed.notice(now, 0) or None,
                                  retry_after=closed.retry_after(now))
     sku = directory.skus[req.sku]
-    priced = quote(directory.settings.points, sku, req)  # checked by the route already
+    priced = quote(directory.settings.points, sku, req, discount=offer.discount)
     hold_s = req.hold_s
     if priced is not None and priced.cash_due > 0 and not hold_s:
         hold_s = directory.settings.pricing.payment_hold_s  # held until the payment is confirmed
@@ -109,7 +110,7 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
         metadata=req.metadata,
         amount=priced.amount if priced else 0, points=req.points,
         cash_due=priced.cash_due if priced else 0, earn=priced.earn if priced else 0,
-        priced=priced is not None,
+        priced=priced is not None, coupons=offer.coupon_ids, discount=offer.discount,
     )
     digest = request_digest(req) if key is not None else ""
     return Placement(order, shard, key, digest, gate, ttl_ms, why, pause, review)

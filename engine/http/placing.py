@@ -156,11 +156,11 @@ async def _place_unkeyed(app: web.Application, placements: list[Placement], wait
     answers: list[tuple[int, Any] | None] = [None] * len(placements)
     admits: dict[int, asyncio.Future[Admitted]] = {}
     waiters: dict[str, asyncio.Future[Reply | None]] = {}
-    paying = [i for i, p in enumerate(placements) if p.order.points and not (p.overflow
-                                                                              and not room)]
+    paying = [i for i, p in enumerate(placements)
+              if (p.order.points or p.order.coupons) and not (p.overflow and not room)]
     for i, refused in zip(paying, await asyncio.gather(
             *(payment.reserve(app, placements[i].order) for i in paying)), strict=True):
-        answers[i] = refused  # 409 insufficient_points, or None: reserved
+        answers[i] = refused  # 409 coupon_invalid or insufficient_points; None: reserved
     for i, p in enumerate(placements):
         if answers[i] is not None:
             continue

@@ -7,6 +7,8 @@
 -- KEYS[3]  the wallet's reservations
 -- KEYS[4]  the wallet's history stream
 -- KEYS[5]  the shard's open reservations
+-- KEYS[6..] the hashes of the coupons it reserved (coupon_take.lua): redeemed on a post; on
+--          a void active again while still valid, else expired
 -- ARGV[1]  order id
 -- ARGV[2]  "post" or "void"
 -- ARGV[3]  now, unix ms
@@ -49,6 +51,19 @@ if state == 'R' then
         'at', now)
     end
   end
-  redis.call('ZREM', KEYS[5], ARGV[4] .. '\0' .. order)
 end
+for i = 6, #KEYS do
+  local f = redis.call('HMGET', KEYS[i], 'st', 'o', 'vu')
+  if f[1] == 'reserved' and f[2] == order then
+    if mode == 'post' then
+      redis.call('HSET', KEYS[i], 'st', 'redeemed', 'u', now)
+    elseif tonumber(f[3]) > now then
+      redis.call('HSET', KEYS[i], 'st', 'active', 'u', now)
+      redis.call('HDEL', KEYS[i], 'o')
+    else
+      redis.call('HSET', KEYS[i], 'st', 'expired', 'u', now)
+    end
+  end
+end
+redis.call('ZREM', KEYS[5], ARGV[4] .. '\0' .. order)
 return {state, moved}

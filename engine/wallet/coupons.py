@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -38,6 +38,7 @@ from engine.store.sealing import Sealer
 from engine.store.wallet_keys import (
     coupon,
     coupons_expiring,
+    open_reservations,
     shard_of_wallet,
     template_issued,
     wallet,
@@ -124,6 +125,25 @@ async def issue(run: Run, settings: Settings, sealer: Sealer, storefront: str, b
     if outcome != "ok" and slot:
         await run((scripts.COUPON_SLOT, [template_issued(template.id)], ["give", 0]))
     return outcome, found[1].decode()
+
+
+def read_call(shards: int, storefront: str, buyer: str, codes: list[str]) -> scripts.Call:
+    """The coupon_read.lua call that reads an order's coupons as they are now; a code of
+    another shard than the buyer's wallet is no coupon of this buyer (an empty key)."""
+    shard = shard_of_wallet(storefront, buyer, shards)
+    return (scripts.COUPON_READ,
+            [coupon(coupon_id(c), shard) if shard_of_code(c, shards) == shard
+             else coupon("none", shard) for c in codes], [])
+
+
+def take_call(shards: int, storefront: str, buyer: str, order_id: str,
+              coupon_ids: Sequence[str], now: int) -> scripts.Call:
+    """The coupon_take.lua call that reserves an order's coupons, all or none."""
+    shard = shard_of_wallet(storefront, buyer, shards)
+    w = wallet(storefront, buyer, shard)
+    return (scripts.COUPON_TAKE,
+            [w.reservations, open_reservations(shard), *(coupon(c, shard) for c in coupon_ids)],
+            [order_id, now, member(storefront, buyer), ",".join(coupon_ids)])
 
 
 def view(fields: dict[bytes, bytes], sealer: CodeOpener, now: int) -> Coupon:

@@ -14,6 +14,7 @@ whatever is replayed (P2, P4); what it earned is a grant keyed by its order id.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
@@ -23,6 +24,7 @@ from engine.config.settings import Settings
 from engine.store import keys, records, scripts
 from engine.store.wallet_keys import (
     WalletKeys,
+    coupon,
     open_reservations,
     shard_of_wallet,
     wallet,
@@ -132,17 +134,25 @@ async def reserve(redis: Redis, shards: int, storefront: str, buyer: str, order_
     return reserved(await script(redis, names, args))
 
 
+def settle_call(shards: int, storefront: str, buyer: str, order_id: str, post: bool,
+                now: int, coupon_ids: Sequence[str] = ()) -> scripts.Call:
+    """The points_settle.lua call that settles an order's points and coupons."""
+    shard, w = wallet_keys(storefront, buyer, shards)
+    return (scripts.POINTS_SETTLE,
+            [w.counts, w.expiries, w.reservations, w.history, open_reservations(shard),
+             *(coupon(c, shard) for c in coupon_ids)],
+            [order_id, "post" if post else "void", now, member(storefront, buyer)])
+
+
 async def settle(redis: Redis, shards: int, storefront: str, buyer: str, order_id: str,
                  post: bool, now: int, earn: int = 0, earn_expires_ms: int = 0,
-                 tell: Notice = NOBODY) -> tuple[str, int]:
-    """Spend (post) or give back (void) the order's reservation and, on a post, grant what it
-    earned (once: keyed "earn:<order id>"): (the reservation's state before: "R", "S", "V"
-    or "", points moved)."""
-    shard, w = wallet_keys(storefront, buyer, shards)
-    found = await scripts.POINTS_SETTLE(
-        redis, [w.counts, w.expiries, w.reservations, w.history,
-                open_reservations(shard)],
-        [order_id, "post" if post else "void", now, member(storefront, buyer)])
+                 tell: Notice = NOBODY, coupon_ids: Sequence[str] = ()) -> tuple[str, int]:
+    """Spend (post) or give back (void) the order's reservation — its points and its coupons
+    — and, on a post, grant what it earned (once: keyed "earn:<order id>"): (the points
+    reservation's state before: "R", "S", "V" or "", points moved)."""
+    script, names, args = settle_call(shards, storefront, buyer, order_id, post, now,
+                                      coupon_ids)
+    found = await script(redis, names, args)
     if post and earn > 0:
         await move(redis, shards, storefront, buyer, earn, "grant", "earned", earn_expires_ms,
                    now, key=f"earn:{order_id}", digest="earn", order_id=order_id, tell=tell)
@@ -159,6 +169,7 @@ class Settle(NamedTuple):
     earn: int = 0
     earn_expires_ms: int = 0
     tell: Notice = NOBODY
+    coupons: tuple[str, ...] = ()
 
 
 async def settle_many(redis: Redis, shards: int, batch: list[Settle], now: int) -> None:
@@ -166,14 +177,8 @@ async def settle_many(redis: Redis, shards: int, batch: list[Settle], now: int) 
     what the posted ones earned (each keyed "earn:<order id>": once, whatever is replayed).
     A call that fails raises after the others ran; each is idempotent, so the whole batch
     may be sent again."""
-    calls: list[scripts.Call] = []
-    for item in batch:
-        shard, w = wallet_keys(item.storefront, item.buyer, shards)
-        calls.append((scripts.POINTS_SETTLE,
-                      [w.counts, w.expiries, w.reservations, w.history,
-                       open_reservations(shard)],
-                      [item.order_id, "post" if item.post else "void", now,
-                       member(item.storefront, item.buyer)]))
+    calls = [settle_call(shards, i.storefront, i.buyer, i.order_id, i.post, now, i.coupons)
+             for i in batch]
     grants = [grant_call(shards, i.storefront, i.buyer, i.earn, "grant", "earned",
                          i.earn_expires_ms, now, key=f"earn:{i.order_id}", digest="earn",
                          order_id=i.order_id, tell=i.tell)
@@ -182,6 +187,15 @@ async def settle_many(redis: Redis, shards: int, batch: list[Settle], now: int) 
         failed = [r for r in await scripts.run_pipelined(redis, sent) if isinstance(r, Exception)]
         if failed:
             raise failed[0]
+
+
+async def reserved_coupons(redis: Redis, shards: int, storefront: str, buyer: str,
+                           order_id: str) -> list[str]:
+    """The ids of the coupons reserved for an order (coupon_take.lua), for a sweep that has
+    no record of the order to read them from."""
+    _, w = wallet_keys(storefront, buyer, shards)
+    found: Any = await redis.hget(w.reservations, f"c:{order_id}")
+    return [c for c in (found or b"").decode().split(",") if c]
 
 
 async def expire_due(redis: Redis, shard: int, now: int, limit: int = 200) -> int:

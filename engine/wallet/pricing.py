@@ -19,22 +19,27 @@ MINOR_PER_UNIT = 100
 
 class Quote(msgspec.Struct, frozen=True):
     amount: int  # price x qty
+    discount: int  # taken off by coupons
     points: int  # to be reserved in the buyer's wallet
     points_value: int  # what they pay, in minor units
-    cash_due: int  # amount - points_value: > 0 means the order waits for payment (held)
+    cash_due: int  # amount - discount - points_value: > 0: the order waits for payment
     earn: int  # points granted when the order is fulfilled
 
     def price(self, currency: str) -> Price:
-        return Price(currency=currency, amount=self.amount, discount=0, points=self.points,
+        return Price(currency=currency, amount=self.amount, discount=self.discount,
+                     points=self.points,
                      points_value=self.points_value, cash_due=self.cash_due)
 
 
-def quote(points: Points, sku: Sku, req: OrderRequest, field: str = "") -> Quote | None:
-    """The order's quote; None for an unpriced SKU. 422 problems name the field."""
+def quote(points: Points, sku: Sku, req: OrderRequest, field: str = "",
+          discount: int = 0) -> Quote | None:
+    """The order's quote, `discount` taken off by its coupons; None for an unpriced SKU.
+    422 problems name the field."""
     if sku.price is None:
-        if req.points:
-            raise errors.NotPriced(f"{field}points: SKU {sku.id!r} has no price to pay with "
-                                   "points")
+        if req.points or req.coupons:
+            what = "points" if req.points else "coupons"
+            raise errors.NotPriced(f"{field}{what}: SKU {sku.id!r} has no price to pay with "
+                                   f"{what}")
         return None
     if req.points and not points.enabled:
         raise errors.invalid(f"{field}points", "points are not enabled here ([points])")
@@ -48,8 +53,12 @@ def quote(points: Points, sku: Sku, req: OrderRequest, field: str = "") -> Quote
         raise errors.invalid(f"{field}points", f"at most {cap * points.per_unit // MINOR_PER_UNIT}"
                              f" points may pay for this order (max_redeem_percent "
                              f"{points.max_redeem_percent})")
-    cash_due = amount - value
-    return Quote(amount, req.points, value, cash_due, earned(points, cash_due, req.tier))
+    if value > amount - discount:
+        raise errors.invalid(f"{field}points", f"more than is left to pay after coupons: at "
+                             f"most {(amount - discount) * points.per_unit // MINOR_PER_UNIT}")
+    cash_due = amount - discount - value
+    return Quote(amount, discount, req.points, value, cash_due,
+                 earned(points, cash_due, req.tier))
 
 
 def earned(points: Points, cash_due: int, tier: int) -> int:

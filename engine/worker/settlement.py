@@ -100,7 +100,7 @@ class Settlement:
             batch.append(ledger.Settle(
                 order.storefront, order.buyer, order_id, post, order.earn,
                 now + days * DAY_MS if days else 0,
-                ledger.notice(self.settings, order.storefront, order.buyer)))
+                ledger.notice(self.settings, order.storefront, order.buyer), order.coupons))
         await ledger.settle_many(self.redis, self.settings.redis.shards, batch, now)
 
     async def sweep(self, shard: int, now: int) -> None:
@@ -116,8 +116,10 @@ class Settlement:
                 self.redis, order_id, now, keys.IDEMPOTENCY_TTL_S * 1000)
             if status == "abandoned":  # fenced first: a late admission cannot spend them now
                 log.warning("order %s never reached its shard: its points go back", order_id)
-                await ledger.settle(self.redis, self.settings.redis.shards, storefront, buyer,
-                                    order_id, False, now)
+                shards = self.settings.redis.shards
+                await ledger.settle(self.redis, shards, storefront, buyer, order_id, False, now,
+                                    coupon_ids=await ledger.reserved_coupons(
+                                        self.redis, shards, storefront, buyer, order_id))
             elif status == "fulfilled":
                 await self.settle(order_id, True, now)
             elif status in ("rejected", "expired", "cancelled"):
