@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -180,3 +181,26 @@ async def test_codes_are_unguessable_sealed_at_rest_and_never_logged(
     assert all(code not in caplog.text for code in codes)
     assert [c["code"] for c in await listed(engine, "sealed")] == codes[::-1]
     assert all(coupons.shard_of_code(c, 4) == shard for c in codes)
+
+
+async def test_an_expired_coupon_recycles_its_points_once(engine_factory: EngineFactory,
+                                                           redis: Redis) -> None:
+    templates = [{"id": "recycle", "kind": "amount", "amount": 100, "valid_days": 1,
+                  "recycle_points": 300, "per_buyer": 0}]
+    settings = make_settings(**settings_dict(skus=PRICED, coupon_templates=templates,
+                                             points={"per_unit": 100}))
+    engine = await engine_factory(settings, worker=False)
+    _, kept = await issue(engine, "frugal", "recycle")
+    _, revoked = await issue(engine, "frugal", "recycle")
+    await engine.http.delete(f"/admin/coupons/{revoked['code']}", headers=auth(OPERATOR_KEY))
+    shard = wallet_keys.shard_of_wallet("shop-a", "frugal", 4)
+    now = int(time.time() * 1000)
+    assert await coupons.sweep(redis, settings, shard, now) == 0  # not due yet
+    later = now + 2 * 86_400_000
+    assert await coupons.sweep(redis, settings, shard, later) == 1
+    assert await coupons.sweep(redis, settings, shard, later) == 0
+    statuses = {c["code"]: c["status"] for c in await listed(engine, "frugal")}
+    assert statuses == {kept["code"]: "expired", revoked["code"]: "revoked"}
+    resp = await engine.http.get("/v1/buyers/frugal/points", headers=auth(SHOP_A_KEY))
+    assert (await resp.json())["balance"] == 300  # the revoked coupon recycles nothing
+    assert await redis.zcard(wallet_keys.coupons_expiring(shard)) == 0

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from engine.clock import rfc3339
 from engine.store import keys, wallet_keys
-from engine.wallet import ledger
+from engine.wallet import coupons, ledger
 from engine.worker.delays import DelayWatch
 from tests.conftest import (
     SHOP_B_KEY,
@@ -161,3 +161,28 @@ async def _decided(engine: Any, order_id: str) -> bool:
     resp = await engine.http.get(f"/v1/orders/{order_id}",
                                  headers={"Authorization": "Bearer key-shop-a"})
     return bool((await resp.json())["status"] == "fulfilled")
+
+
+async def test_coupons_issued_and_about_to_expire_are_told_with_their_code(
+        engine_factory: EngineFactory, receiver: tuple[EventReceiver, str],
+        redis: Redis) -> None:
+    events, url = receiver
+    settings = events_settings(url, coupon_templates=[
+        {"id": "week", "kind": "amount", "amount": 300, "valid_days": 7,
+         "remind_before_days": 2, "per_buyer": 0}])
+    engine = await engine_factory(settings)
+    resp = await engine.http.post("/v1/buyers/ev-coupon/coupons", json={"template": "week"},
+                                  headers={"Authorization": "Bearer key-shop-a"})
+    coupon = await resp.json()
+    await eventually(lambda: len(events.of("coupon.issued")) >= 1, timeout=10)
+    [issued] = events.of("coupon.issued")
+    assert issued["buyer"] == "ev-coupon" and issued["coupon"] == coupon
+    shard = wallet_keys.shard_of_wallet("shop-a", "ev-coupon", 4)
+    soon = int(time.time() * 1000) + 5 * DAY_MS + 60_000  # within 2 days of its end
+    for _ in range(2):
+        await coupons.sweep(redis, settings, shard, soon)
+    await eventually(lambda: len(events.of("coupon.expiring")) >= 1, timeout=10)
+    await asyncio.sleep(0.3)
+    [expiring] = events.of("coupon.expiring")
+    assert expiring["coupon"]["code"] == coupon["code"]
+    assert expiring["coupon"]["status"] == "active"

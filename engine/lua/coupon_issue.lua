@@ -9,6 +9,7 @@
 -- KEYS[4]  the shard's coupon expiry index
 -- KEYS[5]  the shard's webhook outbox (coupon.issued)
 -- KEYS[6]  the shard's set of wallets
+-- KEYS[7]  the shard's coupon reminder index (coupon.expiring)
 -- ARGV[1]  template id          ARGV[2]  per_buyer (0 = any number)
 -- ARGV[3]  key ("" = none)      ARGV[4]  digest of the request (the same key, another body:
 --                                        a conflict)
@@ -19,6 +20,7 @@
 -- ARGV[11] the wallet's member ("<storefront>\0<buyer>")
 -- ARGV[12..20] the terms: kind, amount, percent, max_discount, min_spend, skus (comma-joined),
 --          category, stackable (1/0), recycle_points
+-- ARGV[21] when to remind the buyer that it expires, unix ms (0 = never)
 -- Returns  {"ok", coupon id}, {"replay", coupon id} (the key with this body), {"conflict",
 --          coupon id} (another body), {"limit", issued so far} (per_buyer reached; nothing
 --          written)
@@ -50,5 +52,8 @@ end
 if ARGV[10] ~= '' then
   redis.call('XADD', KEYS[5], '*', 'o', ARGV[10], 'ev', 'coupon.issued', 'w', ARGV[11],
     'cpk', KEYS[3], 'at', now)
+  if tonumber(ARGV[21]) > now then
+    redis.call('ZADD', KEYS[7], ARGV[21], id)
+  end
 end
 return {'ok', id}

@@ -57,6 +57,11 @@ def coupons_expiring(shard: int) -> str:
     return f"{tag(shard)}:cpexp"
 
 
+def coupon_reminders(shard: int) -> str:
+    """Sorted set: coupon id -> when to send its coupon.expiring."""
+    return f"{tag(shard)}:cpremind"
+
+
 def template_issued(template: str) -> str:
     """Counter: coupons of a limited template ever issued, across every shard (its own tag)."""
     return f"{PREFIX}:{{t:{template}}}:issued"

@@ -37,6 +37,7 @@ from engine.store import keys, records, scripts
 from engine.store.sealing import Sealer
 from engine.store.wallet_keys import (
     coupon,
+    coupon_reminders,
     coupons_expiring,
     open_reservations,
     shard_of_wallet,
@@ -45,6 +46,7 @@ from engine.store.wallet_keys import (
     wallets,
 )
 from engine.views import CodeOpener
+from engine.wallet import ledger
 from engine.wallet.ledger import member
 from engine.wire_wallet import Coupon
 
@@ -114,13 +116,14 @@ async def issue(run: Run, settings: Settings, sealer: Sealer, storefront: str, b
     events = any(s.id == storefront and s.events_url for s in settings.storefronts)
     found: Any = await run((scripts.COUPON_ISSUE,
         [w.grant_keys, w.coupons, coupon(coupon_id(code), shard), coupons_expiring(shard),
-         keys.outbox(shard), wallets(shard)],
+         keys.outbox(shard), wallets(shard), coupon_reminders(shard)],
         [template.id, template.per_buyer, key, digest, now, coupon_id(code),
          sealer.seal(SEALED_AS, storefront, code), start, until,
          records.event_group(storefront, buyer) if events else "", member(storefront, buyer),
          template.kind, template.amount, template.percent, template.max_discount,
          template.min_spend, ",".join(template.skus), template.category,
-         int(template.stackable), template.recycle_points]))
+         int(template.stackable), template.recycle_points,
+         until - template.remind_before_days * DAY_MS if template.remind_before_days else 0]))
     outcome = found[0].decode()
     if outcome != "ok" and slot:
         await run((scripts.COUPON_SLOT, [template_issued(template.id)], ["give", 0]))
@@ -144,6 +147,46 @@ def take_call(shards: int, storefront: str, buyer: str, order_id: str,
     return (scripts.COUPON_TAKE,
             [w.reservations, open_reservations(shard), *(coupon(c, shard) for c in coupon_ids)],
             [order_id, now, member(storefront, buyer), ",".join(coupon_ids)])
+
+
+RECHECK_MS = 60_000  # a coupon reserved by an undecided order: looked at again this late
+
+
+async def sweep(redis: Redis, settings: Settings, shard: int, now: int, limit: int = 200
+                ) -> int:
+    """End the shard's coupons whose validity is over — recycling their points into the
+    wallet first (a grant keyed "recycle:<coupon id>": once) — and send the coupon.expiring
+    reminders that are due; coupons ended."""
+    ended = 0
+    due: Any = await redis.zrangebyscore(coupons_expiring(shard), "-inf", now, start=0,
+                                         num=limit)
+    for raw in due:
+        found = raw.decode()
+        fields: Any = await redis.hmget(coupon(found, shard), ["st", "rp", "sf", "b"])
+        status, recycle = (fields[0] or b"").decode(), int(fields[1] or 0)
+        if recycle and status in ("active", "expired") and settings.points.enabled:
+            storefront, buyer = fields[2].decode(), fields[3].decode()
+            days = settings.points.expire_after_days
+            await ledger.move(redis, settings.redis.shards, storefront, buyer, recycle,
+                              "grant", "recycled coupon", now + days * DAY_MS if days else 0,
+                              now, key=f"recycle:{found}", digest="recycle",
+                              tell=ledger.notice(settings, storefront, buyer))
+        before: Any = await scripts.COUPON_EXPIRE(
+            redis, [coupons_expiring(shard), coupon(found, shard)], [found, now,
+                                                                     now + RECHECK_MS])
+        ended += before == b"active"
+    reminders: Any = await redis.zrangebyscore(coupon_reminders(shard), "-inf", now, start=0,
+                                               num=limit)
+    for raw in reminders:
+        fields = await redis.hmget(coupon(raw.decode(), shard), ["sf", "b"])
+        if fields[0] is None:
+            await redis.zrem(coupon_reminders(shard), raw)
+            continue
+        storefront, buyer = fields[0].decode(), fields[1].decode()
+        await scripts.COUPON_REMIND(
+            redis, [coupon_reminders(shard), coupon(raw.decode(), shard), keys.outbox(shard)],
+            [raw, now, records.event_group(storefront, buyer), member(storefront, buyer)])
+    return ended
 
 
 def view(fields: dict[bytes, bytes], sealer: CodeOpener, now: int) -> Coupon:

@@ -26,7 +26,7 @@ from redis.exceptions import ResponseError
 from engine import failpoints
 from engine.config.settings import Settings
 from engine.store import keys, records, wallet_keys
-from engine.wallet import compensation, ledger
+from engine.wallet import compensation, coupons, ledger
 
 log = logging.getLogger("kamigate.worker")
 GROUP = "settle"
@@ -77,6 +77,7 @@ class Settlement:
             await self.sweep(shard, now)
             await ledger.expire_due(self.redis, shard, now)
             await ledger.remind_due(self.redis, shard, now)
+            await coupons.sweep(self.redis, self.settings, shard, now)
         self.settled += done
         return done
 

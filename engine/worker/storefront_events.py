@@ -26,7 +26,7 @@ from engine.wire import json_encode
 
 POINTS_EVENTS = ("points.granted", "compensation.granted", "points.expiring")
 DELAYED = "order.delayed"
-COUPON_ISSUED = "coupon.issued"
+COUPON_EVENTS = ("coupon.issued", "coupon.expiring")
 
 
 def _text(fields: Mapping[bytes, bytes], name: bytes) -> str:
@@ -93,7 +93,7 @@ async def render_event(redis: Redis, sealer: CodeOpener, storefronts: Mapping[st
         data = _points_body(event, fields)
     elif event == DELAYED:
         data = _delayed_body(fields)
-    elif event == COUPON_ISSUED:
+    elif event in COUPON_EVENTS:
         found = await _coupon_body(redis, sealer, fields)
         if found is None:
             return storefront_id, "", None, "the coupon no longer reads"
