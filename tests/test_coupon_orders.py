@@ -10,6 +10,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from engine.store import wallet_keys
+from engine.wallet import coupons
+from engine.wallet.coupon_reconcile import reconcile_coupons
 from tests.conftest import (
     SHOP_A_KEY,
     Engine,
@@ -162,3 +164,27 @@ async def test_a_queued_order_keeps_its_coupon_until_it_expires(
     await eventually(lambda: _status_is(engine, "eve", code, "active"), timeout=15)
     resp = await engine.http.get(f"/v1/orders/{queued['order_id']}", headers=auth(SHOP_A_KEY))
     assert (await resp.json())["status"] == "expired"
+
+
+async def test_reconcile_checks_k1_to_k3(engine_factory: EngineFactory, redis: Redis) -> None:
+    engine = await coupon_engine(engine_factory)
+    paid = await code_of(engine, "kim", "five-off")
+    waiting = await code_of(engine, "kim", "five-off")
+    _, fulfilled = await engine.order(buyer="kim", coupons=[paid])
+    await engine.http.post(f"/v1/orders/{fulfilled['order_id']}/confirm",
+                           headers=auth(SHOP_A_KEY))
+    _, held = await engine.order(buyer="kim", coupons=[waiting])
+    await eventually(lambda: _status_is(engine, "kim", paid, "redeemed"))
+    report = await reconcile_coupons(redis, engine.settings)
+    assert report.ok and report.coupons == 2, report.violations
+    shard = wallet_keys.shard_of_wallet("shop-a", "kim", 4)
+    # what a broken engine would leave behind, one promise at a time
+    await redis.hset(wallet_keys.coupon(coupons.coupon_id(paid), shard), "st", "active")
+    await engine.http.delete(f"/v1/orders/{held['order_id']}", headers=auth(SHOP_A_KEY))
+    await eventually(lambda: _status_is(engine, "kim", waiting, "active"))
+    await redis.hset(wallet_keys.coupon(coupons.coupon_id(waiting), shard),
+                     mapping={"st": "reserved", "o": held["order_id"]})
+    await redis.set(wallet_keys.template_issued("five-off"), 1)
+    violations = (await reconcile_coupons(redis, engine.settings)).violations
+    assert any(v.startswith("K1 order") for v in violations), violations
+    assert any(v.startswith("K3 coupon") for v in violations), violations

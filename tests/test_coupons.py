@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from engine.store import wallet_keys
 from engine.wallet import coupons
+from engine.wallet.coupon_reconcile import reconcile_coupons
 from tests.conftest import (
     OPERATOR_KEY,
     SHOP_A_KEY,
@@ -101,6 +102,10 @@ async def test_a_limited_campaign_is_never_over_issued(engine: Engine, redis: Re
     assert len(issued) == 50 and len({a["code"] for a in issued}) == 50
     assert all(s == 409 and a["code"] == "coupon_limit" for s, a in answers if s != 201)
     assert int(await redis.get(wallet_keys.template_issued("flash-50"))) == 50
+    assert (await reconcile_coupons(redis, engine.settings)).ok
+    await redis.set(wallet_keys.template_issued("flash-50"), 51)  # as an over-issue would
+    violations = (await reconcile_coupons(redis, engine.settings)).violations
+    assert [v for v in violations if v.startswith("K2 template flash-50")], violations
 
 
 async def test_bad_issues_are_4xx_and_write_nothing(engine: Engine, redis: Redis) -> None:

@@ -23,6 +23,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from engine.stock.reconcile import reconcile
+    from engine.wallet.coupon_reconcile import reconcile_coupons
     from engine.wallet.reconcile import reconcile_points
 
     settings = load_settings(args)
@@ -30,12 +31,13 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     async def body(redis: Redis) -> int:
         report = await reconcile(redis, settings.redis.shards, [s.id for s in settings.skus])
         points = await reconcile_points(redis, settings.redis.shards)
-        violations = report.violations + points.violations
+        coupons = await reconcile_coupons(redis, settings)
+        violations = report.violations + points.violations + coupons.violations
         for violation in violations:
             print(f"VIOLATION {violation}")
         print(f"reconcile: {report.skus} SKUs, {report.codes_checked} codes checked, "
               f"{points.wallets} wallets, {points.orders_checked} orders with points checked, "
-              f"{len(violations)} violations")
+              f"{coupons.coupons} coupons, {len(violations)} violations")
         return 0 if not violations else 1
 
     return with_store(settings, body)
