@@ -188,3 +188,21 @@ async def test_reconcile_checks_k1_to_k3(engine_factory: EngineFactory, redis: R
     violations = (await reconcile_coupons(redis, engine.settings)).violations
     assert any(v.startswith("K1 order") for v in violations), violations
     assert any(v.startswith("K3 coupon") for v in violations), violations
+
+
+async def test_coupon_redemptions_are_limited_per_address(engine_factory: EngineFactory
+                                                           ) -> None:
+    raw = settings_dict(skus=PRICED, coupon_templates=TEMPLATES, points=POINTS,
+                        coupons={"redemptions_per_ip_per_hour": 2})
+    engine = await engine_factory(make_settings(**raw))
+    await engine.import_codes("card-100", codes("IP", 5))
+    answers = []
+    for buyer in ("ip-1", "ip-2", "ip-3"):
+        code = await code_of(engine, buyer, "five-off")
+        answers.append(await engine.order(buyer=buyer, coupons=[code], buyer_ip="203.0.113.9"))
+    assert [s for s, _ in answers] == [201, 201, 429], answers
+    assert answers[2][1]["code"] == "rate_limited"
+    assert {c["status"] for c in await listed(engine, "ip-3")} == {"active"}
+    code = await code_of(engine, "ip-4", "five-off")
+    status, _ = await engine.order(buyer="ip-4", coupons=[code], buyer_ip="203.0.113.10")
+    assert status == 201

@@ -88,6 +88,9 @@ class Admission:
         self.redemptions = BucketTable(
             Rate(rate=points.redemptions_per_hour / 3600, burst=points.redemptions_per_hour),
             share) if points.redemptions_per_hour else None
+        per_ip = settings.coupons.redemptions_per_ip_per_hour  # orders with coupons, per IP
+        self.coupon_redemptions = BucketTable(
+            Rate(rate=per_ip / 3600, burst=per_ip), share) if per_ip else None
         self._unlimited = self.unlimited
 
     def inherit(self, old: Admission) -> Admission:
@@ -95,7 +98,8 @@ class Admission:
         must not hand every buyer a fresh burst. Returns self."""
         if old.share != self.share:
             return self
-        for name in ("per_buyer", "per_ip", "per_storefront", "points_grants", "redemptions"):
+        for name in ("per_buyer", "per_ip", "per_storefront", "points_grants", "redemptions",
+                     "coupon_redemptions"):
             new, prev = getattr(self, name), getattr(old, name)
             if new is not None and prev is not None and new.rate == prev.rate:
                 setattr(self, name, prev)
@@ -173,6 +177,13 @@ class Admission:
         if need > bucket.burst:
             return 60.0 if not redemption else 3600.0  # more than a whole period allows
         return bucket.take(now, need)
+
+    def coupon_wait(self, now: float, storefront: str, buyer_ip: str) -> float:
+        """0.0 when an order from this address may redeem coupons now (a token taken); else
+        the seconds to wait. An order without a buyer_ip counts under the empty address."""
+        if self.coupon_redemptions is None:
+            return 0.0
+        return self.coupon_redemptions.get(f"{storefront}\0{buyer_ip}", now).take(now, 1.0)
 
     def policy_headers(self, storefront: str | None) -> Mapping[str, str]:
         """RateLimit headers for answers that take no token (reads, cancels)."""

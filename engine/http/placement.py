@@ -83,6 +83,13 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
         if wait:
             raise errors.RateLimited("over this buyer's redemptions_per_hour; retry later",
                                      retry_after=max(1, int(wait + 0.999)))
+    if req.coupons:
+        wait = app[ADMISSION].current.coupon_wait(time.monotonic(), storefront.id,
+                                                  req.buyer_ip or "")
+        if wait:
+            raise errors.RateLimited("over [coupons] redemptions_per_ip_per_hour for this "
+                                     "address; retry later",
+                                     retry_after=max(1, int(wait + 0.999)))
     ttl_ms = sku.queue_ttl_s * 1000
     why: TicketReason = "overflow"
     pause = app[PAUSES].lookup(storefront.id, req.sku)
