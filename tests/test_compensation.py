@@ -172,3 +172,31 @@ async def test_a_viewer_may_not_compensate(engine_factory: EngineFactory) -> Non
     assert status == 403, problem
     status, _ = await compensate(engine, key=SHOP_A_KEY)
     assert status in (401, 403)
+
+
+async def test_compensation_can_be_a_coupon_once_per_reason(engine_factory: EngineFactory,
+                                                            ) -> None:
+    templates = [{"id": "sorry", "kind": "amount", "amount": 300, "per_buyer": 0}]
+    engine = await engine_factory(points_settings(
+        coupon_templates=templates,
+        compensation={"delay_over_s": 1, "points": 0, "coupon_template": "sorry"}))
+    _, late = await engine.order(sku="card-free", buyer="cp-late")
+    await asyncio.sleep(1.2)
+    await engine.import_codes("card-free", codes("CPL", 3))
+    await eventually(lambda: _coupons_of(engine, "cp-late", 1), timeout=10)
+    _, prompt = await engine.order(sku="card-free", buyer="cp-prompt")
+    status, done = await compensate(engine, points=0, coupon_template="sorry",
+                                    statuses=["fulfilled"])
+    assert status == 200, done
+    # cp-late has the automatic one (reason "delay"); this reason is new for both orders
+    assert (done["orders"], done["coupons"], done["points"]) == (2, 2, 0), done
+    status, again = await compensate(engine, points=0, coupon_template="sorry",
+                                     statuses=["fulfilled"])
+    assert (again["orders"], again["already"]) == (0, 2), again
+    assert await _coupons_of(engine, "cp-late", 2) and await _coupons_of(engine, "cp-prompt", 1)
+    assert late["status"] == "queued" and prompt["status"] == "fulfilled"
+
+
+async def _coupons_of(engine: Engine, buyer: str, n: int) -> bool:
+    resp = await engine.http.get(f"/v1/buyers/{buyer}/coupons", headers=auth(SHOP_A_KEY))
+    return len((await resp.json())["coupons"]) == n

@@ -1,12 +1,13 @@
-"""Compensation: points for the buyers of orders that a surge or a maintenance window hurt,
-at most once per order per reason, whoever asks how often.
+"""Compensation: points (and a coupon) for the buyers of orders that a surge or a maintenance
+window hurt, at most once per order per reason, whoever asks how often.
 
 Two ways in: automatically, when an order gets its codes more than `[compensation]
 delay_over_s` after it was made (claim.lua marks it in the shard's settle stream, the worker
 compensates it there: a crash in between leaves the entry to be settled again); and by an
 operator, for every order of a storefront made in a window (POST /admin/compensations). Both
-are a grant of kind "compensation" keyed "comp:<order id>:<reason>", so a second request for
-the same order and reason — with the same points or not — moves nothing.
+are a grant of kind "compensation" and a coupon issue, both keyed "comp:<order id>:<reason>",
+so a second request for the same order and reason — with the same points or not — moves
+nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from engine.config.settings import Settings
+from engine.config.settings import CouponTemplate, Settings
 from engine.store import keys, records
-from engine.wallet import ledger
+from engine.store.sealing import sealer_of
+from engine.wallet import coupons, ledger
 from engine.wire import StreamOrder, decode_stream_order
 
 DAY_MS = 86_400_000
@@ -31,24 +33,43 @@ def late_before(settings: Settings, now: int) -> int:
     """Orders made before this (unix ms) and given codes now are compensated; 0 = none are
     (no delay_over_s, or nothing to compensate with)."""
     rule = settings.compensation
-    if not rule.delay_over_s or not rule.points or not settings.points.enabled:
+    with_points = rule.points and settings.points.enabled
+    if not rule.delay_over_s or not (with_points or rule.coupon_template):
         return 0
     return now - rule.delay_over_s * 1000
 
 
+def template_of(settings: Settings, name: str | None) -> CouponTemplate | None:
+    return next((t for t in settings.coupon_templates if t.id == name), None) if name else None
+
+
 async def compensate(redis: Redis, settings: Settings, order: StreamOrder, points: int,
-                     reason: str, now: int) -> str:
-    """Grant `points` to the order's buyer for `reason`: "ok", "replay" (compensated for
-    this reason before) or "skipped" (its buyer id cannot have a wallet, or points are off)."""
-    if points <= 0 or not settings.points.enabled or not ledger.valid_buyer(order.buyer):
-        return "skipped"
-    days = settings.points.expire_after_days
-    outcome, _, _ = await ledger.move(
-        redis, settings.redis.shards, order.storefront, order.buyer, points, "compensation",
-        reason, now + days * DAY_MS if days else 0, now,
-        key=f"comp:{order.order_id}:{reason}", digest="comp", order_id=order.order_id,
-        tell=ledger.notice(settings, order.storefront, order.buyer))
-    return "ok" if outcome == "ok" else "replay"
+                     reason: str, now: int, template: CouponTemplate | None = None
+                     ) -> tuple[str, int]:
+    """Grant `points` and issue a coupon of `template` to the order's buyer for `reason`:
+    ("ok", coupons issued now), ("replay", 0) (compensated for this reason before) or
+    ("skipped", 0) (its buyer id cannot have a wallet, or there is nothing to give)."""
+    points = points if settings.points.enabled else 0
+    if not (points > 0 or template is not None) or not ledger.valid_buyer(order.buyer):
+        return "skipped", 0
+    key = f"comp:{order.order_id}:{reason}"
+    outcome = "replay"
+    if points > 0:
+        days = settings.points.expire_after_days
+        moved, _, _ = await ledger.move(
+            redis, settings.redis.shards, order.storefront, order.buyer, points,
+            "compensation", reason, now + days * DAY_MS if days else 0, now, key=key,
+            digest="comp", order_id=order.order_id,
+            tell=ledger.notice(settings, order.storefront, order.buyer))
+        outcome = "ok" if moved == "ok" else outcome
+    issued = 0
+    if template is not None:
+        found, _ = await coupons.issue(coupons.direct(redis), settings, sealer_of(
+            settings.codes.keys, settings.codes.current, settings.codes.fingerprint_key),
+            order.storefront, order.buyer, template, now, key, key)
+        issued = int(found == "ok")
+        outcome = "ok" if issued else outcome
+    return outcome, issued
 
 
 async def compensate_late(redis: Redis, settings: Settings, order_id: str, now: int) -> str:
@@ -56,8 +77,10 @@ async def compensate_late(redis: Redis, settings: Settings, order_id: str, now: 
     record = await records.read(redis, order_id)
     if record is None:
         return "skipped"
-    return await compensate(redis, settings, record.request, settings.compensation.points,
-                            AUTO_REASON, now)
+    rule = settings.compensation
+    outcome, _ = await compensate(redis, settings, record.request, rule.points, AUTO_REASON,
+                                  now, template_of(settings, rule.coupon_template))
+    return outcome
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,7 @@ class Window:
 class Tally:
     orders: int = 0  # compensated now
     points: int = 0  # granted now
+    coupons: int = 0  # issued now
     already: int = 0  # compensated for this reason before
     skipped: int = 0  # buyer ids that cannot have a wallet
 
@@ -110,13 +134,16 @@ async def _pick(redis: Redis, names: list[Any], window: Window) -> AsyncIterator
 
 
 async def compensate_window(redis: Redis, settings: Settings, window: Window, points: int,
-                            reason: str, now: int) -> Tally:
+                            reason: str, now: int, template: CouponTemplate | None = None
+                            ) -> Tally:
     tally = Tally()
     async for order in matching_orders(redis, settings.redis.shards, window):
-        outcome = await compensate(redis, settings, order, points, reason, now)
+        outcome, issued = await compensate(redis, settings, order, points, reason, now,
+                                           template)
         if outcome == "ok":
             tally.orders += 1
-            tally.points += points
+            tally.points += points if settings.points.enabled else 0
+            tally.coupons += issued
         elif outcome == "replay":
             tally.already += 1
         else:
