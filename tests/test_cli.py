@@ -131,9 +131,18 @@ def test_up_demo_serves_orders_end_to_end(tmp_path: Path) -> None:
         status, paid = _get(f"{base}/v1/orders/{held['order_id']}/confirm", "demo-shop-key",
                             {})
         assert status == 200 and paid["status"] == "fulfilled" and len(paid["codes"]) == 1
+        # the welcome coupon, and the rest in points
+        status, coupon = _get(f"{base}/v1/buyers/alice@example.com/coupons", "demo-shop-key",
+                              {"template": "welcome-10"})
+        assert status == 201 and coupon["amount"] == 1000, coupon
+        status, order = _get(f"{base}/v1/orders", "demo-shop-key",
+                             {"sku": "steam-cn-100", "qty": 1, "buyer": "alice@example.com",
+                              "coupons": [coupon["code"]], "points": 9000})
+        assert status == 201 and order["status"] == "fulfilled", order
+        assert order["price"]["discount"] == 1000 and order["price"]["cash_due"] == 0
         status, skus = _get(f"{base}/admin/skus", "demo-admin-key")
         levels = {s["sku"]: s for s in skus["skus"]}
-        assert levels["steam-cn-100"]["issued"] == 1
+        assert levels["steam-cn-100"]["issued"] == 2
         assert levels["netflix-1m"]["issued"] == 1
         assert (tmp_path / ".kamigate" / "appendonlydir").exists() or \
             (tmp_path / ".kamigate" / "appendonly.aof").exists()
@@ -149,6 +158,7 @@ def test_up_demo_serves_orders_end_to_end(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=30)
     assert "curl -s -H 'Authorization: Bearer demo-shop-key'" in out
     assert '"buyer":"alice@example.com","points":10000}' in out  # pays with points
+    assert '"coupons":["<code>"],"points":9000}' in out  # and with a coupon
     assert "demo points: 50000 for alice@example.com" in out
     assert proc.returncode == 0, out
     assert "Redis unreachable" not in out and "Traceback" not in out, out

@@ -1,5 +1,5 @@
 """The embedded demo: a config with one storefront, an admin, two priced SKUs, stock to sell,
-and a buyer with points to pay with."""
+a coupon template, and a buyer with points to pay with."""
 
 from __future__ import annotations
 
@@ -45,6 +45,13 @@ per_unit = 100              # 100 points pay 1.00 CNY
 earn_per_unit = 1           # 1 point earned per yuan paid in cash
 expire_after_days = 730
 
+[[coupon_templates]]
+id = "welcome-10"
+kind = "amount"
+amount = 1000               # 10.00 CNY off
+per_buyer = 1
+valid_days = 30
+
 [[skus]]
 id = "steam-cn-100"
 price = 10000               # 100.00 CNY, in fen
@@ -86,6 +93,14 @@ def curl_lines(base: str) -> str:
         "(then POST /v1/orders/<order_id>/confirm):",
         f"curl -s {auth} {json} -d '{{\"sku\":\"netflix-1m\",\"qty\":1,"
         f"\"buyer\":\"bob@example.com\"}}' {base}/v1/orders",
+        f"# issue {BUYER} the welcome coupon (once: per_buyer = 1), then list it:",
+        f"curl -s {auth} {json} -d '{{\"template\":\"welcome-10\"}}' "
+        f"{base}/v1/buyers/{BUYER}/coupons",
+        f"curl -s {auth} {base}/v1/buyers/{BUYER}/coupons",
+        "# pay with the coupon (its code from above) and points for the rest:",
+        f"curl -s {auth} {json} -d '{{\"sku\":\"steam-cn-100\",\"qty\":1,"
+        f"\"buyer\":\"{BUYER}\",\"coupons\":[\"<code>\"],\"points\":9000}}' "
+        f"{base}/v1/orders",
         "# stock levels:",
         f"curl -s {admin} {base}/admin/skus",
         "# add stock:",
