@@ -74,7 +74,9 @@ from engine.stock import lots
 from engine.stock.reconcile import reconcile
 from engine.store import connection, keys, records
 from engine.store.embedded import RedisProcess, free_port
-from engine.wallet import ledger
+from engine.store.sealing import PLAIN
+from engine.wallet import coupons, ledger
+from engine.wallet.coupon_reconcile import reconcile_coupons
 from engine.wallet.reconcile import reconcile_points
 from engine.wire import StreamOrder
 from engine.worker.consumer import Worker
@@ -90,6 +92,9 @@ from tests.conftest import (
     make_settings,
     settings_dict,
 )
+from tests.model_coupons import DISCOUNT as COUPON_DISCOUNT
+from tests.model_coupons import TEMPLATE as COUPON_TEMPLATE
+from tests.model_coupons import MCoupon
 from tests.model_wallets import NEVER, MReservation, MWallet
 
 T = TypeVar("T")
@@ -127,7 +132,7 @@ def model_config(policy: dict[str, dict[str, Any]] | None = None) -> dict[str, A
         s.update((policy or {}).get(s["id"], {}))
         if s["id"] in PRICED:
             s["price"] = PRICED[s["id"]]
-    return settings_dict(skus=skus, points=POINTS,
+    return settings_dict(skus=skus, points=POINTS, coupon_templates=[COUPON_TEMPLATE],
                          pricing={"currency": "CNY", "payment_hold_s": HOLD_S})
 
 
@@ -242,6 +247,7 @@ class EngineModel(RuleBasedStateMachine):
         self.history_seen: dict[tuple[str, str], bytes] = {}  # the wallet's last entry read
         self.soon_ms = (now_ms() // 1000 + SOON_S) * 1000
         self.settled = True  # every decided order's points settled (after a worker step)
+        self.coupons: list[MCoupon] = []
         try:
             self.run(self._start())
         except BaseException:
@@ -401,11 +407,13 @@ class EngineModel(RuleBasedStateMachine):
         order = MOrder(order_id, storefront, body["sku"], body["qty"], body["buyer"],
                        body["tier"], body["hold_s"], key, "pending", points=body["points"])
         if body["sku"] in PRICED:
-            cash_due = PRICED[body["sku"]] * body["qty"] - body["points"]
+            discount = COUPON_DISCOUNT if body.get("coupons") else 0
+            amount = PRICED[body["sku"]] * body["qty"]
+            cash_due = amount - discount - body["points"]
             order.reservation = self.wallet(storefront, body["buyer"]).reserve(
                 body["points"], cash_due // 100)  # earn_per_unit 1 on each yuan paid
             assert order.reservation is not None
-            price = {"currency": "CNY", "amount": cash_due + body["points"], "discount": 0,
+            price = {"currency": "CNY", "amount": amount, "discount": discount,
                      "points": body["points"], "points_value": body["points"],
                      "cash_due": cash_due}
             assert status == 409 or answer["price"] == price, (answer, price)
@@ -757,6 +765,84 @@ class EngineModel(RuleBasedStateMachine):
         assert answer["balance"] == wallet.balance, (answer, wallet)
         if key is not None:
             wallet.grant_keys[key] = body
+
+    # -- rules: coupons -----------------------------------------------------------------------
+    @rule(storefront=st.sampled_from(sorted(STOREFRONT_KEYS)), buyer=st.sampled_from(BUYERS))
+    def issue_coupon(self, storefront: str, buyer: str) -> None:
+        """A coupon of the model's template: per_buyer 2, total 5 (K2)."""
+        self.begin()
+        mine = sum(1 for c in self.coupons if (c.storefront, c.buyer) == (storefront, buyer))
+
+        async def go() -> tuple[int, dict[str, Any]]:
+            resp = await self.engine.http.post(
+                f"/v1/buyers/{buyer}/coupons", json={"template": COUPON_TEMPLATE["id"]},
+                headers=auth(STOREFRONT_KEYS[storefront]))
+            return resp.status, await resp.json()
+
+        status, answer = self.run(go())
+        if mine >= COUPON_TEMPLATE["per_buyer"] or len(self.coupons) >= COUPON_TEMPLATE["total"]:
+            assert status == 409 and answer["code"] == "coupon_limit", (status, answer)
+            COVERAGE["coupon: limit"] += 1
+            return
+        assert status == 201 and answer["status"] == "active", (status, answer)
+        self.coupons.append(MCoupon(answer["code"], storefront, buyer))
+        COVERAGE["coupon: issued"] += 1
+
+    @precondition(lambda self: bool(self.coupons))
+    @rule(data=st.data(), owner=st.booleans(), pay=st.sampled_from(("cash", "rest")),
+          hold=st.booleans())
+    def order_with_coupon(self, data: st.DataObject, owner: bool, pay: str,
+                          hold: bool) -> None:
+        """An order naming one of the coupons, by its owner or by someone else; paid in
+        cash or with points for the rest. Admitted when the coupon is active (K1: a coupon
+        an order holds serves no other), 409 coupon_invalid otherwise, nothing written."""
+        coupon = self.coupons[data.draw(st.integers(0, len(self.coupons) - 1))]
+        self.begin("worker")
+        self.run(self._drain())  # the coupon's status as the model expects it, settled
+        self.run(self._observe())
+        self.quiet = self.settled = True
+        buyer = coupon.buyer if owner else data.draw(st.sampled_from(
+            [b for b in BUYERS if b != coupon.buyer]))
+        rest = PRICE - COUPON_DISCOUNT if pay == "rest" else 0
+        body = {**body_of("card-100", 1, buyer, 0, HOLD_S if hold else 0, rest),
+                "coupons": [coupon.code]}
+        usable = owner and self._coupon_status(coupon) == "active"
+        if usable and rest > self.wallet(coupon.storefront, buyer).balance:
+            body["points"] = rest = 0  # a wallet too short would be 409 insufficient_points
+        status, answer = self.run(self._post_order(coupon.storefront, body, None, 0))
+        if not usable:
+            assert status == 409 and answer["code"] == "coupon_invalid", (status, answer)
+            COVERAGE["coupon: refused in an order"] += 1
+            return
+        assert status in (201, 202), (status, answer)
+        order = self.register(status, answer, coupon.storefront, body, None)
+        coupon.order_id = order.order_id
+        self.quiet = self.settled = False
+        COVERAGE["coupon: in an order" + (" with points" if rest else "")] += 1
+
+    @rule()
+    def coupon_sweep(self) -> None:
+        """The coupon sweep as if two days had passed: active coupons end (expired)."""
+        self.begin("worker")
+        self.run(self._drain())  # settled first: which coupons are active is then known
+        self.run(self._observe())
+        self.quiet = self.settled = True
+        at = now_ms() + 2 * 86_400_000
+
+        async def go() -> None:
+            for shard in range(SHARDS):
+                await coupons.sweep(self.redis, self.engine.settings, shard, at)
+
+        before = {c.code: self._coupon_status(c) for c in self.coupons}
+        self.run(go())
+        for c in self.coupons:
+            if before[c.code] == "active":
+                c.ended = True
+        COVERAGE["coupon: sweep"] += 1
+
+    def _coupon_status(self, coupon: MCoupon) -> str:
+        order = self.orders.get(coupon.order_id) if coupon.order_id else None
+        return coupon.expected(order.status if order is not None else None)
 
     # -- rules: worker and faults ------------------------------------------------------------
     @rule()
@@ -1136,7 +1222,8 @@ class EngineModel(RuleBasedStateMachine):
                 mine = {o.order_id: o.reservation.state for o in self.orders.values()
                         if o.storefront == storefront and o.buyer == buyer
                         and o.reservation is not None and o.points}
-                assert {k.decode(): v[:1].decode() for k, v in states.items()} == mine, \
+                assert {k.decode(): v[:1].decode() for k, v in states.items()
+                        if not k.startswith(b"c:")} == mine, \
                     f"P2 {storefront}/{buyer}: reservations differ from the model"
             if self.settled:
                 report = await reconcile_points(self.redis, SHARDS)
@@ -1156,6 +1243,28 @@ class EngineModel(RuleBasedStateMachine):
                     f"P2: {order.order_id} is {order.status}, its points {moved.state}"
             if order.status == "fulfilled":
                 assert moved.earned == (moved.earn > 0), f"{order.order_id}: earned points"
+
+    @invariant()
+    def inv_k1_k3_coupons(self) -> None:
+        """K2 always (never more issued than per_buyer and total allow); once settled, every
+        coupon's status follows from its order's (K1: redeemed only by its fulfilled order;
+        K3: no decided order holds one), and reconcile agrees."""
+        async def check() -> None:
+            for coupon in self.coupons:
+                found = [c for c in await coupons.of_buyer(
+                    self.redis, SHARDS, PLAIN, coupon.storefront,
+                    coupon.buyer, now_ms(), None, 50) if c.code == coupon.code]
+                assert len(found) == 1, f"K2: coupon {coupon.code} is not listed once"
+                if self.settled:
+                    want = self._coupon_status(coupon)
+                    assert found[0].status == want or (want == "active" and coupon.ended), \
+                        f"K1/K3: coupon {coupon.code} is {found[0].status}, expected {want}"
+            if self.settled:
+                report = await reconcile_coupons(self.redis, self.engine.settings)
+                assert report.ok, report.violations
+
+        assert len(self.coupons) <= COUPON_TEMPLATE["total"]
+        self.run(check())
 
     @invariant()
     def inv_c6_isolation(self) -> None:
