@@ -13,6 +13,7 @@ from engine.store import wallet_keys
 from engine.wallet import coupons
 from engine.wallet.coupon_reconcile import reconcile_coupons
 from tests.conftest import (
+    OPERATOR_KEY,
     SHOP_A_KEY,
     Engine,
     EngineFactory,
@@ -206,3 +207,18 @@ async def test_coupon_redemptions_are_limited_per_address(engine_factory: Engine
     code = await code_of(engine, "ip-4", "five-off")
     status, _ = await engine.order(buyer="ip-4", coupons=[code], buyer_ip="203.0.113.10")
     assert status == 201
+
+
+async def test_review_rules_hold_a_coupon_order_like_any_other(engine_factory: EngineFactory
+                                                                ) -> None:
+    engine = await coupon_engine(engine_factory, skus=[
+        {"id": "card-100", "max_qty": 10, "price": 1000, "review_over_qty": 1},
+        {"id": "card-free"}])
+    code = await code_of(engine, "rev", "five-off")
+    status, waiting = await engine.order(buyer="rev", qty=2, coupons=[code])
+    assert status == 202 and waiting["queue"]["reason"] == "review", waiting
+    assert await status_of(engine, "rev", code) == "reserved"
+    resp = await engine.http.post(f"/admin/review/{waiting['order_id']}",
+                                  json={"decision": "reject"}, headers=auth(OPERATOR_KEY))
+    assert resp.status == 200, await resp.text()
+    await eventually(lambda: _status_is(engine, "rev", code, "active"))
