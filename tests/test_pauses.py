@@ -222,6 +222,9 @@ async def test_paused_sku_queues_orders_and_serves_them_when_the_pause_ends(
         eta = body["queue"]["eta_s"]
         assert eta is not None and 590 < eta <= 600
         tickets.append(body)
+    resp = await engine.http.get("/admin/skus/card-100", headers=auth(OPERATOR_KEY))
+    level = await resp.json()  # the paused tickets count as queued, and say where they wait
+    assert level["queued"] == 5 and level["waiting"]["paused"] == 5, level
     # another storefront is paused too (the scope is the SKU); another SKU is not
     status, shop_b = await engine.order(key=SHOP_B_KEY, buyer="pzb")
     assert status == 202 and shop_b["queue"]["reason"] == "paused"

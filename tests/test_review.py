@@ -108,8 +108,14 @@ async def test_large_order_waits_for_review_then_approve_delivers(
     assert record is not None and record.status == "queued"
     # nothing was taken for it
     assert (await _sku(engine))["available"] == 7
-    listed = await _review_list(engine, VIEWER_KEY)  # a viewer may read the list
+    # the list names buyers and their addresses: an operator's (API.md), not a viewer's
+    resp = await engine.http.get("/admin/review", headers=auth(VIEWER_KEY))
+    assert resp.status == 403 and (await resp.json())["code"] == "forbidden"
+    listed = await _review_list(engine)
     assert [o["order_id"] for o in listed] == [big["order_id"]]
+    level = await _sku(engine)  # /admin/skus names the line it waits in
+    assert level["queued"] == 1 and level["waiting"] == {
+        "sold_out": 0, "overflow": 0, "paused": 0, "review": 1}
     entry = listed[0]
     assert entry["qty"] == 4 and entry["buyer"] == "big" and entry["storefront"] == "shop-a"
     assert entry["buyer_ip"] == "192.0.2.7" and entry["queue"]["reason"] == "review"

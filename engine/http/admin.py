@@ -126,7 +126,7 @@ async def list_skus(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY].current
     admin_of(request, directory, "viewer")
     found = await levels(request.app[REDIS], directory.settings.redis.shards,
-                               directory.skus)
+                         directory.skus, [s.id for s in directory.settings.storefronts])
     return respond(request, {"skus": found})
 
 
@@ -134,7 +134,8 @@ async def get_sku(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY].current
     admin_of(request, directory, "viewer")
     sku = _sku(request)
-    [found] = await levels(request.app[REDIS], directory.settings.redis.shards, [sku])
+    [found] = await levels(request.app[REDIS], directory.settings.redis.shards, [sku],
+                           [s.id for s in directory.settings.storefronts])
     return respond(request, found)
 
 

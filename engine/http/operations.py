@@ -121,7 +121,7 @@ async def calendar(request: web.Request) -> web.Response:
 
 async def list_review(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY].current
-    admin_of(request, directory, "viewer")
+    admin_of(request, directory, "operator")  # buyers and addresses: not for viewers
     found = await parking.waiting_review(request.app[REDIS], directory.settings.redis.shards)
     return respond(request, {"orders": [
         {**msgspec.to_builtins(record_view(directory, record, position)),

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
 
-from engine.store import keys, scripts
+from engine.store import keys, records, scripts
+from engine.wire import decode_stream_order
 
 
 class LotLevel(msgspec.Struct):
     lot: str
     available: int
     expires_at: int | None
+
+
+class Waiting(msgspec.Struct):
+    """A SKU's tickets by the line they wait in."""
+
+    sold_out: int = 0
+    overflow: int = 0
+    paused: int = 0
+    review: int = 0
 
 
 class SkuLevel(msgspec.Struct):
@@ -23,8 +34,9 @@ class SkuLevel(msgspec.Struct):
     issued: int
     voided: int
     imported: int
-    queued: int
+    queued: int  # every ticket of the SKU, in any line (waiting says which)
     lots: list[LotLevel]
+    waiting: Waiting = msgspec.field(default_factory=Waiting)
 
 
 async def void_lot(redis: Redis, shards: int, sku: str, lot: str) -> tuple[int, int]:
@@ -39,8 +51,11 @@ def _int(value: bytes | None) -> int:
     return int(value) if value else 0
 
 
-async def levels(redis: Redis, shards: int, skus: Iterable[str]) -> list[SkuLevel]:
-    names = list(skus)
+async def levels(redis: Redis, shards: int, skus: Iterable[str],
+                 storefronts: Iterable[str] = ()) -> list[SkuLevel]:
+    """Stock levels and tickets of each SKU; the paused tickets are counted for the
+    storefronts named."""
+    names, fronts = list(skus), list(storefronts)
     pipe = redis.pipeline(transaction=False)
     for sku in names:
         s = keys.shard_of_sku(sku, shards)
@@ -48,14 +63,39 @@ async def levels(redis: Redis, shards: int, skus: Iterable[str]) -> list[SkuLeve
         pipe.zcard(keys.line(sku, s))
         pipe.hgetall(keys.lots(sku, s))
         pipe.hgetall(keys.lot_expiry(sku, s))
+        pipe.zcard(keys.overflow_line(sku, s))
+        for storefront in fronts:
+            pipe.zcard(keys.parked_line(sku, storefront, s))
     replies = await pipe.execute()
+    in_review = await _in_review(redis, shards)
     out = []
+    step = 5 + len(fronts)
     for i, sku in enumerate(names):
-        counts, queued, lot_counts, expiries = replies[4 * i : 4 * i + 4]
+        counts, line, lot_counts, expiries, overflow, *parked = replies[step * i: step * (i + 1)]
         lots = [
             LotLevel(lot.decode(), int(n), _int(expiries.get(lot)) or None)
             for lot, n in sorted(lot_counts.items())
         ]
         available, held, issued, voided, imported = (_int(c) for c in counts)
-        out.append(SkuLevel(sku, available, held, issued, voided, imported, queued, lots))
+        waiting = Waiting(line, overflow, sum(parked), in_review.get(sku, 0))
+        queued = waiting.sold_out + waiting.overflow + waiting.paused + waiting.review
+        out.append(SkuLevel(sku, available, held, issued, voided, imported, queued, lots,
+                            waiting))
     return out
+
+
+async def _in_review(redis: Redis, shards: int) -> dict[str, int]:
+    """Orders waiting for review, by SKU (the review lines hold every SKU of their shard)."""
+    counts: dict[str, int] = {}
+    for shard in range(shards):
+        waiting: Any = await redis.zrange(keys.review_line(shard), 0, -1)
+        if not waiting:
+            continue
+        pipe = redis.pipeline(transaction=False)
+        for order_id in waiting:
+            pipe.hget(keys.order(order_id.decode(), shard), records.REQUEST)
+        for raw in await pipe.execute():
+            if raw:
+                sku = decode_stream_order(raw).sku
+                counts[sku] = counts.get(sku, 0) + 1
+    return counts
