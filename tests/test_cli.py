@@ -43,6 +43,9 @@ async def test_stock_import_then_reconcile(redis: Redis, redis_server: RedisProc
                     str(cfg))
     assert done.returncode == 0, done.stderr
     assert "added 5000, duplicates 1, invalid 0, available 5000" in done.stdout
+    entries = [f for _, f in await redis.xrange(keys.audit())]  # audited like an HTTP import
+    assert [(e[b"who"], e[b"action"]) for e in entries] == [(b"cli", b"stock.import")]
+    assert json.loads(entries[0][b"details"])["added"] == 5000
     status = kamigate("status", "--config", str(cfg))
     assert status.returncode == 0 and "card-100" in status.stdout and "5000" in status.stdout
     for row in ("workers alive", "order-stream backlog", "backpressure", "maintenance",

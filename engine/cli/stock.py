@@ -13,6 +13,7 @@ from engine.cli.support import load_settings, with_store
 from engine.clock import parse_rfc3339
 from engine.config.directory import Directory
 from engine.stock.importer import CHUNK, Importer, LotVoided, default_lot
+from engine.store import audit
 from engine.store.fingerprint import FingerprintChanged
 
 
@@ -71,6 +72,9 @@ def cmd_stock_import(args: argparse.Namespace) -> int:
         except (LotVoided, FingerprintChanged) as exc:
             print(f"kamigate: {exc}", file=sys.stderr)
             return 1
+        await audit.record(redis, "cli", "stock.import", {  # as the HTTP import is
+            "sku": result.sku, "lot": result.lot, "added": result.added,
+            "duplicates": result.duplicates, "invalid": result.invalid})
         print(f"{result.sku} lot {result.lot}: added {result.added}, duplicates "
               f"{result.duplicates}, invalid {result.invalid}, available {result.available}")
         return 0
