@@ -32,7 +32,7 @@ class Shop(Protocol):
     @property
     def sealer(self) -> CodeOpener: ...
 
-    def page_path(self, order_id: str) -> str: ...
+    def page_url(self, order_id: str) -> str: ...
 
     @property
     def currency(self) -> str: ...
@@ -105,7 +105,7 @@ def order_view(
             position=position or None,
             eta_s=eta,
             expires_at=rfc3339(expires_ms) if expires_ms else None,
-            page=directory.page_path(request.order_id),
+            page=directory.page_url(request.order_id),
         )
     elif status in ("rejected", "expired", "cancelled"):
         order.reason = reason or status

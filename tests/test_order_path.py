@@ -23,7 +23,8 @@ async def test_sold_out_order_is_queued_then_served_on_restock(engine: Engine) -
     status, body = await engine.order()
     assert status == 202 and body["status"] == "queued"
     assert body["queue"]["reason"] == "sold_out" and body["queue"]["position"] == 1
-    assert body["queue"]["page"].startswith(f"/q/{body['order_id']}?t=")
+    # an absolute link under server.public_url, for the storefront to hand on
+    assert body["queue"]["page"].startswith(f"http://127.0.0.1:8080/q/{body['order_id']}?t=")
     await engine.import_codes("card-100", ["ONLY-ONE"])
     for _ in range(100):
         resp = await engine.http.get(f"/v1/orders/{body['order_id']}", headers=auth(SHOP_A_KEY))

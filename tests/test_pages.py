@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -29,10 +30,11 @@ STATE_KEYS = {"status", "position", "eta_s", "expires_at", "notice", "reason", "
 
 
 async def queued(engine: Engine) -> tuple[str, str]:
-    """A queued order (no stock): its id and its page path."""
+    """A queued order (no stock): its id and its page path (the link less its origin)."""
     status, body = await engine.order(wait_ms=5000)
     assert status == 202 and body["status"] == "queued", body
-    return body["order_id"], body["queue"]["page"]
+    link = urlsplit(body["queue"]["page"])
+    return body["order_id"], f"{link.path}?{link.query}"
 
 
 def token_of(engine: Engine, order_id: str) -> str:

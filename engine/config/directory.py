@@ -83,6 +83,10 @@ class Directory:
     def page_path(self, order_id: str) -> str:
         return f"/q/{order_id}?t={self.page_token(order_id)}"
 
+    def page_url(self, order_id: str) -> str:
+        """The buyer's page as a link a storefront can hand on: under server.public_url."""
+        return self.settings.server.public_url.rstrip("/") + self.page_path(order_id)
+
 
 def buyer_pattern(text: str) -> Any:
     """A review pattern, compiled for RE2: matching takes time linear in the buyer id whatever
