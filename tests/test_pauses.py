@@ -643,3 +643,19 @@ async def test_config_pause_in_force_from_the_first_request(
     status, body = await engine.order(buyer="first", wait_ms=0)
     assert status == 202 and body["status"] == "queued", body
     assert body["queue"]["reason"] == "paused"
+
+
+async def test_without_a_waiting_room_paused_and_reviewed_orders_still_wait(
+        engine_factory: EngineFactory) -> None:
+    """The waiting room only bounds overflow: a pause or a review still makes a ticket."""
+    engine = await engine_factory(make_settings(
+        waiting_room={"enabled": False},
+        skus=[{"id": "card-100", "max_qty": 10, "review_over_qty": 2},
+              {"id": "card-limited", "max_qty": 5}]))
+    await engine.import_codes("card-100", codes("NR", 5))
+    status, reviewed = await engine.order(qty=3, buyer="big")
+    assert status == 202 and reviewed["queue"]["reason"] == "review", reviewed
+    status, _ = await _pause(engine, scope="sku:card-limited", reason="holiday")
+    assert status == 200
+    status, paused = await engine.order(sku="card-limited", buyer="p1")
+    assert status == 202 and paused["queue"]["reason"] == "paused", paused

@@ -23,7 +23,8 @@
 --            admit one order id twice.
 -- ARGV[3]    the payloads (msgpack StreamOrder each), concatenated: Lua's cmsgpack has no
 --            binary type, so binary payloads travel beside the msgpack index
--- ARGV[4]    the waiting room's capacity per line (0 = no waiting room)
+-- ARGV[4]    the waiting room's capacity per line (0 = no waiting room: no overflow tickets;
+--            paused and reviewed orders are tickets whatever their line's length)
 -- Returns    per order {status, position}: "pending" (in the stream), "queued" (a ticket in
 --            the overflow line, at position), "full" (over capacity and the line is full:
 --            nothing written), "abandoned" (fenced by abandon.lua: nothing written), or the
@@ -63,7 +64,9 @@ for i, item in ipairs(batch) do
       waiting[line] = length
     end
     if item[TICKET] or (why == 'overflow' and length > 0) then
-      if length >= capacity then
+      -- without a waiting room (capacity 0) only overflow is refused: a paused or reviewed
+      -- order still waits, as a ticket
+      if length >= capacity and (why == 'overflow' or capacity > 0) then
         out[i] = {'full', 0}
       else
         local expiry = now + item[TTL_MS]
