@@ -10,9 +10,11 @@ from redis.asyncio import Redis
 
 from engine.http.state import DRAIN
 from engine.store import records
-from engine.worker.drain import line_name
+from engine.worker.drain import DrainMeter, line_name
+from engine.worker.waiting import Releaser
 from tests.conftest import (
     SHOP_A_KEY,
+    SHOP_B_KEY,
     EngineFactory,
     auth,
     codes,
@@ -236,3 +238,29 @@ async def test_tickets_survive_front_door_and_worker_restarts(
         return record is not None and record.status == "fulfilled"
 
     await eventually(served, timeout=10)
+
+
+async def test_released_tickets_respect_each_storefronts_bucket(
+    engine_factory: EngineFactory, redis: Redis,
+) -> None:
+    """A storefront over its own rate does not get its overflow released past it; the
+    tickets of other storefronts behind it go ahead, and its own keep their place."""
+    door = make_settings(limits={"global": {"rate": 0.001, "burst": 1}}, redis={"shards": 1})
+    engine = await engine_factory(door, worker=False)
+    await engine.import_codes("card-100", codes("PS", 10))
+    ids = {}
+    for key, buyer in [(SHOP_A_KEY, f"a{i}") for i in range(4)] + \
+            [(SHOP_B_KEY, f"b{i}") for i in range(2)]:
+        status, body = await engine.order(key=key, buyer=buyer, wait_ms=0)
+        assert status in (201, 202), body
+        ids[buyer] = body
+    assert [ids[b]["status"] for b in ("a1", "a2", "a3", "b0", "b1")] == ["queued"] * 5
+    worker = make_settings(limits={"per_storefront": {"rate": 0.001, "burst": 2}},
+                           redis={"shards": 1})
+    releaser = Releaser(worker, time.monotonic())
+    released = await releaser.release(redis, 0, int(time.time() * 1000), time.monotonic(),
+                                      DrainMeter(time.monotonic()))
+    assert released == 4
+    still = [b for b in ("a1", "a2", "a3", "b0", "b1")
+             if (await records.read(redis, ids[b]["order_id"])).status == "queued"]
+    assert still == ["a3"]  # shop-a's third waits for its storefront's tokens

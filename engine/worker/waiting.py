@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 from engine.config.settings import Settings
 from engine.controls.token_bucket import TokenBucket
 from engine.store import keys, records, scripts
-from engine.wire import OrderRecord, msgpack_encode
+from engine.wire import OrderRecord, decode_stream_order, msgpack_encode
 from engine.worker.book import read_states
 from engine.worker.drain import DrainMeter, line_name
 from engine.worker.matching_py import lot_order
@@ -120,8 +120,10 @@ async def sweep(redis: Redis, shard: int, now: int) -> int:
 
 class Releaser:
     """Admits overflow tickets in line order at the capacity rates: the fleet-wide global
-    bucket (in Redis, shared by every worker) and the SKU's bucket (its shard's owner is the
-    only one releasing that SKU, so a local bucket is fleet-wide too)."""
+    bucket (in Redis, shared by every worker), the SKU's bucket (its shard's owner is the
+    only one releasing that SKU, so a local bucket is fleet-wide too) and each storefront's
+    (in Redis: a storefront orders every SKU). A ticket whose storefront is out of tokens
+    keeps its place; those behind it of other storefronts go ahead."""
 
     def __init__(self, settings: Settings, now_s: float) -> None:
         self.settings = settings
@@ -141,7 +143,9 @@ class Releaser:
             if want <= 0:
                 continue
             head: Any = await redis.zrange(keys.overflow_line(sku, shard), 0, want - 1)
-            ids = [i.decode() for i in head]
+            ids = await self._per_storefront(redis, shard, [i.decode() for i in head], now_ms)
+            if not ids:
+                continue
             n = await scripts.RELEASE(
                 redis,
                 [keys.overflow_line(sku, shard), keys.stream(shard), keys.expiries(shard),
@@ -152,6 +156,32 @@ class Releaser:
             released += int(n)
             meter.record(line_name("overflow", sku), int(n))
         return released
+
+    async def _per_storefront(self, redis: Redis, shard: int, ids: list[str], now_ms: int
+                              ) -> list[str]:
+        """The tickets of the head that their storefront's bucket lets through (fleet-wide,
+        in Redis), in line order; the others keep their place for a later round."""
+        rate = self.settings.limits.per_storefront
+        if rate is None or not ids:
+            return ids
+        pipe = redis.pipeline(transaction=False)
+        for order_id in ids:
+            pipe.hget(keys.order(order_id, shard), records.REQUEST)
+        owners: list[str] = []
+        for raw in await pipe.execute():
+            owners.append(decode_stream_order(raw).storefront if raw else "")
+        granted: dict[str, int] = {}
+        for storefront in dict.fromkeys(owners):
+            cap = max(rate.burst, rate.rate * CATCH_UP_S)
+            granted[storefront] = int(await scripts.TAKE(
+                redis, [keys.bucket(f"storefront:{storefront}")],
+                [now_ms, rate.rate, cap, owners.count(storefront)]))
+        out = []
+        for order_id, storefront in zip(ids, owners, strict=True):
+            if granted[storefront] > 0:
+                granted[storefront] -= 1
+                out.append(order_id)
+        return out
 
     async def _budget(self, redis: Redis, sku: str, want: int, now_ms: int,
                       now_s: float) -> int:
