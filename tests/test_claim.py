@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from redis.asyncio import Redis
 
@@ -12,7 +15,7 @@ from engine.worker.claim_plan import StalePlan, apply_plan, build_plan
 from engine.worker.matching import match_batch
 from engine.worker.matching_types import MatchOrder
 from engine.worker.shard_view import ShardView
-from tests.conftest import Engine, codes, make_settings
+from tests.conftest import Engine, EngineFactory, codes, make_settings
 
 
 async def _entries(redis: Redis, shard: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
@@ -92,3 +95,38 @@ async def test_worker_retries_when_its_view_went_stale(engine: Engine, redis: Re
     )
     status, body = await engine.order(buyer="b2")
     assert status == 201 and body["codes"] == ["V-2"]
+
+
+async def test_a_long_line_behind_expired_stock_is_not_run_again_and_again(
+        engine_factory: EngineFactory) -> None:
+    """A sold-out line longer than one scan, and stock that is all in expired lots: the
+    line is run once (nothing can be sold), not re-run for ever."""
+    engine = await engine_factory(make_settings(worker={"line_scan": 3}), worker=False)
+    worker = engine.stepped_worker()
+    for i in range(5):
+        status, _ = await engine.order(buyer=f"late{i}", wait_ms=0)
+        assert status in (201, 202)
+    await worker.drain()  # five tickets in the sold-out line
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    await engine.import_codes("card-100", codes("EXP", 4),
+                              expires_at=soon.isoformat().replace("+00:00", "Z"))
+    await asyncio.sleep(1.2)  # the lot is past its expiry when the line runs
+    batches = await worker.drain(max_batches=50)
+    assert batches < 50, "the line was run again and again"
+
+
+async def test_a_long_line_that_moves_is_run_again_until_the_stock_is_gone(
+        engine_factory: EngineFactory) -> None:
+    engine = await engine_factory(make_settings(worker={"line_scan": 3}), worker=False)
+    worker = engine.stepped_worker()
+    ids = []
+    for i in range(10):
+        _, body = await engine.order(buyer=f"long{i}", wait_ms=0)
+        ids.append(body["order_id"])
+    await worker.drain()
+    await engine.import_codes("card-100", codes("LONG", 8))
+    await worker.drain()  # one scan of 3 per batch: the line is run again while it moves
+    statuses = [(await engine.http.get(f"/v1/orders/{oid}", headers={
+        "Authorization": "Bearer key-shop-a"})) for oid in ids]
+    found = [(await r.json())["status"] for r in statuses]
+    assert found == ["fulfilled"] * 8 + ["queued"] * 2, found

@@ -34,7 +34,7 @@ from engine.worker.book import Snapshot
 from engine.worker.claim_plan import StalePlan, apply_plan, build_plan
 from engine.worker.drain import line_name
 from engine.worker.housekeeping import Housekeeping
-from engine.worker.matching_types import FILL, MatchOrder
+from engine.worker.matching_types import FILL, QUEUE, MatchOrder
 from engine.worker.poison import bury, sort_out
 from engine.worker.replay import replay
 from engine.worker.settlement import Settlement
@@ -308,15 +308,22 @@ class Worker:
                     meter.record(line_name("sold_out", order.sku))
             if decided:
                 await replay(self.redis, decided, {o.order_id: o.reply_to for o in orders})
-            await self._rerun_long_lines(shard, snapshot)
+            moved = {o.sku for o, d in zip(batch, decisions, strict=True)
+                     if o.order_id not in requests and d.action != QUEUE}
+            await self._rerun_long_lines(shard, snapshot, moved, now // 1000)
             return
         raise RedisError(f"shard {shard}: the claim plan went stale {MAX_STALE_RETRIES} times")
 
-    async def _rerun_long_lines(self, shard: int, snapshot: Snapshot) -> None:
-        """A line longer than one scan with stock left: run it again in a later batch."""
+    async def _rerun_long_lines(self, shard: int, snapshot: Snapshot, moved: set[str],
+                                now_s: int) -> None:
+        """A line longer than one scan that moved, with stock left it may sell (unexpired):
+        run it again in a later batch. A line that could not move waits for the next change
+        of its stock or its line (an import, a cancel, a hold given back kick it)."""
         rerun = [
             s.sku for s in snapshot.skus.values()
-            if len(s.tickets) >= self.settings.worker.line_scan and s.available > 0
+            if len(s.tickets) >= self.settings.worker.line_scan and s.sku in moved
+            and any(lot.count > 0 and (lot.expires_at == 0 or lot.expires_at > now_s)
+                    for lot in s.lots)
         ]
         for sku in rerun:
             await self.redis.xadd(keys.stream(shard), {ENTRY_KICK: sku})
