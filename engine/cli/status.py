@@ -60,16 +60,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         found = await lots.levels(redis, settings.redis.shards, [s.id for s in settings.skus])
         console = Console()
         table = Table(title=f"kamigate — {matching.describe()}")
-        columns = ("SKU", "available", "held", "issued", "voided", "waiting (sold out)",
-                   "waiting (overflow)", "lots")
+        columns = ("SKU", "available", "held", "issued", "voided", "expired", "sold out",
+                   "overflow", "lots")  # the last three: tickets in those lines, and lots
         for column in columns:
-            table.add_column(column, justify="left" if column == "SKU" else "right")
+            table.add_column(column, justify="left" if column == "SKU" else "right",
+                             no_wrap=column == "SKU")
         for level in found:
-            shard = keys.shard_of_sku(level.sku, settings.redis.shards)
-            overflow = int(await redis.zcard(keys.overflow_line(level.sku, shard)))
             table.add_row(level.sku, str(level.available), str(level.held), str(level.issued),
-                          str(level.voided), str(level.queued), str(overflow),
-                          str(len(level.lots)))
+                          str(level.voided), str(level.expired), str(level.waiting.sold_out),
+                          str(level.waiting.overflow), str(len(level.lots)))
         console.print(table)
         state = await maintenance.load(redis, settings.maintenance)
         throttle = await redis.get(keys.throttle())

@@ -81,7 +81,7 @@ async def metrics(request: web.Request) -> web.Response:
                 totals[k.decode()] = totals.get(k.decode(), 0) + int(v)
         m.fleet.stats = totals
         for level in await lots.levels(redis, directory.settings.redis.shards, directory.skus):
-            for state in ("available", "held", "issued", "voided"):
+            for state in ("available", "held", "issued", "voided", "expired"):
                 m.stock.labels(level.sku, state).set(getattr(level, state))
             m.queue_length.labels(level.sku).set(level.queued)
         lags = await _stream_lags(request, directory.settings.redis.shards)

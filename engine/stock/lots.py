@@ -1,4 +1,5 @@
-"""Lots of a SKU: void (recall) one, and read the stock levels of SKUs and their lots."""
+"""Lots of a SKU: void (recall) one, take expired ones off sale, and read the stock levels
+of SKUs and their lots."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class SkuLevel(msgspec.Struct):
     queued: int  # every ticket of the SKU, in any line (waiting says which)
     lots: list[LotLevel]
     waiting: Waiting = msgspec.field(default_factory=Waiting)
+    expired: int = 0  # unsold codes of lots past their expiry
 
 
 async def void_lot(redis: Redis, shards: int, sku: str, lot: str) -> tuple[int, int]:
@@ -45,6 +47,21 @@ async def void_lot(redis: Redis, shards: int, sku: str, lot: str) -> tuple[int, 
         redis, [keys.sku_counts(sku, s), keys.lots(sku, s), keys.lot_codes(sku, lot, s)], [lot]
     )
     return int(voided), int(available)
+
+
+async def expire_lots(redis: Redis, shard: int, skus: Iterable[str], now_s: int) -> int:
+    """Take the unsold codes of the shard's lots past their expiry off sale; codes taken."""
+    taken = 0
+    for sku in skus:
+        expiries: Any = await redis.hgetall(keys.lot_expiry(sku, shard))
+        for lot, at in expiries.items():
+            if 0 < int(at) <= now_s:
+                name = lot.decode()
+                taken += int(await scripts.STOCK_EXPIRE(
+                    redis, [keys.sku_counts(sku, shard), keys.lots(sku, shard),
+                            keys.lot_expiry(sku, shard), keys.lot_codes(sku, name, shard)],
+                    [name, now_s]))
+    return taken
 
 
 def _int(value: bytes | None) -> int:
@@ -59,7 +76,8 @@ async def levels(redis: Redis, shards: int, skus: Iterable[str],
     pipe = redis.pipeline(transaction=False)
     for sku in names:
         s = keys.shard_of_sku(sku, shards)
-        pipe.hmget(keys.sku_counts(sku, s), "available", "held", "issued", "voided", "imported")
+        pipe.hmget(keys.sku_counts(sku, s), "available", "held", "issued", "voided", "imported",
+                   "expired")
         pipe.zcard(keys.line(sku, s))
         pipe.hgetall(keys.lots(sku, s))
         pipe.hgetall(keys.lot_expiry(sku, s))
@@ -76,11 +94,11 @@ async def levels(redis: Redis, shards: int, skus: Iterable[str],
             LotLevel(lot.decode(), int(n), _int(expiries.get(lot)) or None)
             for lot, n in sorted(lot_counts.items())
         ]
-        available, held, issued, voided, imported = (_int(c) for c in counts)
+        available, held, issued, voided, imported, expired = (_int(c) for c in counts)
         waiting = Waiting(line, overflow, sum(parked), in_review.get(sku, 0))
         queued = waiting.sold_out + waiting.overflow + waiting.paused + waiting.review
         out.append(SkuLevel(sku, available, held, issued, voided, imported, queued, lots,
-                            waiting))
+                            waiting, expired))
     return out
 
 

@@ -54,11 +54,12 @@ async def reconcile(redis: Redis, shards: int, configured: Iterable[str]) -> Rep
         sku, shard = level.sku, keys.shard_of_sku(level.sku, shards)
         owner: dict[str, str] = {}  # per SKU: imports dedupe per SKU, as codes belong to one
         v = report.violations
-        total = level.available + level.held + level.issued + level.voided
+        total = level.available + level.held + level.issued + level.voided + level.expired
         if level.imported != total:
             v.append(f"C1 {sku}: imported {level.imported} != available {level.available} + "
-                     f"held {level.held} + issued {level.issued} + voided {level.voided}")
-        for name in ("available", "held", "issued", "voided"):
+                     f"held {level.held} + issued {level.issued} + voided {level.voided} + "
+                     f"expired {level.expired}")
+        for name in ("available", "held", "issued", "voided", "expired"):
             if getattr(level, name) < 0:
                 v.append(f"C3 {sku}: {name} is negative ({getattr(level, name)})")
         in_stock = await _codes_in_stock(redis, sku, shard, [lot.lot for lot in level.lots])

@@ -83,7 +83,7 @@ def shard_of_idempotency(storefront: str, key: str, shards: int) -> int:
 
 # -- per SKU (all on the SKU's shard) -----------------------------------------------------------
 def sku_counts(sku: str, shard: int) -> str:
-    """Hash: ver, imported, available, held, issued, voided."""
+    """Hash: ver, imported, available, held, issued, voided, expired."""
     return f"{tag(shard)}:sku:{sku}"
 
 

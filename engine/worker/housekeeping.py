@@ -1,6 +1,6 @@
 """The worker's rounds beside the batches: admit overflow tickets at the rate, move parked
-tickets on when their pause ends, expire what is due, publish drain rates, tell storefronts
-of late tickets (delays), trim streams."""
+tickets on when their pause ends, expire what is due (tickets, holds, lots of stock),
+publish drain rates, tell storefronts of late tickets (delays), trim streams."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from engine.clock import now_ms
 from engine.config.settings import Settings
 from engine.controls import pauses
+from engine.stock import lots
 from engine.store import audit, keys
 from engine.worker import parking
 from engine.worker.delays import DelayWatch
@@ -41,6 +42,10 @@ class Housekeeping:
         self.delays.use(settings)
         self._board_at = 0.0  # pauses of the new config at the next round
 
+    def skus_of(self, shard: int) -> list[str]:
+        shards = self.settings.redis.shards
+        return [s.id for s in self.settings.skus if keys.shard_of_sku(s.id, shards) == shard]
+
     def meter(self, shard: int) -> DrainMeter:
         meter = self.meters.get(shard)
         if meter is None:
@@ -68,6 +73,7 @@ class Housekeeping:
             await self.delays.round(self.redis, shard, now, meter.rates)
             if meter.due(clock):
                 await meter.publish(self.redis, shard, now)
+                await lots.expire_lots(self.redis, shard, self.skus_of(shard), now // 1000)
                 await trim_stream(self.redis, keys.stream(shard), keys.GROUP)
                 await trim_stream(self.redis, keys.outbox(shard), WEBHOOK_GROUP)
         if clock - self._trimmed_at >= AUDIT_TRIM_S and shards:
