@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
@@ -166,3 +167,19 @@ def test_cli_pauses_and_resumes_a_scope(redis_server: RedisProcess, tmp_path: Pa
     assert bad.returncode == 1 and "scope" in bad.stderr
     scoped = kamigate("maintenance", "read_only", "--scope", "sku:card-100")
     assert scoped.returncode == 0 and "for sku:card-100" in scoped.stdout
+
+
+async def test_full_maintenance_still_shows_the_buyer_pages_with_the_notice(
+        engine: Engine) -> None:
+    status, queued = await engine.order(buyer="waits", wait_ms=300)  # no stock: a ticket
+    assert status == 202
+    assert await _set(engine, mode="full", reason="database upgrade") == 200
+    link = urlsplit(queued["queue"]["page"])
+    page = await engine.http.get(f"{link.path}?{link.query}")
+    assert page.status == 200 and page.content_type == "text/html"
+    assert "database upgrade" in await page.text()
+    state = await engine.http.get(f"{link.path}/state?{link.query}")
+    assert state.status == 200 and "database upgrade" in (await state.json())["notice"]
+    assert (await engine.http.get("/assets/queue.js")).status == 200
+    status, problem = await engine.order(buyer="other")  # order writes stay closed
+    assert status == 503 and problem["code"] == "maintenance"

@@ -1,5 +1,6 @@
 """Maintenance: `off`, `read_only` (order writes answer 503, reads work) or `full` (everything
-but health, metrics, /status and the maintenance switch itself answers 503).
+but health, metrics, /status, the buyers' waiting pages and the maintenance switch itself
+answers 503).
 
 The mode in force is the one an operator set (PUT /admin/maintenance or `kamigate
 maintenance`, kept in Redis so every front door follows it within a second), else the

@@ -7,8 +7,9 @@ Kept true by tests/test_openapi.py (routes, refs, problem codes) and tests/test_
 - 413/415/422 where a body is read (the decoders take JSON and msgpack, see `request_body`), and 408
   where it is read with server.body_timeout_s (codec.read_body, the stock import);
 - 503 `maintenance` or `unavailable` on every route but the always-open ones (/healthz,
-  /readyz, /metrics, /status, /admin/maintenance: problems.ALWAYS_OPEN), and on the always-open
-  ones that use Redis; 429 and 503 carry Retry-After;
+  /readyz, /metrics, /status, /admin/maintenance: problems.ALWAYS_OPEN; in maintenance also
+  the buyer pages, problems.BUYER_PAGES), and on the always-open ones that use Redis; 429 and
+  503 carry Retry-After;
 - every /v1 answer carries RateLimit and RateLimit-Policy (but a 503 of maintenance or of the
   circuit breaker, which answers before the route does).
 """

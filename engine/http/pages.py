@@ -132,12 +132,15 @@ async def _state(request: web.Request) -> PageState | None:
     order = record_view(directory, record, position, request.app.get(DRAIN),
                         request.app[PAUSES].lookup(req.storefront, req.sku), now_ms())
     queue = order.queue
+    closed = request.app[MAINTENANCE].state
+    lead = directory.settings.maintenance.notice_lead_s
+    closing = closed.notice(now_ms(), lead) if closed.mode != "off" else None
     return PageState(
         status=order.status,
         position=queue.position if queue else None,
         eta_s=queue.eta_s if queue else None,
         expires_at=queue.expires_at if queue else None,
-        notice=order.notice,
+        notice=" · ".join(n for n in (closing, order.notice) if n) or None,
         reason=queue.reason if queue else order.reason,
         text=_words(order, _messages()[language(request)]),
     )

@@ -60,6 +60,8 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
 
 # Always open: health, metrics, the status page, and the switch that ends maintenance.
 ALWAYS_OPEN = ("/healthz", "/readyz", "/metrics", "/status", "/admin/maintenance")
+# Open in full maintenance too: what the buyer sees (the waiting page says why it waits).
+BUYER_PAGES = ("/assets/", "/q/")
 ORDER_WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
@@ -70,7 +72,8 @@ def _closed_for_maintenance(request: web.Request) -> errors.Problem | None:
         return None
     now = now_ms()
     mode = state.active(now)
-    if mode == "off" or request.path.startswith(ALWAYS_OPEN):
+    if mode == "off" or request.path.startswith(ALWAYS_OPEN) or (
+            request.method == "GET" and request.path.startswith(BUYER_PAGES)):
         return None
     if mode == "read_only" and not (request.path.startswith("/v1/")
                                     and request.method in ORDER_WRITES):
