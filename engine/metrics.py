@@ -107,6 +107,9 @@ class Metrics:
         r = self.registry
         self.stock = Gauge("kamigate_stock_codes", "Codes per SKU by state", ["sku", "state"],
                            registry=r)
+        self.stock_low = Gauge("kamigate_stock_low",
+                               "1 while a SKU's available stock is under its low_stock",
+                               ["sku"], registry=r)
         self.queue_length = Gauge("kamigate_queue_length", "Orders waiting in a SKU's line",
                                   ["sku"], registry=r)
         self.stream_lag = Gauge("kamigate_stream_lag",

@@ -14,8 +14,10 @@ from engine.store import keys, wallet_keys
 from engine.wallet import coupons, ledger
 from engine.worker.delays import DelayWatch
 from tests.conftest import (
+    OPERATOR_KEY,
     SHOP_B_KEY,
     EngineFactory,
+    auth,
     eventually,
     make_settings,
     settings_dict,
@@ -27,7 +29,8 @@ DAY_MS = 86_400_000
 
 
 def events_settings(url: str, **sections: Any) -> Any:
-    raw = settings_dict(points={**POINTS, **sections.pop("points", {})}, skus=PRICED,
+    raw = settings_dict(points={**POINTS, **sections.pop("points", {})},
+                        skus=sections.pop("skus", PRICED),
                         webhooks={"first_retry_s": 0.05, "max_retry_s": 0.2,
                                   "allow_private": True}, **sections)
     raw["storefronts"][0].update(events_url=url, webhook_secret=SECRET)
@@ -186,3 +189,31 @@ async def test_coupons_issued_and_about_to_expire_are_told_with_their_code(
     [expiring] = events.of("coupon.expiring")
     assert expiring["coupon"]["code"] == coupon["code"]
     assert expiring["coupon"]["status"] == "active"
+
+
+async def test_low_stock_is_told_once_until_it_recovers(
+        engine_factory: EngineFactory, receiver: tuple[EventReceiver, str],
+        redis: Redis) -> None:
+    events, url = receiver
+    settings = events_settings(url, skus=[{"id": "card-100", "low_stock": 5},
+                                          {"id": "card-free"}])
+    engine = await engine_factory(settings)
+    await engine.import_codes("card-100", [f"LOW-{i}" for i in range(6)])
+    for buyer in ("l1", "l2"):  # 4 left: under 5
+        status, _ = await engine.order(buyer=buyer)
+        assert status == 201
+    await eventually(lambda: len(events.of("stock.low")) >= 1, timeout=10)
+    [low] = events.of("stock.low")
+    assert (low["sku"], low["available"], low["low_stock"]) == ("card-100", 4, 5)
+    assert "buyer" not in low
+    await engine.order(buyer="l3")  # lower still: not told again
+    metrics = await (await engine.http.get("/metrics")).text()
+    assert 'kamigate_stock_low{sku="card-100"} 1.0' in metrics
+    await engine.import_codes("card-100", [f"MORE-{i}" for i in range(10)], lot="lot2")
+    await asyncio.sleep(1.2)  # two rounds of the worker's watch: recovered (13 > 6)
+    for buyer in range(9):  # 13 left, then 4: low again, told again
+        await engine.order(buyer=f"m{buyer}")
+    await eventually(lambda: len(events.of("stock.low")) >= 2, timeout=10)
+    resp = await engine.http.get("/admin/audit", headers=auth(OPERATOR_KEY))
+    actions = [e["action"] for e in (await resp.json())["events"] if e.get("who") == "worker"]
+    assert actions[:3] == ["stock.low", "stock.recovered", "stock.low"], actions

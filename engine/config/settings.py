@@ -118,6 +118,7 @@ class Sku(Base, frozen=True):
     review_over_qty: Annotated[int, Meta(ge=0)] = 0
     limit: Rate | None = None
     price: Annotated[int, Meta(ge=0, le=10**12)] | None = None  # minor units; None: unpriced
+    low_stock: Annotated[int, Meta(ge=0)] = 0  # stock.low below this (0 = never)
 
 
 class Pricing(Base, frozen=True):

@@ -84,6 +84,9 @@ async def metrics(request: web.Request) -> web.Response:
             for state in ("available", "held", "issued", "voided", "expired"):
                 m.stock.labels(level.sku, state).set(getattr(level, state))
             m.queue_length.labels(level.sku).set(level.queued)
+            low = directory.skus[level.sku].low_stock if level.sku in directory.skus else 0
+            if low:
+                m.stock_low.labels(level.sku).set(int(level.available < low))
         lags = await _stream_lags(request, directory.settings.redis.shards)
         for shard, lag in enumerate(lags):
             m.stream_lag.labels(str(shard)).set(lag)

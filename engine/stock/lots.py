@@ -64,6 +64,16 @@ async def expire_lots(redis: Redis, shard: int, skus: Iterable[str], now_s: int)
     return taken
 
 
+async def watch_low(redis: Redis, shard: int, sku: str, low_stock: int, groups: list[str],
+                    now_ms: int) -> tuple[int, int]:
+    """Flag (or clear) the SKU's low stock, telling the storefronts' event groups when it goes
+    low: (1 went low now, -1 recovered now, 0 no change; available)."""
+    found: Any = await scripts.STOCK_LOW(
+        redis, [keys.sku_counts(sku, shard), keys.low_stock(shard), keys.outbox(shard)],
+        [sku, low_stock, now_ms, *groups])
+    return int(found[0]), int(found[1])
+
+
 def _int(value: bytes | None) -> int:
     return int(value) if value else 0
 

@@ -306,6 +306,11 @@ def promised(shard: int) -> str:
     return f"{tag(shard)}:eta"
 
 
+def low_stock(shard: int) -> str:
+    """Hash: SKU -> 1 while its stock is low (stock.low sent; cleared above 1.2 x low_stock)."""
+    return f"{tag(shard)}:lowstock"
+
+
 def settle(shard: int) -> str:
     """Stream: orders with points decided on this shard, to post or void on their wallets."""
     return f"{tag(shard)}:settle"

@@ -13,7 +13,7 @@ from engine.clock import now_ms
 from engine.config.settings import Settings
 from engine.controls import pauses
 from engine.stock import lots
-from engine.store import audit, keys
+from engine.store import audit, keys, records
 from engine.worker import parking
 from engine.worker.delays import DelayWatch
 from engine.worker.drain import DrainMeter
@@ -46,6 +46,19 @@ class Housekeeping:
         shards = self.settings.redis.shards
         return [s.id for s in self.settings.skus if keys.shard_of_sku(s.id, shards) == shard]
 
+    async def _watch_low_stock(self, shard: int, now: int) -> None:
+        groups = [f"{records.EVENT_GROUP}{s.id}:stock" for s in self.settings.storefronts
+                  if s.events_url]
+        for sku in self.settings.skus:
+            if sku.low_stock and keys.shard_of_sku(sku.id, self.settings.redis.shards) == shard:
+                change, available = await lots.watch_low(self.redis, shard, sku.id,
+                                                         sku.low_stock, groups, now)
+                if change:
+                    await audit.record(self.redis, "worker", "stock.low" if change > 0
+                                       else "stock.recovered", {"sku": sku.id,
+                                                                "available": available,
+                                                                "low_stock": sku.low_stock})
+
     def meter(self, shard: int) -> DrainMeter:
         meter = self.meters.get(shard)
         if meter is None:
@@ -74,6 +87,7 @@ class Housekeeping:
             if meter.due(clock):
                 await meter.publish(self.redis, shard, now)
                 await lots.expire_lots(self.redis, shard, self.skus_of(shard), now // 1000)
+                await self._watch_low_stock(shard, now)
                 await trim_stream(self.redis, keys.stream(shard), keys.GROUP)
                 await trim_stream(self.redis, keys.outbox(shard), WEBHOOK_GROUP)
         if clock - self._trimmed_at >= AUDIT_TRIM_S and shards:

@@ -27,6 +27,7 @@ from engine.wire import json_encode
 POINTS_EVENTS = ("points.granted", "compensation.granted", "points.expiring")
 DELAYED = "order.delayed"
 COUPON_EVENTS = ("coupon.issued", "coupon.expiring")
+STOCK_LOW = "stock.low"
 
 
 def _text(fields: Mapping[bytes, bytes], name: bytes) -> str:
@@ -93,6 +94,9 @@ async def render_event(redis: Redis, sealer: CodeOpener, storefronts: Mapping[st
         data = _points_body(event, fields)
     elif event == DELAYED:
         data = _delayed_body(fields)
+    elif event == STOCK_LOW:
+        data = {"sku": _text(fields, b"sku"), "available": _int(fields, b"p"),
+                "low_stock": _int(fields, b"x")}
     elif event in COUPON_EVENTS:
         found = await _coupon_body(redis, sealer, fields)
         if found is None:
@@ -101,5 +105,5 @@ async def render_event(redis: Redis, sealer: CodeOpener, storefronts: Mapping[st
     else:
         return storefront_id, "", None, f"unknown storefront event {event!r}"
     body = {"id": entry_id.decode(), "event": event, "storefront": storefront_id,
-            "buyer": buyer, **data, "at": _moment(_int(fields, b"at"))}
+            **({"buyer": buyer} if buyer else {}), **data, "at": _moment(_int(fields, b"at"))}
     return storefront_id, storefront.events_url, json_encode(body), ""
