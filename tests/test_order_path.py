@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+from typing import Any
+
+from engine.http.placing import _relay
 from tests.conftest import SHOP_A_KEY, SHOP_B_KEY, Engine, auth, codes
 
 
@@ -192,3 +197,23 @@ async def test_duplicate_codes_are_never_added_again(engine: Engine) -> None:
     await engine.order()
     again = await engine.import_codes("card-100", ["D-1", "D-2", "D-3"], lot="lot2")
     assert again["added"] == 1 and again["duplicates"] == 2
+
+
+async def test_a_failed_admission_nobody_waits_for_is_not_reported_unretrieved() -> None:
+    """Under overload a wait can end before its admission fails: the failure is read anyway,
+    so asyncio never logs "Future exception was never retrieved" (thousands a second)."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        waiter: asyncio.Future[Any] = loop.create_future()
+        waiter.set_result(None)  # the wait ran out first
+        admitted: asyncio.Future[Any] = loop.create_future()
+        admitted.set_exception(ConnectionError("redis timed out"))
+        _relay(waiter, None, None, admitted)  # type: ignore[arg-type]
+        del admitted
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert not reported, reported

@@ -87,8 +87,11 @@ def _serve(settings: config.Settings, path: str, redis_url: str | None = None,
     except ImportError:  # pragma: no cover - uvloop is a dependency where it exists
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    # a sale spike opens thousands of connections at once: aiohttp's default backlog (128)
+    # would leave most of them unaccepted for seconds (the kernel caps it at somaxconn)
     web.run_app(app, host=settings.server.host, port=settings.server.port,
-                access_log=None, print=None, loop=loop, reuse_port=reuse_port or None)
+                access_log=None, print=None, loop=loop, reuse_port=reuse_port or None,
+                backlog=settings.server.backlog)
 
 
 # -P: the child imports the installed engine (with its compiled kernel), never a source

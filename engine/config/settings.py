@@ -39,6 +39,7 @@ class Server(Base, frozen=True):
     page_secret: str = ""  # signs buyer-page links; "env:NAME" reads a variable
     page_link_ttl_s: Annotated[int, Meta(ge=60)] = 7 * 86400  # a buyer-page link expires
     metrics_token: str = ""  # when set, GET /metrics needs `Authorization: Bearer <it>`
+    backlog: Annotated[int, Meta(ge=16, le=65535)] = 4096  # connections waiting for accept
 
 
 class Redis(Base, frozen=True):

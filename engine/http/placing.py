@@ -217,9 +217,11 @@ def _reply_of(order: StreamOrder, p: Placement, admitted: Admitted) -> Reply:
 
 def _relay(waiter: asyncio.Future[Reply | None], order: StreamOrder, p: Placement,
            admitted: asyncio.Future[Admitted]) -> None:
-    if waiter.done() or admitted.cancelled():
+    if admitted.cancelled():
         return
-    failure = admitted.exception()
+    failure = admitted.exception()  # read even when nobody waits any more: never "unretrieved"
+    if waiter.done():
+        return
     if failure is not None:
         waiter.set_exception(failure)
     elif admitted.result().status in ("queued", "full", "abandoned"):
