@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from engine.door.surge import SurgeDetector, SurgeEvent, SurgeRules
+from engine.http.guards import SURGE
+from engine.http.placing import SURGE_NOTICE
 
 
 class FakeClock:
@@ -137,3 +141,14 @@ def test_update_rules_keeps_state() -> None:
     # The new clear line (5x) ends it where the old one (2x) would not have.
     assert [e.kind for e in feed(detector, clock, [400.0] * 10)] == ["end"]
     assert feed(detector, clock, [1500.0] * 10) == []  # 15x: under the new factor
+
+
+async def test_new_tickets_during_a_surge_carry_a_delay_notice(engine: Any) -> None:
+    status, calm = await engine.order(buyer="calm", wait_ms=200)  # no stock: a ticket
+    assert status == 202 and calm.get("notice") is None
+    detector, clock = steady()
+    feed(detector, clock, [1000.0] * 30)  # a tenfold spike, held: the surge is on
+    assert detector.active
+    engine.http.app[SURGE].detector = detector
+    status, busy = await engine.order(buyer="busy", wait_ms=200)
+    assert status == 202 and busy["notice"] == SURGE_NOTICE, busy

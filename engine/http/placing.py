@@ -15,6 +15,7 @@ from engine.clock import now_ms
 from engine.config.settings import Storefront
 from engine.door.ingest import Admitted
 from engine.http import payment
+from engine.http.guards import SURGE
 from engine.http.placement import Placement, request_digest
 from engine.http.state import (
     DIRECTORY,
@@ -228,6 +229,9 @@ def _relay(waiter: asyncio.Future[Reply | None], order: StreamOrder, p: Placemen
         waiter.set_result(_reply_of(order, p, admitted.result()))
 
 
+SURGE_NOTICE = "demand is far above usual right now: your order may take longer than its ETA"
+
+
 def _full(p: Placement) -> errors.Problem:
     return errors.RateLimited(
         "over capacity and the waiting line is full; retry later",
@@ -255,4 +259,6 @@ def _answer(app: web.Application, p: Placement, reply: Reply) -> tuple[int, Any]
         position=reply.position, expires_ms=reply.expires_ms, drain=app[DRAIN],
         pause=p.pause, now_ms=order.created_ms,
     )
+    if reply.status == "queued" and view.notice is None and app[SURGE].detector.active:
+        view.notice = SURGE_NOTICE  # its ETA is what the line moves at now; a surge slows it
     return STATUS_HTTP.get(reply.status, 200), view
