@@ -58,10 +58,10 @@ async def issue_one(request: web.Request) -> web.Response:
     body = await decode_body(request, COUPON_REQUEST)
     template = _template(directory.settings, body.template)
     key = idempotency_key(request)
-    redis, now = request.app[REDIS], now_ms()
-    outcome, coupon_id = await coupons.issue(
-        _pipelined(request), directory.settings, directory.sealer, storefront.id, buyer,
-        template, now, key, hashlib.sha256(msgpack_encode(body)).hexdigest())
+    run, now = _pipelined(request), now_ms()
+    outcome, coupon_id, issued = await coupons.issue(
+        run, directory.settings, directory.sealer, storefront.id, buyer, template, now, key,
+        hashlib.sha256(msgpack_encode(body)).hexdigest())
     if outcome == "conflict":
         raise errors.IdempotencyConflict("this Idempotency-Key was used with a different body")
     if outcome == "limit":
@@ -69,8 +69,9 @@ async def issue_one(request: web.Request) -> web.Response:
                                  f" or total ({template.total}) limit is reached")
     if outcome == "ended":
         raise errors.invalid("template", f"{template.id!r} is no longer valid (valid_until)")
-    issued = await coupons.read(redis, directory.settings.redis.shards, directory.sealer,
-                                storefront.id, buyer, coupon_id, now)
+    if issued is None:  # a replay: the coupon its key issued first
+        issued = await coupons.read(run, directory.settings.redis.shards, directory.sealer,
+                                    storefront.id, buyer, coupon_id, now)
     headers = {"Idempotent-Replayed": "true"} if outcome == "replay" else None
     return respond(request, issued, status=201, headers=headers)
 
@@ -103,8 +104,8 @@ async def issue_campaign(request: web.Request) -> web.Response:
         if not ledger.valid_buyer(buyer):
             tally.invalid += 1
             continue
-        outcome, _ = await coupons.issue(run, settings, directory.sealer, body.storefront,
-                                         buyer, template, now, key, key)
+        outcome, _, _ = await coupons.issue(run, settings, directory.sealer,
+                                            body.storefront, buyer, template, now, key, key)
         if outcome == "ended":
             raise errors.invalid("template", f"{template.id!r} is no longer valid")
         tally.issued += outcome == "ok"

@@ -64,7 +64,7 @@ async def compensate(redis: Redis, settings: Settings, order: StreamOrder, point
         outcome = "ok" if moved == "ok" else outcome
     issued = 0
     if template is not None:
-        found, _ = await coupons.issue(coupons.direct(redis), settings, sealer_of(
+        found, _, _ = await coupons.issue(coupons.direct(redis), settings, sealer_of(
             settings.codes.keys, settings.codes.current, settings.codes.fingerprint_key),
             order.storefront, order.buyer, template, now, key, key)
         issued = int(found == "ok")

@@ -98,20 +98,20 @@ def direct(redis: Redis) -> Run:
 
 async def issue(run: Run, settings: Settings, sealer: Sealer, storefront: str, buyer: str,
                 template: CouponTemplate, now: int, key: str = "", digest: str = ""
-                ) -> tuple[str, str]:
-    """Issue one coupon: (outcome, coupon id); outcome "ok", "replay", "conflict", "limit"
-    (per_buyer or total reached: nothing issued) or "ended" (the template's validity is
-    over)."""
+                ) -> tuple[str, str, Coupon | None]:
+    """Issue one coupon: (outcome, coupon id, the coupon when issued now); outcome "ok",
+    "replay", "conflict", "limit" (per_buyer or total reached: nothing issued) or "ended"
+    (the template's validity is over)."""
     shard = shard_of_wallet(storefront, buyer, settings.redis.shards)
     w = wallet(storefront, buyer, shard)
     start, until = validity(template, now)
     if until <= now:
-        return "ended", ""
+        return "ended", "", None
     slot = template.total > 0 and not (
         key and await run((scripts.COUPON_SEEN, [w.grant_keys], [key])))
     if slot and not await run((scripts.COUPON_SLOT, [template_issued(template.id)],
                                ["take", template.total])):
-        return "limit", ""
+        return "limit", "", None
     code = new_code(shard)
     events = any(s.id == storefront and s.events_url for s in settings.storefronts)
     found: Any = await run((scripts.COUPON_ISSUE,
@@ -127,7 +127,11 @@ async def issue(run: Run, settings: Settings, sealer: Sealer, storefront: str, b
     outcome = found[0].decode()
     if outcome != "ok" and slot:
         await run((scripts.COUPON_SLOT, [template_issued(template.id)], ["give", 0]))
-    return outcome, found[1].decode()
+    made = Coupon(code=code, template=template.id, kind=template.kind, amount=template.amount,
+                  percent=template.percent, min_spend=template.min_spend,
+                  max_discount=template.max_discount, valid_from=rfc3339(start),
+                  valid_until=rfc3339(until), status="active") if outcome == "ok" else None
+    return outcome, found[1].decode(), made
 
 
 def read_call(shards: int, storefront: str, buyer: str, codes: list[str]) -> scripts.Call:
@@ -203,11 +207,12 @@ def view(fields: dict[bytes, bytes], sealer: CodeOpener, now: int) -> Coupon:
                   valid_until=rfc3339(int(text["vu"])), status=status)
 
 
-async def read(redis: Redis, shards: int, sealer: Sealer, storefront: str, buyer: str,
+async def read(run: Run, shards: int, sealer: CodeOpener, storefront: str, buyer: str,
                found_id: str, now: int) -> Coupon:
+    """One of the buyer's coupons, as it is now."""
     shard = shard_of_wallet(storefront, buyer, shards)
-    fields: Any = await redis.hgetall(coupon(found_id, shard))
-    return view(fields, sealer, now)
+    [flat] = await run((scripts.COUPON_READ, [coupon(found_id, shard)], []))
+    return view(dict(zip(flat[::2], flat[1::2], strict=True)), sealer, now)
 
 
 async def of_buyer(redis: Redis, shards: int, sealer: Sealer, storefront: str, buyer: str,
