@@ -222,3 +222,17 @@ async def test_review_rules_hold_a_coupon_order_like_any_other(engine_factory: E
                                   json={"decision": "reject"}, headers=auth(OPERATOR_KEY))
     assert resp.status == 200, await resp.text()
     await eventually(lambda: _status_is(engine, "rev", code, "active"))
+
+
+async def test_batch_items_carry_their_own_coupons(engine_factory: EngineFactory) -> None:
+    engine = await coupon_engine(engine_factory)
+    good = await code_of(engine, "bat", "five-off")
+    theirs = await code_of(engine, "someone", "five-off")
+    resp = await engine.http.post("/v1/orders/batch", json={"orders": [
+        {"sku": "card-100", "qty": 1, "buyer": "bat", "coupons": [good]},
+        {"sku": "card-100", "qty": 1, "buyer": "bat", "coupons": [theirs]},
+        {"sku": "card-100", "qty": 1, "buyer": "bat"}]}, headers=auth(SHOP_A_KEY))
+    results = (await resp.json())["results"]
+    assert results[0]["status"] == "held" and results[0]["price"]["discount"] == 500
+    assert results[1]["code"] == "coupon_invalid"  # its problem alone
+    assert results[2]["status"] == "held" and results[2]["price"]["discount"] == 0
