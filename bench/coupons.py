@@ -38,7 +38,7 @@ import aiohttp
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from bench.e2e import HERE, STOREFRONT_KEY, Stack, stack
+from bench.e2e import HERE, STOREFRONT_KEY, Stack, cpu_seconds, stack
 from bench.points import (
     POINTS_CONFIG,
     SHARDS,
@@ -49,7 +49,6 @@ from bench.points import (
     _row,
     _settled,
     _wallets,
-    cpu_seconds,
     measure,
 )
 from engine.config.loading import load

@@ -45,7 +45,7 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from bench.e2e import ADMIN_KEY, HERE, STOREFRONT_KEY, Stack, stack
+from bench.e2e import ADMIN_KEY, HERE, STOREFRONT_KEY, Stack, cpu_seconds, stack
 from engine.store import wallet_keys
 from engine.wallet import ledger
 
@@ -147,18 +147,6 @@ async def _wallets(url: str, buyer: str) -> tuple[dict[str, int], dict[str, int]
         return one, await ledger.totals(redis, SHARDS, int(time.time() * 1000), 60_000)
     finally:
         await redis.aclose()
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process, of its children that ended (Redis' AOF rewrites) and of those
-    alive (Linux /proc): it never goes back when a child ends, unlike bench.e2e's."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except FileNotFoundError:
-        return 0.0
-    own = sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 def measure(s: Stack, sku: str, connections: int, seconds: int, buyers: int, points: int,
