@@ -4,8 +4,6 @@ key); an operator issues a campaign and revokes an unused coupon (admin key)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable
-from typing import Any
 
 from aiohttp import web
 
@@ -15,8 +13,9 @@ from engine.config.settings import CouponTemplate, Settings
 from engine.http.auth import admin_of, storefront_of
 from engine.http.codec import decode_body, respond
 from engine.http.fields import buyer_of, idempotency_key, known_storefront
-from engine.http.state import DIRECTORY, INGEST, REDIS
-from engine.store import audit, scripts
+from engine.http.payment import pipelined
+from engine.http.state import DIRECTORY, REDIS
+from engine.store import audit
 from engine.wallet import coupons, ledger
 from engine.wire import msgpack_encode
 from engine.wire_wallet import (
@@ -37,20 +36,6 @@ def _template(settings: Settings, name: str) -> CouponTemplate:
     return found
 
 
-def _pipelined(request: web.Request) -> coupons.Run:
-    """Script calls through the door's coalesced pipeline: a flash crowd of issues shares a
-    few round trips instead of a connection each."""
-    ingest = request.app[INGEST]
-
-    def run(call: scripts.Call) -> Awaitable[Any]:
-        return ingest.script(call, _same)
-    return run
-
-
-def _same(found: Any) -> Any:
-    return found
-
-
 async def issue_one(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY].current
     storefront = await storefront_of(request, directory)
@@ -58,7 +43,7 @@ async def issue_one(request: web.Request) -> web.Response:
     body = await decode_body(request, COUPON_REQUEST)
     template = _template(directory.settings, body.template)
     key = idempotency_key(request)
-    run, now = _pipelined(request), now_ms()
+    run, now = pipelined(request.app), now_ms()
     outcome, coupon_id, issued = await coupons.issue(
         run, directory.settings, directory.sealer, storefront.id, buyer, template, now, key,
         hashlib.sha256(msgpack_encode(body)).hexdigest())
@@ -99,7 +84,7 @@ async def issue_campaign(request: web.Request) -> web.Response:
     redis, now = request.app[REDIS], now_ms()
     tally = Campaign(issued=0, already=0, limited=0, invalid=0)
     key = f"campaign:{body.campaign}:{template.id}"
-    run = _pipelined(request)
+    run = pipelined(request.app)
     for buyer in dict.fromkeys(body.buyers):  # a buyer named twice gets one coupon
         if not ledger.valid_buyer(buyer):
             tally.invalid += 1
