@@ -1,16 +1,35 @@
-"""Helpers for crash-point tests: wait until a worker has killed itself at a failpoint, and
-until orders are decided."""
+"""Helpers for crash-point tests: a front door's address on a free port, stock imported over
+HTTP, waiting until a worker has killed itself at a failpoint, and until orders are
+decided."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 from redis.asyncio import Redis
 
 from engine.store import records
-from tests.conftest import engine_process
+from engine.store.embedded import free_port
+from tests.conftest import OPERATOR_KEY, auth, engine_process
+
+
+def door_server() -> tuple[dict[str, Any], str]:
+    """The `[server]` section of a front door on a free port, and its base URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    return {"port": port, "public_url": base}, base
+
+
+async def import_over_http(session: aiohttp.ClientSession, base: str, codes: list[str],
+                           sku: str = "card-100", lot: str = "d") -> None:
+    async with session.post(f"{base}/admin/skus/{sku}/stock?lot={lot}", data="\n".join(codes),
+                            headers={**auth(OPERATOR_KEY), "Content-Type": "text/plain"}
+                            ) as resp:
+        assert resp.status == 200, await resp.text()
 
 
 async def worker_killed_at(config_path: Path, place: str, timeout: float = 20) -> None:

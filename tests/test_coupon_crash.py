@@ -13,12 +13,11 @@ from redis.asyncio import Redis
 
 from engine import config
 from engine.clock import now_ms
-from engine.store.embedded import RedisProcess, free_port
+from engine.store.embedded import RedisProcess
 from engine.wallet import ledger
 from engine.wallet.coupon_reconcile import reconcile_coupons
 from engine.worker.settlement import GRACE_MS, Settlement
 from tests.conftest import (
-    ADMIN_KEY,
     SHOP_A_KEY,
     Engine,
     auth,
@@ -29,9 +28,9 @@ from tests.conftest import (
     worker_process,
     write_config,
 )
-from tests.crashing import decided, worker_killed_at
+from tests.crashing import decided, door_server, import_over_http, worker_killed_at
 from tests.promises import assert_promises
-from tests.test_points_crash import _raw
+from tests.test_points_crash import _grant, _raw
 
 TEMPLATE = {"id": "crash-off", "kind": "amount", "amount": 400, "per_buyer": 0}
 
@@ -57,12 +56,6 @@ async def _pay(session: aiohttp.ClientSession, base: str, buyer: str, code: str,
         return resp.status, await resp.json()
 
 
-async def _grant(session: aiohttp.ClientSession, base: str, buyer: str, points: int) -> None:
-    async with session.post(f"{base}/v1/buyers/{buyer}/points", json={"points": points},
-                            headers=auth(SHOP_A_KEY)) as resp:
-        assert resp.status == 201, await resp.text()
-
-
 async def _statuses(session: aiohttp.ClientSession, base: str, buyer: str) -> list[str]:
     async with session.get(f"{base}/v1/buyers/{buyer}/coupons",
                            headers=auth(SHOP_A_KEY)) as resp:
@@ -76,21 +69,16 @@ async def _k_hold(redis: Redis, raw: dict[str, Any]) -> None:
 
 async def test_door_killed_after_reserving_a_coupon_then_the_retry_redeems_it_once(
         redis: Redis, redis_server: RedisProcess, tmp_path: Path) -> None:
-    port = free_port()
+    server, base = door_server()
     raw = _settings(redis_server.url,
-                    server={"port": port, "public_url": f"http://127.0.0.1:{port}"})
+                    server=server)
     cfg = write_config(tmp_path / "k.toml", raw)
-    base = f"http://127.0.0.1:{port}"
     imported = codes("CCD", 3)
     with worker_process(cfg):
         async with aiohttp.ClientSession() as session:
             with engine_process(["serve", "--config", str(cfg)], "door.after_reserve") as door:
                 await wait_ready(base)
-                async with session.post(f"{base}/admin/skus/card-100/stock?lot=d",
-                                        data="\n".join(imported), headers={
-                                            **auth(ADMIN_KEY), "Content-Type": "text/plain"
-                                        }) as resp:
-                    assert resp.status == 200
+                await import_over_http(session, base, imported)
                 await _grant(session, base, "cc", 600)
                 code = await _coupon(session, base, "cc")
                 with pytest.raises(aiohttp.ClientError):
@@ -117,11 +105,10 @@ async def _settled(session: aiohttp.ClientSession, base: str, buyer: str) -> boo
 
 async def test_a_coupon_whose_order_never_came_is_given_back_by_the_sweep(
         redis: Redis, redis_server: RedisProcess, tmp_path: Path) -> None:
-    port = free_port()
+    server, base = door_server()
     raw = _settings(redis_server.url,
-                    server={"port": port, "public_url": f"http://127.0.0.1:{port}"})
+                    server=server)
     cfg = write_config(tmp_path / "k.toml", raw)
-    base = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as session:
         with worker_process(cfg), \
                 engine_process(["serve", "--config", str(cfg)], "door.after_reserve") as door:

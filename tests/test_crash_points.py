@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from engine import config
 from engine.store import records
-from engine.store.embedded import RedisProcess, free_port
+from engine.store.embedded import RedisProcess
 from tests.conftest import (
     SHOP_A_KEY,
     Engine,
@@ -26,7 +26,7 @@ from tests.conftest import (
     worker_process,
     write_config,
 )
-from tests.crashing import decided, worker_killed_at
+from tests.crashing import decided, door_server, import_over_http, worker_killed_at
 from tests.promises import assert_promises
 
 WORKER_PLACES = ["worker.after_read", "worker.before_claim", "worker.after_claim"]
@@ -72,21 +72,16 @@ async def test_worker_killed_at_a_crash_point_loses_nothing(
 
 async def test_front_door_killed_after_admit_then_the_retry_gets_the_same_order(
         redis: Redis, redis_server: RedisProcess, tmp_path: Path) -> None:
-    port = free_port()
+    server, base = door_server()
     raw = settings_dict(redis={"url": redis_server.url, "shards": 2},
-                        server={"port": port, "public_url": f"http://127.0.0.1:{port}"})
+                        server=server)
     cfg = write_config(tmp_path / "k.toml", raw)
-    base = f"http://127.0.0.1:{port}"
     imported = codes("CPD", 5)
     with worker_process(cfg):
         async with aiohttp.ClientSession() as session:
             with engine_process(["serve", "--config", str(cfg)], "door.after_admit") as door:
                 await wait_ready(base)
-                async with session.post(f"{base}/admin/skus/card-100/stock?lot=d",
-                                        data="\n".join(imported), headers={
-                                            **auth("key-operator"),
-                                            "Content-Type": "text/plain"}) as resp:
-                    assert resp.status == 200
+                await import_over_http(session, base, imported)
                 with pytest.raises(aiohttp.ClientError):
                     await _order(session, base, "lost-answer", "door-key")
                 door.wait(10)

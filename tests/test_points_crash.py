@@ -18,13 +18,12 @@ from engine import config
 from engine.clock import now_ms
 from engine.door.ingest import Ingest
 from engine.store import keys, records
-from engine.store.embedded import RedisProcess, free_port
+from engine.store.embedded import RedisProcess
 from engine.wallet import ledger
 from engine.wallet.reconcile import reconcile_points
 from engine.wire import StreamOrder
 from engine.worker.settlement import GRACE_MS, Settlement
 from tests.conftest import (
-    ADMIN_KEY,
     SHOP_A_KEY,
     Engine,
     auth,
@@ -36,7 +35,7 @@ from tests.conftest import (
     worker_process,
     write_config,
 )
-from tests.crashing import decided, worker_killed_at
+from tests.crashing import decided, door_server, import_over_http, worker_killed_at
 from tests.promises import assert_promises
 from tests.test_points import POINTS, PRICED
 
@@ -70,20 +69,15 @@ async def _points_hold(redis: Redis, buyer: str, spent: int, balance: int) -> No
 
 async def test_door_killed_after_reserving_then_the_retry_pays_once(
         redis: Redis, redis_server: RedisProcess, tmp_path: Path) -> None:
-    port = free_port()
-    raw = _raw(redis_server.url, server={"port": port, "public_url": f"http://127.0.0.1:{port}"})
+    server, base = door_server()
+    raw = _raw(redis_server.url, server=server)
     cfg = write_config(tmp_path / "k.toml", raw)
-    base = f"http://127.0.0.1:{port}"
     imported = codes("PCD", 5)
     with worker_process(cfg):
         async with aiohttp.ClientSession() as session:
             with engine_process(["serve", "--config", str(cfg)], "door.after_reserve") as door:
                 await wait_ready(base)
-                async with session.post(f"{base}/admin/skus/card-100/stock?lot=d",
-                                        data="\n".join(imported), headers={
-                                            **auth(ADMIN_KEY), "Content-Type": "text/plain"
-                                        }) as resp:
-                    assert resp.status == 200
+                await import_over_http(session, base, imported)
                 await _grant(session, base, "crash", 2500)
                 with pytest.raises(aiohttp.ClientError):
                     await _pay(session, base, "crash", "pay-key")
@@ -110,10 +104,9 @@ async def test_a_reservation_whose_order_never_came_is_given_back_by_the_sweep(
         redis: Redis, redis_server: RedisProcess, tmp_path: Path) -> None:
     """The buyer gives up after the door died: the sweep finds the reservation without an
     order and gives its points back — only after the grace, never earlier."""
-    port = free_port()
-    raw = _raw(redis_server.url, server={"port": port, "public_url": f"http://127.0.0.1:{port}"})
+    server, base = door_server()
+    raw = _raw(redis_server.url, server=server)
     cfg = write_config(tmp_path / "k.toml", raw)
-    base = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as session:
         with worker_process(cfg), \
                 engine_process(["serve", "--config", str(cfg)], "door.after_reserve") as door:
