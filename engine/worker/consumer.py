@@ -284,9 +284,9 @@ class Worker:
             requests = {o.order_id: o for o in live}
             tickets = {t.request.order_id: t.request
                        for state in snapshot.skus.values() for t in state.tickets}
-            channels = {oid: o.reply_to for oid, o in (requests | tickets).items()}
-            notify = {oid: o.notify_url for oid, o in (requests | tickets).items()
-                      if o.notify_url}
+            everyone = requests | tickets
+            channels = {oid: o.reply_to for oid, o in everyone.items()}
+            notify = {oid: o.notify_url for oid, o in everyone.items() if o.notify_url}
             now = now_ms()
             books = snapshot.books(policies, now // 1000, batch)
             decisions = matching.match_batch(batch, books)
