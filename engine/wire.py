@@ -88,6 +88,7 @@ class PauseRequest(_Wire):
     reason: Reason = ""
     until: str | None = None
     action: Literal["queue", "reject"] = "queue"
+    exempt_tiers: tuple[Annotated[int, Meta(ge=0, le=9)], ...] = ()
 
 
 class ResumeRequest(_Wire):

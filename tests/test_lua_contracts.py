@@ -16,6 +16,7 @@ from engine.stock.importer import ImportItem
 from engine.store import keys, records
 from engine.store.records import line_score
 from engine.wire import Reply, StreamOrder
+from engine.worker import claim_plan
 from engine.worker.claim_plan import ClaimRow
 
 # `local A, B, C = 1, 2, 3` (may wrap over lines)
@@ -49,7 +50,10 @@ def test_lua_names_the_fields_of_the_python_struct(
 ) -> None:
     declared = _indices(script, prefix)
     if script == "claim" and not prefix:
-        declared = {k: v for k, v in declared.items() if k not in ("FILL", "QUEUE", "HOLD")}
+        actions = {k: v for k, v in declared.items() if k in ("FILL", "QUEUE", "HOLD", "PARK")}
+        assert actions == {"FILL": claim_plan.ACTION_FILL, "QUEUE": claim_plan.ACTION_QUEUE,
+                           "HOLD": claim_plan.ACTION_HOLD, "PARK": claim_plan.ACTION_PARK}
+        declared = {k: v for k, v in declared.items() if k not in actions}
     assert declared == _fields(struct)
     assert struct.__struct_config__.array_like
 

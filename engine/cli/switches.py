@@ -35,6 +35,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     pause.add_argument("--until", help="when it ends by itself (RFC 3339)")
     pause.add_argument("--action", choices=["queue", "reject"], default="queue",
                        help="what orders for the scope get meanwhile")
+    pause.add_argument("--exempt-tier", type=int, action="append", default=[],
+                       choices=range(10), metavar="TIER",
+                       help="orders of this tier (0-9) are still served; repeatable")
     pause.set_defaults(func=cmd_pause)
     resume = commands.add_parser(
         "resume", parents=[common],
@@ -96,9 +99,12 @@ def cmd_pause(args: argparse.Namespace) -> int:
         return 1
 
     async def body(redis: Redis) -> int:
-        await pauses.pause(redis, args.scope, args.reason, args.until, args.action, "cli")
+        tiers = tuple(sorted(set(args.exempt_tier)))
+        await pauses.pause(redis, args.scope, args.reason, args.until, args.action, "cli",
+                           tiers)
         await audit.record(redis, "cli", "pause", {"scope": args.scope, "reason": args.reason,
-                                                   "until": args.until, "action": args.action})
+                                                   "until": args.until, "action": args.action,
+                                                   "exempt_tiers": list(tiers)})
         print(f"paused {args.scope} ({args.action})"
               + (f" until {args.until}" if args.until else " until resumed"))
         return 0

@@ -18,6 +18,7 @@ Ident = Annotated[str, Meta(pattern=ID_PATTERN)]
 SkuId = Annotated[str, Meta(pattern=SKU_PATTERN)]
 Seconds = Annotated[float, Meta(ge=0, le=10 * 365 * 86400)]  # finite: never inf
 Port = Annotated[int, Meta(ge=0, le=65535)]
+Tier = Annotated[int, Meta(ge=0, le=9)]
 
 
 class Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -190,6 +191,8 @@ class Pause(Base, frozen=True):
     starts_at: str | None = None
     ends_at: str | None = None
     action: Literal["queue", "reject"] = "queue"  # what orders for the scope get meanwhile
+    exempt_tiers: tuple[Tier, ...] = ()  # orders of these tiers are served all the same
+    notice_lead_s: Seconds = 86400.0  # announced (answers, pages, pause.scheduled) this early
 
 
 class Blocklist(Base, frozen=True):

@@ -50,10 +50,12 @@ async def pause(request: web.Request) -> web.Response:
         if until_ms > now_ms + MAX_SPAN.total_seconds() * 1000:
             raise errors.invalid("until", f"must be within {MAX_SPAN.days} days")
     redis = request.app[REDIS]
-    entry = await pauses.pause(redis, body.scope, body.reason, body.until, body.action, who.id)
+    entry = await pauses.pause(redis, body.scope, body.reason, body.until, body.action, who.id,
+                               tuple(sorted(set(body.exempt_tiers))))
     await _refresh(request)
     await audit.record(redis, who.id, "pause", {"scope": body.scope, "reason": body.reason,
-                                                "until": body.until, "action": body.action})
+                                                "until": body.until, "action": body.action,
+                                                "exempt_tiers": list(entry.exempt_tiers)})
     return respond(request, entry)
 
 

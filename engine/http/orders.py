@@ -153,7 +153,7 @@ async def get_order(request: web.Request) -> web.Response:
     position = await records.position(request.app[REDIS], record)
     req = record.request
     view = record_view(directory, record, position, request.app[DRAIN],
-                       request.app[PAUSES].lookup(req.storefront, req.sku), now_ms())
+                       request.app[PAUSES].lookup(req.storefront, req.sku, req.tier), now_ms())
     return respond(request, view)
 
 

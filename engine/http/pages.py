@@ -130,7 +130,7 @@ async def _state(request: web.Request) -> PageState | None:
     position = await records.position(redis, record)
     req = record.request
     order = record_view(directory, record, position, request.app.get(DRAIN),
-                        request.app[PAUSES].lookup(req.storefront, req.sku), now_ms())
+                        request.app[PAUSES].lookup(req.storefront, req.sku, req.tier), now_ms())
     queue = order.queue
     closed = request.app[MAINTENANCE].state
     lead = directory.settings.maintenance.notice_lead_s

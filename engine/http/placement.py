@@ -15,7 +15,7 @@ from engine.clock import now_ms
 from engine.config.directory import Directory
 from engine.config.settings import Storefront
 from engine.controls import maintenance
-from engine.controls.pauses import InForce
+from engine.controls.pauses import InForce, parked_ttl_ms
 from engine.door.admission import Outcome, Verdict
 from engine.http.guards import SURGE
 from engine.http.payment import NO_COUPONS, Offer
@@ -23,8 +23,6 @@ from engine.http.state import ADMISSION, DIRECTORY, INGEST, MAINTENANCE, PAUSES,
 from engine.store import keys
 from engine.wallet.pricing import quote
 from engine.wire import BatchItem, OrderRequest, StreamOrder, TicketReason, msgpack_encode
-
-MAX_PARKED_MS = 366 * 86400 * 1000
 
 
 class Placement(msgspec.Struct):
@@ -92,15 +90,14 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
                                      retry_after=max(1, int(wait + 0.999)))
     ttl_ms = sku.queue_ttl_s * 1000
     why: TicketReason = "overflow"
-    pause = app[PAUSES].lookup(storefront.id, req.sku)
+    pause = app[PAUSES].lookup(storefront.id, req.sku, req.tier)
     if pause is not None:
         ends = pause.ends_ms()
         if pause.action == "reject":
             wait_s = 3600 if ends is None else max(1, min(86400, (ends - now) // 1000))
             raise errors.Paused(pause.notice(), notice=pause.notice(), retry_after=wait_s)
         why = "paused"
-        # a ticket outlives the pause by the SKU's ttl (a pause beyond a year: a year)
-        ttl_ms += min(max(0, (ends or now) - now), MAX_PARKED_MS)
+        ttl_ms = parked_ttl_ms(ttl_ms, ends, now)
     review = directory.review_reason(sku, req.qty, req.buyer, req.buyer_ip) is not None
     if review and why == "overflow":
         why = "review"

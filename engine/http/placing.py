@@ -22,6 +22,7 @@ from engine.http.state import (
     DRAIN,
     INGEST,
     METRICS,
+    PAUSES,
     REDIS,
     REPLIES,
 )
@@ -257,7 +258,10 @@ def _answer(app: web.Application, p: Placement, reply: Reply) -> tuple[int, Any]
         directory, order, status=reply.status, created_ms=order.created_ms,
         updated_ms=reply.updated_ms, codes=reply.codes, reason=reply.reason,
         position=reply.position, expires_ms=reply.expires_ms, drain=app[DRAIN],
-        pause=p.pause, now_ms=order.created_ms,
+        # parked by the worker (the pause began after the door let it through)
+        pause=p.pause or (app[PAUSES].lookup(order.storefront, order.sku, order.tier)
+                          if reply.reason == "paused" else None),
+        now_ms=order.created_ms,
     )
     if reply.status == "queued" and view.notice is None and app[SURGE].detector.active:
         view.notice = SURGE_NOTICE  # its ETA is what the line moves at now; a surge slows it

@@ -8,16 +8,20 @@
 --          {stream, stats, expiries, outbox, issued, settle (KEYS indexes of the shard's
 --           stream, stats hash, expiry index, webhook outbox, issuance audit stream and settle
 --           stream: an order marked 'pt' that ends fulfilled or rejected is added there),
+--           parking (KEYS index of the shard's set of non-empty parked lines; 0 when no
+--           order of the plan is parked),
 --           issued_text (one line per order that got codes: "order_id sku status lot:n,...";
 --           "" when none did), group, ack = {entry ids},
 --           skus   = {{counters, expected_ver}, ...},
 --           orders = {row, ...}: ClaimRow arrays (array_like), fields named below: RECORD,
---                    LINE, EXPECTED_STATUS, ACTION (1 FILL, 2 QUEUE, 3 REJECT, 4 HOLD),
---                    ORDER_ID, REASON (QUEUE, REJECT), EXPIRES_MS (when a HOLD ends or a
---                    QUEUE ticket expires), SCORE (QUEUE), FILLS ({{code list key, n}, ...}
+--                    LINE, EXPECTED_STATUS, ACTION (1 FILL, 2 QUEUE, 3 REJECT, 4 HOLD,
+--                    5 PARK: its scope is paused, it waits in PARKED_LINE), ORDER_ID,
+--                    REASON (QUEUE, REJECT), EXPIRES_MS (when a HOLD ends or a QUEUE or PARK
+--                    ticket expires), SCORE (QUEUE, PARK), FILLS ({{code list key, n}, ...}
 --                    for FILL and HOLD), REPLY_CHANNEL, NOTIFY (true: the new state goes to
 --                    the outbox), HELD_LOTS ("lot:n,..." for HOLD: where its codes go back
---                    to), ARRIVAL
+--                    to), ARRIVAL, PARKED_LINE (KEYS index, PARK), PARKING_MEMBER (the parked
+--                    line's member of the parking set, PARK)
 --           deltas = {{hash key, field, increment}, ...}   -- counters, lots, bought, summed
 --           counts = {{stats field, increment}, ...},
 --           late_before = unix ms (0 = off): an order made before it that gets codes now was
@@ -33,9 +37,10 @@
 -- script spends its time on what only it can do: popping codes and writing records.
 local now = tonumber(ARGV[1])
 local plan = cmsgpack.unpack(ARGV[2])
-local FILL, QUEUE, HOLD = 1, 2, 4
+local FILL, QUEUE, HOLD, PARK = 1, 2, 4, 5
 local RECORD, LINE, EXPECTED_STATUS, ACTION, ORDER_ID, REASON, EXPIRES_MS, SCORE, FILLS,
-  REPLY_CHANNEL, NOTIFY, HELD_LOTS, ARRIVAL = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+  REPLY_CHANNEL, NOTIFY, HELD_LOTS, ARRIVAL, PARKED_LINE, PARKING_MEMBER =
+  1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
 local R_ORDER_ID, R_STATUS, R_UPDATED_MS, R_CODES, R_REASON, R_POSITION, R_EXPIRES_MS =
   1, 2, 3, 4, 5, 6, 7
 
@@ -113,6 +118,16 @@ for i, o in ipairs(plan.orders) do
       'seq', o[ARRIVAL])
     redis.call('ZADD', expiries, expiry, oid)
     queued[#queued + 1] = {i, line}
+  elseif action == PARK then
+    -- the scope is paused: a paused ticket, served in line order when the pause ends
+    local parked = KEYS[o[PARKED_LINE]]
+    status, reason, expiry = 'queued', 'paused', o[EXPIRES_MS]
+    redis.call('ZADD', parked, o[SCORE], oid)
+    redis.call('SADD', KEYS[plan.parking], o[PARKING_MEMBER])
+    redis.call('HSET', record, 'st', status, 'why', reason, 'u', now, 'qexp', expiry,
+      'seq', o[ARRIVAL])
+    redis.call('ZADD', expiries, expiry, oid)
+    queued[#queued + 1] = {i, parked}
   else
     reason = o[REASON]
     redis.call('HSET', record, 'st', status, 'why', reason, 'u', now)

@@ -137,3 +137,15 @@ async def read_bought(
         pipe.hmget(keys.bought(sku, shard), names)
     for (sku, names), counts in zip(wanted, await pipe.execute(), strict=True):
         states[sku].bought.update({b: _int(n) for b, n in zip(names, counts, strict=True)})
+
+
+def lines_to_rerun(snapshot: Snapshot, moved: set[str], line_scan: int, now_s: int) -> list[str]:
+    """SKUs whose line is longer than one scan, moved, and has stock left it may sell
+    (unexpired): to be run again in a later batch. A line that could not move waits for the
+    next change of its stock or its line (an import, a cancel, a hold given back kick it)."""
+    return [
+        s.sku for s in snapshot.skus.values()
+        if len(s.tickets) >= line_scan and s.sku in moved
+        and any(lot.count > 0 and (lot.expires_at == 0 or lot.expires_at > now_s)
+                for lot in s.lots)
+    ]

@@ -12,9 +12,12 @@ from engine.store import keys, scripts
 from engine.store.records import line_score
 from engine.wire import StreamOrder, msgpack_encode
 from engine.worker.book import Snapshot
-from engine.worker.matching_types import FILL, QUEUE, REASONS, Decision, MatchOrder
+from engine.worker.matching_types import FILL, NO_REASON, QUEUE, REASONS, Decision, MatchOrder
+from engine.worker.pause_gate import Parking
 
-ACTION_FILL, ACTION_QUEUE, ACTION_REJECT, ACTION_HOLD = 1, 2, 3, 4
+ACTION_FILL, ACTION_QUEUE, ACTION_REJECT, ACTION_HOLD, ACTION_PARK = 1, 2, 3, 4, 5
+PARK = 9  # beside the kernel's actions: the order's scope is paused (engine/worker/pause_gate)
+PARKED = Decision(PARK, NO_REASON, [])
 
 
 class ClaimRow(msgspec.Struct, array_like=True, frozen=True):
@@ -25,16 +28,18 @@ class ClaimRow(msgspec.Struct, array_like=True, frozen=True):
     record: int
     line: int  # the SKU's line (where a ticket waits, or leaves)
     expected_status: str  # "pending" or "queued": anything else makes the plan stale
-    action: int  # ACTION_FILL, ACTION_QUEUE, ACTION_REJECT or ACTION_HOLD
+    action: int  # ACTION_FILL, ACTION_QUEUE, ACTION_REJECT, ACTION_HOLD or ACTION_PARK
     order_id: str
     reason: str  # why it waits (QUEUE) or was rejected (REJECT)
     expires_ms: int  # when a hold ends (HOLD) or a ticket expires (QUEUE)
-    score: int  # its place in the line (QUEUE)
+    score: int  # its place in the line (QUEUE, PARK)
     fills: list[tuple[int, int]]  # (code list key, n) for FILL and HOLD
     reply_channel: str  # the front door waiting for it ("" when none)
     notify: bool  # it has a notify_url: its new state goes to the outbox
     held_lots: str  # "lot:n,lot:n" for HOLD: where its codes go back to
     arrival: int
+    parked_line: int = 0  # PARK: the parked line it waits in
+    parking_member: str = ""  # PARK: that line's member of the shard's parking set
 
 
 class ClaimPlan(msgspec.Struct, frozen=True):
@@ -55,6 +60,7 @@ class ClaimPlan(msgspec.Struct, frozen=True):
     deltas: list[tuple[int, str, int]]  # (hash key, field, increment): stock, lots, bought
     counts: list[tuple[str, int]]  # (stats field, increment)
     late_before: int = 0  # orders made before (unix ms) that get codes now are compensated
+    parking: int = 0  # the shard's set of non-empty parked lines
 
 
 class StalePlan(Exception):
@@ -113,18 +119,21 @@ def build_plan(
     notify: Mapping[str, str] | None = None,
     late_before: int = 0,
     tickets: Mapping[str, StreamOrder] | None = None,
+    parking: Mapping[str, Parking] | None = None,
 ) -> Plan:
     """The claim plan of a batch: only the orders whose state changes are in it, and the
     batch's stream entries to acknowledge once it is applied. `requests`: the batch's new
     orders; `tickets`: the requests of the tickets in it (one served now is held for
-    payment like a new order)."""
+    payment like a new order); `parking`: where the orders decided PARK wait."""
     notify = notify or {}
+    parking = parking or {}
     table = _KeyTable()
     stream, stats = table(keys.stream(shard)), table(keys.stats(shard))
     expiry_index = table(keys.expiries(shard))
     outbox = table(keys.outbox(shard))
     issued_key = table(keys.issued(shard))
     settle_key = table(keys.settle(shard))
+    parking_key = table(keys.parking(shard)) if parking else 0
     issued: list[str] = []  # the audit's code issuance lines: "order sku status lot:n,..."
     versions: dict[str, tuple[int, int]] = {}
     deltas: dict[tuple[int, str], int] = {}
@@ -151,7 +160,15 @@ def build_plan(
         fills = [(k.codes(lot), n) for lot, n in decision.fills]
         reason = REASONS[decision.reason]
         score, expiry, lots_text = 0, 0, ""
-        if decision.action == FILL:
+        parked_line, member = 0, ""
+        if decision.action == PARK:
+            action, status, reason = ACTION_PARK, "queued", "paused"
+            score = line_score(order.tier, order.arrival)
+            where = parking[order.order_id]
+            expiry = where.expires_ms
+            parked_line = table(keys.parked_line(sku, where.storefront, shard))
+            member = f"{where.storefront}:{sku}"
+        elif decision.action == FILL:
             action = ACTION_HOLD if hold_s > 0 else ACTION_FILL
             for lot, n in decision.fills:
                 add(k.lots, lot, -n)
@@ -176,7 +193,7 @@ def build_plan(
             table(keys.order(order.order_id, shard)), k.line,
             "queued" if was_queued else "pending", action, order.order_id, reason, expiry,
             score, fills, channels.get(order.order_id, ""), bool(notify.get(order.order_id)),
-            lots_text, order.arrival,
+            lots_text, order.arrival, parked_line, member,
         ))
     if rows:
         counts.update({"claim_batches": 1, "claim_orders": len(rows),
@@ -187,7 +204,7 @@ def build_plan(
         issued_text="\n".join(issued), group=keys.GROUP, ack=[i.decode() for i in ack],
         skus=list(versions.values()), orders=rows,
         deltas=[(k, f, n) for (k, f), n in deltas.items() if n],
-        counts=list(counts.items()), late_before=late_before,
+        counts=list(counts.items()), late_before=late_before, parking=parking_key,
     ))
     return Plan(table.names, payload, len(rows))
 

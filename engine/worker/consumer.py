@@ -30,11 +30,12 @@ from engine.tasks import stop_tasks
 from engine.wallet.compensation import late_before
 from engine.wire import StreamOrder, decode_stream_order
 from engine.worker import matching
-from engine.worker.book import Snapshot
-from engine.worker.claim_plan import StalePlan, apply_plan, build_plan
+from engine.worker.book import lines_to_rerun
+from engine.worker.claim_plan import PARKED, StalePlan, apply_plan, build_plan
 from engine.worker.drain import line_name
 from engine.worker.housekeeping import Housekeeping
 from engine.worker.matching_types import FILL, QUEUE, MatchOrder
+from engine.worker.pause_gate import set_aside
 from engine.worker.poison import bury, sort_out
 from engine.worker.replay import replay
 from engine.worker.settlement import Settlement
@@ -230,6 +231,7 @@ class Worker:
         `fresh` entries were never delivered before, so their orders can only be pending (or
         cancelled, which the claim script notices); reclaimed entries are checked first.
         """
+        await self.housekeeping.refresh_board(first=True)  # pauses hold from the first batch
         orders: list[StreamOrder] = []
         arrivals: dict[str, int] = {}
         kicks: set[str] = set()
@@ -264,6 +266,7 @@ class Worker:
         ack: list[bytes], fresh: bool,
     ) -> None:
         policies = {s.id: s for s in self.settings.skus}
+        ttl_s = {s.id: s.queue_ttl_s for s in self.settings.skus}
         skus = kicks | {o.sku for o in orders}
         for attempt in range(MAX_STALE_RETRIES):
             view = self.views.setdefault(shard, ShardView(shard, self.settings.worker.line_scan))
@@ -277,21 +280,23 @@ class Worker:
             live = [o for o in orders if status_of(o.order_id, "pending") == "pending"]
             decided = [o.order_id for o in orders
                        if status_of(o.order_id, "pending") not in ("pending", "")]
-            batch = snapshot.tickets() + [
-                MatchOrder(o.order_id, o.sku, o.qty, o.tier, arrivals[o.order_id], o.buyer)
-                for o in live
-            ]
             requests = {o.order_id: o for o in live}
             tickets = {t.request.order_id: t.request
                        for state in snapshot.skus.values() for t in state.tickets}
             everyone = requests | tickets
+            now = now_ms()
+            matched, parked, parking = set_aside(
+                self.housekeeping.board, snapshot.tickets() + [
+                    MatchOrder(o.order_id, o.sku, o.qty, o.tier, arrivals[o.order_id], o.buyer)
+                    for o in live], everyone, ttl_s, now)
             channels = {oid: o.reply_to for oid, o in everyone.items()}
             notify = {oid: o.notify_url for oid, o in everyone.items() if o.notify_url}
-            now = now_ms()
-            books = snapshot.books(policies, now // 1000, batch)
-            decisions = matching.match_batch(batch, books)
+            books = snapshot.books(policies, now // 1000, matched)
+            batch = matched + parked
+            decisions = matching.match_batch(matched, books) + [PARKED] * len(parked)
             plan = build_plan(shard, policies, snapshot, batch, requests, decisions, now,
-                              channels, ack, notify, late_before(self.settings, now), tickets)
+                              channels, ack, notify, late_before(self.settings, now), tickets,
+                              parking)
             try:
                 failpoints.hit("worker.before_claim")
                 await apply_plan(self.redis, plan, now)
@@ -310,23 +315,11 @@ class Worker:
                 await replay(self.redis, decided, {o.order_id: o.reply_to for o in orders})
             moved = {o.sku for o, d in zip(batch, decisions, strict=True)
                      if o.order_id not in requests and d.action != QUEUE}
-            await self._rerun_long_lines(shard, snapshot, moved, now // 1000)
+            for sku in lines_to_rerun(snapshot, moved, self.settings.worker.line_scan,
+                                      now // 1000):
+                await self.redis.xadd(keys.stream(shard), {ENTRY_KICK: sku})
             return
         raise RedisError(f"shard {shard}: the claim plan went stale {MAX_STALE_RETRIES} times")
-
-    async def _rerun_long_lines(self, shard: int, snapshot: Snapshot, moved: set[str],
-                                now_s: int) -> None:
-        """A line longer than one scan that moved, with stock left it may sell (unexpired):
-        run it again in a later batch. A line that could not move waits for the next change
-        of its stock or its line (an import, a cancel, a hold given back kick it)."""
-        rerun = [
-            s.sku for s in snapshot.skus.values()
-            if len(s.tickets) >= self.settings.worker.line_scan and s.sku in moved
-            and any(lot.count > 0 and (lot.expires_at == 0 or lot.expires_at > now_s)
-                    for lot in s.lots)
-        ]
-        for sku in rerun:
-            await self.redis.xadd(keys.stream(shard), {ENTRY_KICK: sku})
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None,

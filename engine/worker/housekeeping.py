@@ -59,6 +59,19 @@ class Housekeeping:
                                                                 "available": available,
                                                                 "low_stock": sku.low_stock})
 
+    async def refresh_board(self, at_ms: int | None = None, first: bool = False) -> bool:
+        """Look at the pauses again when due (or `at_ms` drives the clock); `first`: only if
+        they were never looked at under this config (a batch before the first round)."""
+        clock = time.monotonic()
+        due = self._board_at == 0.0 if first else clock - self._board_at >= PAUSE_REFRESH_S
+        if at_ms is None and not due:
+            return False
+        now = now_ms() if at_ms is None else at_ms
+        self.board.refresh(self.settings, await pauses.load(self.redis),
+                           datetime.fromtimestamp(now / 1000, UTC))
+        self._board_at = clock
+        return True
+
     def meter(self, shard: int) -> DrainMeter:
         meter = self.meters.get(shard)
         if meter is None:
@@ -71,11 +84,7 @@ class Housekeeping:
         released = expired = 0
         now = now_ms() if at_ms is None else at_ms
         clock = time.monotonic()
-        moving = at_ms is not None or clock - self._board_at >= PAUSE_REFRESH_S
-        if moving:
-            self.board.refresh(self.settings, await pauses.load(self.redis),
-                               datetime.fromtimestamp(now / 1000, UTC))
-            self._board_at = clock
+        moving = await self.refresh_board(at_ms)
         for shard in shards:
             meter = self.meter(shard)
             if moving:
