@@ -16,6 +16,7 @@ from engine.controls.destinations import refusal
 from engine.http import payment
 from engine.http.auth import storefront_of
 from engine.http.codec import decode_body, respond
+from engine.http.notices import announce_pause, with_notice
 from engine.http.placement import Placement, placement
 from engine.http.placing import place, place_many, replay_of
 from engine.http.state import ADMISSION, DIRECTORY, DRAIN, PAUSES, REDIS
@@ -77,7 +78,7 @@ def _respond(request: web.Request, status: int, body: Any, headers: Mapping[str,
         raise body
     if status == 200:
         headers = {**headers, "Idempotent-Replayed": "true"}
-    return respond(request, body, status, headers)
+    return respond(request, body, status, with_notice(body, headers))
 
 
 async def create_order(request: web.Request) -> web.Response:
@@ -152,9 +153,11 @@ async def get_order(request: web.Request) -> web.Response:
     directory, record = await _own_record(request)
     position = await records.position(request.app[REDIS], record)
     req = record.request
-    view = record_view(directory, record, position, request.app[DRAIN],
-                       request.app[PAUSES].lookup(req.storefront, req.sku, req.tier), now_ms())
-    return respond(request, view)
+    view = announce_pause(request.app, record_view(
+        directory, record, position, request.app[DRAIN],
+        request.app[PAUSES].lookup(req.storefront, req.sku, req.tier), now_ms()),
+        req.storefront)
+    return respond(request, view, headers=with_notice(view, {}))
 
 
 async def cancel_order(request: web.Request) -> web.Response:

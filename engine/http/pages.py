@@ -15,6 +15,7 @@ from aiohttp import web
 
 from engine import errors
 from engine.clock import now_ms
+from engine.http.notices import announce_pause
 from engine.http.state import DIRECTORY, DRAIN, MAINTENANCE, PAUSES, REDIS
 from engine.store import records
 from engine.views import record_view
@@ -129,8 +130,10 @@ async def _state(request: web.Request) -> PageState | None:
         return None
     position = await records.position(redis, record)
     req = record.request
-    order = record_view(directory, record, position, request.app.get(DRAIN),
-                        request.app[PAUSES].lookup(req.storefront, req.sku, req.tier), now_ms())
+    order = announce_pause(request.app, record_view(
+        directory, record, position, request.app.get(DRAIN),
+        request.app[PAUSES].lookup(req.storefront, req.sku, req.tier), now_ms()),
+        req.storefront)
     queue = order.queue
     closed = request.app[MAINTENANCE].state
     lead = directory.settings.maintenance.notice_lead_s
@@ -209,11 +212,14 @@ async def queue_state(request: web.Request) -> web.Response:
 
 
 def notices(app: web.Application) -> dict[str, Any]:
-    """Maintenance and pause notices: what is in force, and maintenance announced ahead."""
+    """Maintenance and pause notices: what is in force, and what is announced ahead."""
     state = app[MAINTENANCE].state
+    board = app[PAUSES]
     found: dict[str, Any] = {"maintenance": None, "pauses": [
         {k: v for k, v in p.to_json().items() if k != "source"}
-        for p in app[PAUSES].in_force.values()]}
+        for p in board.in_force.values()],
+        "pauses_ahead": [a.to_json() for a in sorted(board.ahead.values(),
+                                                       key=lambda a: a.window.starts_at)]}
     now = now_ms()
     lead = app[DIRECTORY].current.settings.maintenance.notice_lead_s
     if state.notice(now, lead):
@@ -231,6 +237,8 @@ def _notice_items(found: dict[str, Any], msgs: dict[str, str]) -> list[str]:
                       maintenance.get("eta")))
     items += [(msgs["status_paused"], p.get("reason") or "", p.get("until"))
               for p in found["pauses"]]
+    items += [(msgs["status_pause_ahead"], f'{p.get("reason") or p.get("holiday") or ""} '
+               f'({p["starts_at"]})', p.get("ends_at")) for p in found["pauses_ahead"]]
     until = msgs["status_until"]
     return [f"<li><strong>{html.escape(kind)}</strong> {html.escape(reason)}"
             + (f" ({html.escape(until)}: {html.escape(end)})" if end else "") + "</li>"

@@ -16,6 +16,7 @@ from engine.config.settings import Storefront
 from engine.door.ingest import Admitted
 from engine.http import payment
 from engine.http.guards import SURGE
+from engine.http.notices import announce_pause
 from engine.http.placement import Placement, request_digest
 from engine.http.state import (
     DIRECTORY,
@@ -265,4 +266,4 @@ def _answer(app: web.Application, p: Placement, reply: Reply) -> tuple[int, Any]
     )
     if reply.status == "queued" and view.notice is None and app[SURGE].detector.active:
         view.notice = SURGE_NOTICE  # its ETA is what the line moves at now; a surge slows it
-    return STATUS_HTTP.get(reply.status, 200), view
+    return STATUS_HTTP.get(reply.status, 200), announce_pause(app, view, order.storefront)

@@ -6,13 +6,13 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote
 
 from aiohttp import web
 from redis.exceptions import RedisError, ResponseError
 
 from engine import errors
 from engine.clock import now_ms
+from engine.http import notices
 from engine.http.guards import BREAKER
 from engine.http.state import ADMISSION, DIRECTORY, MAINTENANCE, METRICS
 from engine.wire import json_encode
@@ -97,15 +97,19 @@ def _circuit_open(request: web.Request) -> errors.Problem | None:
 
 
 def _announce(request: web.Request, response: web.StreamResponse) -> None:
-    """A maintenance window in force or coming soon: say so on every answer."""
-    state = request.app[MAINTENANCE].state
-    if state.mode == "off" or response.prepared:
+    """A maintenance window in force or coming soon, or a pause of everything announced: say
+    so on every answer (an order's own notice, set by its route, gives way to maintenance)."""
+    if response.prepared:
         return
-    lead = request.app[DIRECTORY].current.settings.maintenance.notice_lead_s
-    notice = state.notice(now_ms(), lead)
+    state = request.app[MAINTENANCE].state
+    notice = None
+    if state.mode != "off":
+        lead = request.app[DIRECTORY].current.settings.maintenance.notice_lead_s
+        notice = state.notice(now_ms(), lead)
+    if notice is None and notices.HEADER not in response.headers:
+        notice = notices.global_pause_ahead(request.app)
     if notice:
-        # Header values must be Latin-1: the reason may be Chinese, so it is percent-encoded.
-        response.headers["Kamigate-Notice"] = quote(notice, safe=" :()-,.+/")
+        response.headers[notices.HEADER] = notices.header_value(notice)
 
 
 async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -306,6 +306,12 @@ def promised(shard: int) -> str:
     return f"{tag(shard)}:eta"
 
 
+def pause_marks() -> str:
+    """Hash on shard 0 (whose owner watches the pauses for the fleet): "scheduled|<scope>|
+    <starts ms>" and "started|..." -> unix ms after which the mark may be forgotten."""
+    return f"{tag(0)}:pausemarks"
+
+
 def low_stock(shard: int) -> str:
     """Hash: SKU -> 1 while its stock is low (stock.low sent; cleared above 1.2 x low_stock)."""
     return f"{tag(shard)}:lowstock"

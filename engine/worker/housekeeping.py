@@ -1,6 +1,7 @@
 """The worker's rounds beside the batches: admit overflow tickets at the rate, move parked
-tickets on when their pause ends, expire what is due (tickets, holds, lots of stock),
-publish drain rates, tell storefronts of late tickets (delays), trim streams."""
+tickets on when their pause ends (and, on shard 0, announce and audit the pauses), expire
+what is due (tickets, holds, lots of stock), publish drain rates, tell storefronts of late
+tickets (delays), trim streams."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from engine.config.settings import Settings
 from engine.controls import pauses
 from engine.stock import lots
 from engine.store import audit, keys, records
-from engine.worker import parking
+from engine.worker import parking, pause_watch
 from engine.worker.delays import DelayWatch
 from engine.worker.drain import DrainMeter
 from engine.worker.waiting import Releaser, sweep, trim_stream
@@ -85,6 +86,8 @@ class Housekeeping:
         now = now_ms() if at_ms is None else at_ms
         clock = time.monotonic()
         moving = await self.refresh_board(at_ms)
+        if moving and pause_watch.OWNER_SHARD in shards:
+            await pause_watch.watch(self.redis, self.settings, self.board, now)
         for shard in shards:
             meter = self.meter(shard)
             if moving:

@@ -2,12 +2,12 @@
 waits, as the webhook body its receiver gets.
 
 The scripts that grant points (points_grant.lua), remind of an expiring lot
-(points_remind.lua), issue a coupon (coupon_issue.lua) and notice a late ticket
-(order_delay.lua) add the event to the shard's
-outbox in the same atomic call, so the dispatcher sends them like order changes: signed, at
-least once, in order per group (a buyer's account events; an order's own events), with the
-same retries. Every body carries `id` (the outbox entry: the same id on a redelivery, for the
-receiver to drop repeats), `event`, `storefront` and `at`.
+(points_remind.lua), issue a coupon (coupon_issue.lua), notice a late ticket
+(order_delay.lua), flag low stock (stock_low.lua) and announce a pause (pause_mark.lua) add
+the event to the shard's outbox in the same atomic call, so the dispatcher sends them like
+order changes: signed, at least once, in order per group (a buyer's account events; an order's
+own events), with the same retries. Every body carries `id` (the outbox entry: the same id on
+a redelivery, for the receiver to drop repeats), `event`, `storefront` and `at`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ POINTS_EVENTS = ("points.granted", "compensation.granted", "points.expiring")
 DELAYED = "order.delayed"
 COUPON_EVENTS = ("coupon.issued", "coupon.expiring")
 STOCK_LOW = "stock.low"
+PAUSE_SCHEDULED = "pause.scheduled"
 
 
 def _text(fields: Mapping[bytes, bytes], name: bytes) -> str:
@@ -60,6 +61,17 @@ def _delayed_body(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
             "expected_at": _moment(eta),
             "eta_s": round((eta - at) / 1000, 1) if eta > at else None,
             "notice": "your order is taking longer than we said"}
+
+
+def _pause_body(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
+    starts, ends = _int(fields, b"p"), _int(fields, b"x")
+    reason, tiers = _text(fields, b"r"), _text(fields, b"tiers")
+    until = f" until {rfc3339(ends)}" if ends else ""
+    return {"scope": _text(fields, b"scope"), "reason": reason,
+            "starts_at": rfc3339(starts), "ends_at": _moment(ends),
+            "action": _text(fields, b"act"),
+            "exempt_tiers": [int(t) for t in tiers.split(",") if t],
+            "notice": f"delivery will pause ({reason or 'paused'}) from {rfc3339(starts)}{until}"}
 
 
 def storefront_of(fields: Mapping[bytes, bytes]) -> tuple[str, str]:
@@ -97,6 +109,8 @@ async def render_event(redis: Redis, sealer: CodeOpener, storefronts: Mapping[st
     elif event == STOCK_LOW:
         data = {"sku": _text(fields, b"sku"), "available": _int(fields, b"p"),
                 "low_stock": _int(fields, b"x")}
+    elif event == PAUSE_SCHEDULED:
+        data = _pause_body(fields)
     elif event in COUPON_EVENTS:
         found = await _coupon_body(redis, sealer, fields)
         if found is None:
