@@ -45,7 +45,8 @@ class LineSpeeds(Protocol):
 
 
 class PauseInForce(Protocol):
-    """The pause an order waits behind: engine.controls.pauses.InForce."""
+    """The pause an order waits behind (engine.controls.pauses.InForce), or the maintenance
+    window (engine.controls.maintenance.Waiting)."""
 
     def ends_ms(self) -> int | None: ...
 
@@ -93,8 +94,8 @@ def order_view(
     elif status == "queued":
         why = as_ticket_reason(reason)
         eta = drain.eta_s(why, request.sku, position) if drain is not None else None
-        if why == "paused":
-            # served when the pause ends (then by the line's rate: not known yet)
+        if why in ("paused", "maintenance"):
+            # served when the pause or the window ends (then by the line's rate: not known)
             ends = pause.ends_ms() if pause is not None else None
             eta = None if ends is None else round(max(0, ends - now_ms) / 1000, 1)
             order.notice = pause.notice() if pause is not None else None

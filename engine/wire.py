@@ -28,7 +28,7 @@ Status = Literal["pending", "queued", "fulfilled", "held", "rejected", "expired"
 STATUSES: tuple[Status, ...] = get_args(Status)
 # Why a ticket waits: stock ran out, a capacity bucket was empty, its scope is paused, or an
 # operator has to review it.
-TicketReason = Literal["sold_out", "overflow", "paused", "review"]
+TicketReason = Literal["sold_out", "overflow", "paused", "review", "maintenance"]
 TICKET_REASONS: tuple[TicketReason, ...] = get_args(TicketReason)
 # What admitting an order answers: a status, or "full" (no room in its line; nothing written).
 AdmitStatus = Status | Literal["full", "abandoned"]

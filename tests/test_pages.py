@@ -226,7 +226,8 @@ async def test_status_page_in_html_and_json(engine: Engine) -> None:
     for accept in ("application/json", "application/json, text/html;q=0.5"):
         resp = await engine.http.get("/status", headers={"Accept": accept})
         assert resp.status == 200 and resp.content_type == "application/json"
-        assert await resp.json() == {"maintenance": None, "pauses": []}
+        assert await resp.json() == {"maintenance": None, "pauses": [], "pauses_ahead": [],
+                                     "maintenance_scoped": []}
 
 
 async def test_status_page_lists_notices_escaped(
@@ -234,10 +235,16 @@ async def test_status_page_lists_notices_escaped(
 ) -> None:
     found = {"maintenance": {"mode": "read_only", "reason": "db <upgrade>",
                              "eta": "2026-01-01T02:00:00Z"},
-             "pauses": [{"scope": "sku:card-100", "reason": "restock", "until": None}]}
+             "pauses": [{"scope": "sku:card-100", "reason": "restock", "until": None}],
+             "pauses_ahead": [{"scope": "global", "reason": "<b>holiday</b>",
+                               "starts_at": "2026-02-01T00:00:00Z", "ends_at": None}],
+             "maintenance_scoped": [{"scope": "sku:card-100", "reason": "re<count>",
+                                     "active": True, "eta": None, "starts_at": None}]}
     monkeypatch.setattr(pages, "notices", lambda app: found)
     text = await (await engine.http.get("/status")).text()
     assert 'data-ok="false"' in text and "db &lt;upgrade&gt;" in text
+    assert "&lt;b&gt;holiday&lt;/b&gt; (2026-02-01T00:00:00Z)" in text
+    assert "sku:card-100: re&lt;count&gt;" in text and "<b>" not in text
     assert "Expected end: 2026-01-01T02:00:00Z" in text and "restock" in text
     resp = await engine.http.get("/status", headers={"Accept": "application/json"})
     assert await resp.json() == found

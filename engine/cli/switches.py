@@ -26,6 +26,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     maint.add_argument("--starts-at", help="schedule it (RFC 3339); announced beforehand")
     maint.add_argument("--scope", default="global",
                        help="global (default), storefront:<id> or sku:<id>")
+    maint.add_argument("--action", choices=["reject", "queue"], default="reject",
+                       help="new orders meanwhile: 503 (reject, default) or tickets served "
+                            "in line order when it ends (queue)")
     maint.set_defaults(func=cmd_maintenance)
     pause = commands.add_parser(
         "pause", parents=[common],
@@ -53,7 +56,7 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     state = maintenance.MaintenanceState(mode=args.mode, reason=args.reason or "",
                                          eta=args.eta, starts_at=args.starts_at,
-                                         scope=args.scope)
+                                         scope=args.scope, action=args.action)
     problems = maintenance.check(state)
     if problems:
         for problem in problems:

@@ -249,6 +249,7 @@ class Audit(Base, frozen=True):
 
 class Maintenance(Base, frozen=True):
     mode: Literal["off", "read_only", "full"] = "off"
+    action: Literal["reject", "queue"] = "reject"  # queue: new orders wait as tickets
     notice_lead_s: Seconds = 86400.0
     reason: Reason = ""
     starts_at: str | None = None

@@ -1,6 +1,7 @@
 """Maintenance: `off`, `read_only` (order writes answer 503, reads work) or `full` (everything
 but health, metrics, /status, the buyers' waiting pages and the maintenance switch itself
-answers 503).
+answers 503). With `action = "queue"` new orders are not refused: they wait as tickets
+(reason "maintenance") in the parked lines and are served in line order when it ends.
 
 The mode in force is the one an operator set (PUT /admin/maintenance or `kamigate
 maintenance`, kept in Redis so every front door follows it within a second), else the
@@ -12,7 +13,7 @@ SKU: it closes order writes of that scope only.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from redis.asyncio import Redis
@@ -23,6 +24,7 @@ from engine.store import keys
 from engine.wire import MAX_REASON, Reason
 
 MODES = ("off", "read_only", "full")
+ACTIONS = ("reject", "queue")
 RETRY_AFTER_S = 60
 
 
@@ -35,6 +37,15 @@ class MaintenanceState(msgspec.Struct, kw_only=True, omit_defaults=True,
     eta: str | None = None
     starts_at: str | None = None
     scope: str = "global"  # or "storefront:<id>", "sku:<id>": closes that scope's orders
+    action: str = "reject"  # "queue": new orders wait as tickets (reason "maintenance")
+
+    def queues(self, now: int) -> bool:
+        """In force at `now` and turning new orders into tickets."""
+        return self.action == "queue" and self.active(now) != "off"
+
+    def ends_ms(self) -> int | None:
+        """When it is expected to end (its eta), if known."""
+        return parse_rfc3339(self.eta) if self.eta else None
 
     def active(self, now: int) -> str:
         """The mode in force at `now` (a scheduled window is off until it starts)."""
@@ -63,9 +74,22 @@ class MaintenanceState(msgspec.Struct, kw_only=True, omit_defaults=True,
         return RETRY_AFTER_S
 
 
+class Waiting(NamedTuple):
+    """A maintenance window a ticket waits behind, as the Order view asks of it."""
+
+    state: MaintenanceState
+    now: int
+
+    def ends_ms(self) -> int | None:
+        return self.state.ends_ms()
+
+    def notice(self) -> str:
+        return self.state.notice(self.now, 0) or "maintenance"
+
+
 def from_config(section: Maintenance) -> MaintenanceState:
     return MaintenanceState(mode=section.mode, reason=section.reason, eta=section.eta,
-                            starts_at=section.starts_at)
+                            starts_at=section.starts_at, action=section.action)
 
 
 def check(state: MaintenanceState) -> list[str]:
@@ -73,6 +97,8 @@ def check(state: MaintenanceState) -> list[str]:
     errors = []
     if state.mode not in MODES:
         errors.append(f"mode: must be one of {', '.join(MODES)}")
+    if state.action not in ACTIONS:
+        errors.append(f"action: must be one of {', '.join(ACTIONS)}")
     if len(state.reason) > MAX_REASON:
         errors.append(f"reason: at most {MAX_REASON} characters (it is sent with every answer)")
     kind, _, name = state.scope.partition(":")
@@ -121,4 +147,26 @@ def closing(scoped: dict[str, MaintenanceState], storefront: str, sku: str,
         if state is not None and state.active(now) != "off":
             return state
     return None
+
+
+def announced(scoped: dict[str, MaintenanceState], storefront: str, sku: str, now: int,
+              lead_s: float) -> str | None:
+    """The notice of a scoped window of this storefront or SKU starting within lead_s."""
+    for scope in (f"sku:{sku}", f"storefront:{storefront}"):
+        state = scoped.get(scope)
+        if state is not None and state.active(now) == "off":
+            notice = state.notice(now, lead_s)
+            if notice:
+                return f"{notice} ({scope})"
+    return None
+
+
+def holds(state: MaintenanceState, scoped: dict[str, MaintenanceState], storefront: str,
+          sku: str, now: int) -> MaintenanceState | None:
+    """The window in force now that queues this storefront's orders for this SKU, if any
+    (the global one first): its tickets wait until it ends."""
+    if state.queues(now):
+        return state
+    closed = closing(scoped, storefront, sku, now)
+    return closed if closed is not None and closed.queues(now) else None
 

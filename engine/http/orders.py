@@ -16,10 +16,10 @@ from engine.controls.destinations import refusal
 from engine.http import payment
 from engine.http.auth import storefront_of
 from engine.http.codec import decode_body, respond
-from engine.http.notices import announce_pause, with_notice
+from engine.http.notices import announce_pause, waits_behind, with_notice
 from engine.http.placement import Placement, placement
 from engine.http.placing import place, place_many, replay_of
-from engine.http.state import ADMISSION, DIRECTORY, DRAIN, PAUSES, REDIS
+from engine.http.state import ADMISSION, DIRECTORY, DRAIN, REDIS
 from engine.store import records
 from engine.views import record_view
 from engine.wallet import ledger
@@ -155,7 +155,7 @@ async def get_order(request: web.Request) -> web.Response:
     req = record.request
     view = announce_pause(request.app, record_view(
         directory, record, position, request.app[DRAIN],
-        request.app[PAUSES].lookup(req.storefront, req.sku, req.tier), now_ms()),
+        waits_behind(request.app, req.storefront, req.sku, req.tier, record.reason), now_ms()),
         req.storefront)
     return respond(request, view, headers=with_notice(view, {}))
 

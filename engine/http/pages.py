@@ -15,7 +15,8 @@ from aiohttp import web
 
 from engine import errors
 from engine.clock import now_ms
-from engine.http.notices import announce_pause
+from engine.controls.maintenance import MaintenanceState
+from engine.http.notices import announce_pause, waits_behind
 from engine.http.state import DIRECTORY, DRAIN, MAINTENANCE, PAUSES, REDIS
 from engine.store import records
 from engine.views import record_view
@@ -132,7 +133,7 @@ async def _state(request: web.Request) -> PageState | None:
     req = record.request
     order = announce_pause(request.app, record_view(
         directory, record, position, request.app.get(DRAIN),
-        request.app[PAUSES].lookup(req.storefront, req.sku, req.tier), now_ms()),
+        waits_behind(request.app, req.storefront, req.sku, req.tier, record.reason), now_ms()),
         req.storefront)
     queue = order.queue
     closed = request.app[MAINTENANCE].state
@@ -223,10 +224,16 @@ def notices(app: web.Application) -> dict[str, Any]:
     now = now_ms()
     lead = app[DIRECTORY].current.settings.maintenance.notice_lead_s
     if state.notice(now, lead):
-        found["maintenance"] = {"mode": state.mode, "active": state.active(now) != "off",
-                                "reason": state.reason, "eta": state.eta,
-                                "starts_at": state.starts_at}
+        found["maintenance"] = _window(state, now)
+    found["maintenance_scoped"] = [_window(w, now) for w in app[MAINTENANCE].scoped.values()
+                                   if w.notice(now, lead)]
     return found
+
+
+def _window(state: MaintenanceState, now: int) -> dict[str, Any]:
+    return {"mode": state.mode, "active": state.active(now) != "off", "reason": state.reason,
+            "eta": state.eta, "starts_at": state.starts_at, "scope": state.scope,
+            "action": state.action}
 
 
 def _notice_items(found: dict[str, Any], msgs: dict[str, str]) -> list[str]:
@@ -235,6 +242,9 @@ def _notice_items(found: dict[str, Any], msgs: dict[str, str]) -> list[str]:
     if maintenance:
         items.append((msgs["status_maintenance"], maintenance.get("reason") or "",
                       maintenance.get("eta")))
+    items += [(msgs["status_maintenance"], f'{w["scope"]}: {w["reason"]}'
+               + ("" if w["active"] else f' ({w["starts_at"]})'), w.get("eta"))
+              for w in found["maintenance_scoped"]]
     items += [(msgs["status_paused"], p.get("reason") or "", p.get("until"))
               for p in found["pauses"]]
     items += [(msgs["status_pause_ahead"], f'{p.get("reason") or p.get("holiday") or ""} '

@@ -34,9 +34,9 @@ class Placement(msgspec.Struct):
     digest: str
     gate: Outcome  # the admission buckets' verdict and the RateLimit headers
     ttl_ms: int
-    why: TicketReason  # if it becomes a ticket: "overflow", "paused" or "review"
-    pause: InForce | None
-    review: bool  # needs an operator's review (after the pause, if paused)
+    why: TicketReason  # if it becomes a ticket: "overflow", "paused", "maintenance", "review"
+    pause: InForce | maintenance.Waiting | None  # what a paused or maintenance ticket waits for
+    review: bool  # needs an operator's review (after the pause or maintenance, if any)
 
     @property
     def overflow(self) -> bool:
@@ -45,14 +45,15 @@ class Placement(msgspec.Struct):
 
     @property
     def ticket(self) -> bool:
-        """Admitted as a ticket: overflowing, paused or held for review."""
+        """Admitted as a ticket: overflowing, paused, behind maintenance or held for review."""
         return self.overflow or self.why != "overflow"
 
 
 def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
               key: str | None, offer: Offer = NO_COUPONS) -> Placement:
     """Build the order and pass it through the block list, the buckets (429 for a buyer or
-    IP over limit), pauses (a ticket, or 503 `paused`) and review rules."""
+    IP over limit), maintenance (503, or a ticket when it queues), pauses (a ticket, or 503
+    `paused`) and review rules."""
     directory: Directory = app[DIRECTORY].current
     app[SURGE].arrived += 1
     if directory.blocked.match(req.buyer, req.buyer_ip):
@@ -66,7 +67,7 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
                                  retry_after=int(gate.headers()["Retry-After"]))
     scoped = app[MAINTENANCE].scoped
     closed = maintenance.closing(scoped, storefront.id, req.sku, now) if scoped else None
-    if closed is not None:
+    if closed is not None and closed.action != "queue":
         raise errors.Maintenance(f"closed for maintenance ({closed.scope}); retry later",
                                  notice=closed.notice(now, 0) or None,
                                  retry_after=closed.retry_after(now))
@@ -88,16 +89,7 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
             raise errors.RateLimited("over [coupons] redemptions_per_ip_per_hour for this "
                                      "address; retry later",
                                      retry_after=max(1, int(wait + 0.999)))
-    ttl_ms = sku.queue_ttl_s * 1000
-    why: TicketReason = "overflow"
-    pause = app[PAUSES].lookup(storefront.id, req.sku, req.tier)
-    if pause is not None:
-        ends = pause.ends_ms()
-        if pause.action == "reject":
-            wait_s = 3600 if ends is None else max(1, min(86400, (ends - now) // 1000))
-            raise errors.Paused(pause.notice(), notice=pause.notice(), retry_after=wait_s)
-        why = "paused"
-        ttl_ms = parked_ttl_ms(ttl_ms, ends, now)
+    why, ttl_ms, pause = _waits_for(app, storefront.id, req, now, sku.queue_ttl_s * 1000)
     review = directory.review_reason(sku, req.qty, req.buyer, req.buyer_ip) is not None
     if review and why == "overflow":
         why = "review"
@@ -118,6 +110,26 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
     )
     digest = request_digest(req) if key is not None else ""
     return Placement(order, shard, key, digest, gate, ttl_ms, why, pause, review)
+
+
+def _waits_for(app: web.Application, storefront: str, req: OrderRequest, now: int,
+               ttl_ms: int) -> tuple[TicketReason, int, InForce | maintenance.Waiting | None]:
+    """(why it would wait: "overflow" unless a pause or a maintenance window that queues
+    holds it, how long its ticket may wait, what it waits behind); 503 `paused` for a pause
+    that rejects."""
+    pause = app[PAUSES].lookup(storefront, req.sku, req.tier)
+    if pause is not None:
+        ends = pause.ends_ms()
+        if pause.action == "reject":
+            wait_s = 3600 if ends is None else max(1, min(86400, (ends - now) // 1000))
+            raise errors.Paused(pause.notice(), notice=pause.notice(), retry_after=wait_s)
+        return "paused", parked_ttl_ms(ttl_ms, ends, now), pause
+    closed = app[MAINTENANCE]
+    window = maintenance.holds(closed.state, closed.scoped, storefront, req.sku, now)
+    if window is not None:  # served in line order when the window ends
+        return ("maintenance", parked_ttl_ms(ttl_ms, window.ends_ms(), now),
+                maintenance.Waiting(window, now))
+    return "overflow", ttl_ms, None
 
 
 def request_digest(req: OrderRequest | BatchItem) -> str:

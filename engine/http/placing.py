@@ -16,14 +16,13 @@ from engine.config.settings import Storefront
 from engine.door.ingest import Admitted
 from engine.http import payment
 from engine.http.guards import SURGE
-from engine.http.notices import announce_pause
+from engine.http.notices import announce_pause, waits_behind
 from engine.http.placement import Placement, request_digest
 from engine.http.state import (
     DIRECTORY,
     DRAIN,
     INGEST,
     METRICS,
-    PAUSES,
     REDIS,
     REPLIES,
 )
@@ -260,8 +259,8 @@ def _answer(app: web.Application, p: Placement, reply: Reply) -> tuple[int, Any]
         updated_ms=reply.updated_ms, codes=reply.codes, reason=reply.reason,
         position=reply.position, expires_ms=reply.expires_ms, drain=app[DRAIN],
         # parked by the worker (the pause began after the door let it through)
-        pause=p.pause or (app[PAUSES].lookup(order.storefront, order.sku, order.tier)
-                          if reply.reason == "paused" else None),
+        pause=p.pause or waits_behind(app, order.storefront, order.sku, order.tier,
+                                      reply.reason),
         now_ms=order.created_ms,
     )
     if reply.status == "queued" and view.notice is None and app[SURGE].detector.active:

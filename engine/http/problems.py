@@ -63,6 +63,8 @@ ALWAYS_OPEN = ("/healthz", "/readyz", "/metrics", "/status", "/admin/maintenance
 # Open in full maintenance too: what the buyer sees (the waiting page says why it waits).
 BUYER_PAGES = ("/assets/", "/q/")
 ORDER_WRITES = ("POST", "PUT", "PATCH", "DELETE")
+# With `action = "queue"` new orders are let in, to wait as tickets (reason "maintenance").
+NEW_ORDERS = ("/v1/orders", "/v1/orders/batch")
 
 
 def _closed_for_maintenance(request: web.Request) -> errors.Problem | None:
@@ -77,6 +79,8 @@ def _closed_for_maintenance(request: web.Request) -> errors.Problem | None:
         return None
     if mode == "read_only" and not (request.path.startswith("/v1/")
                                     and request.method in ORDER_WRITES):
+        return None
+    if state.action == "queue" and request.method == "POST" and request.path in NEW_ORDERS:
         return None
     notice = state.notice(now, request.app[DIRECTORY].current.settings.maintenance.notice_lead_s)
     return errors.Maintenance(f"closed for maintenance ({mode}); retry later", notice=notice,

@@ -11,8 +11,9 @@
 -- ARGV[1]    now, unix milliseconds
 -- ARGV[2]    msgpack array, one item per order (engine/door/ingest.py AdmitItem, array_like):
 --            ORDER_ID, PAYLOAD_LENGTH, TICKET (the door wants a ticket: a capacity bucket was
---            empty, why "overflow"; the scope is paused, why "paused", PARKING naming the
---            parked line's member of KEYS[6]; or the order needs review, why "review"),
+--            empty, why "overflow"; the scope is paused, why "paused", or a maintenance
+--            window queues it, why "maintenance", PARKING naming the parked line's member
+--            of KEYS[6]; or the order needs review, why "review"),
 --            SCORE_BASE (line_score(tier, 0): the ticket's score is SCORE_BASE + arrival),
 --            SKU, TTL_MS (how long a ticket may wait), NOTIFY (it has a notify_url: marked
 --            'nu' on its record, its changes go to the outbox), LINE (j: its line is
@@ -76,7 +77,7 @@ for i, item in ipairs(batch) do
         redis.call('ZADD', KEYS[3], expiry, item[ORDER_ID])
         if why == 'overflow' then
           redis.call('SADD', KEYS[4], item[SKU])
-        elseif why == 'paused' then
+        elseif why == 'paused' or why == 'maintenance' then
           redis.call('SADD', KEYS[6], item[PARKING])
           if item[REVIEW] then
             redis.call('HSET', record, 'rq', 1)

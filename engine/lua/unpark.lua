@@ -1,4 +1,5 @@
--- unpark.lua: a pause has ended: move tickets from a parked line to their SKU's overflow line,
+-- unpark.lua: a pause (or a maintenance window that queued orders) has ended: move tickets
+-- from a parked line to their SKU's overflow line,
 -- keeping their place (tier, then arrival), from where they are admitted at the line's rate.
 -- KEYS[1]  the parked line (one storefront's tickets for one SKU)
 -- KEYS[2]  the SKU's overflow line
@@ -17,7 +18,7 @@ for i, oid in ipairs(ids) do
   local score = redis.call('ZSCORE', KEYS[1], oid)
   if score then
     local fields = redis.call('HMGET', KEYS[5 + i], 'st', 'why', 'rq')
-    if fields[1] == 'queued' and fields[2] == 'paused' then
+    if fields[1] == 'queued' and (fields[2] == 'paused' or fields[2] == 'maintenance') then
       if fields[3] then
         redis.call('HSET', KEYS[5 + i], 'why', 'review')
         redis.call('HDEL', KEYS[5 + i], 'rq')

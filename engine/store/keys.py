@@ -219,7 +219,8 @@ def config_channel() -> str:
 
 
 def parked_line(sku: str, storefront: str, shard: int) -> str:
-    """Sorted set: a storefront's tickets for a SKU waiting out a pause (score as a line)."""
+    """Sorted set: a storefront's tickets for a SKU waiting out a pause or a maintenance window
+    that queues (score as a line)."""
     return f"{tag(shard)}:parked:{storefront}:{sku}"
 
 
@@ -237,7 +238,7 @@ def ticket_line(reason: str, sku: str, storefront: str, shard: int) -> str:
     """The line a queued order of this reason waits in."""
     if reason == "overflow":
         return overflow_line(sku, shard)
-    if reason == "paused":
+    if reason in ("paused", "maintenance"):
         return parked_line(sku, storefront, shard)
     if reason == "review":
         return review_line(shard)

@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 
 from engine.clock import now_ms
 from engine.config.settings import Settings
-from engine.controls import pauses
+from engine.controls import maintenance, pauses
+from engine.controls.maintenance import MaintenanceState
 from engine.stock import lots
 from engine.store import audit, keys, records
 from engine.worker import parking, pause_watch
@@ -32,7 +33,10 @@ class Housekeeping:
         self.redis = redis
         self.meters: dict[int, DrainMeter] = {}
         self.board = pauses.PauseBoard()
+        self.closed: tuple[MaintenanceState, dict[str, MaintenanceState]] = (
+            MaintenanceState(), {})
         self._board_at = 0.0
+        self._board_ms = 0
         self._trimmed_at = 0.0
         self.delays = DelayWatch(settings)
         self.use(settings)
@@ -70,8 +74,16 @@ class Housekeeping:
         now = now_ms() if at_ms is None else at_ms
         self.board.refresh(self.settings, await pauses.load(self.redis),
                            datetime.fromtimestamp(now / 1000, UTC))
-        self._board_at = clock
+        self.closed = (await maintenance.load(self.redis, self.settings.maintenance),
+                       await maintenance.load_scoped(self.redis))
+        self._board_at, self._board_ms = clock, now
         return True
+
+    def held(self, storefront: str, sku: str) -> bool:
+        """A parked line of this storefront and SKU still waits: a pause or a maintenance
+        window that queues is in force (as of the last refresh)."""
+        return self.board.lookup(storefront, sku) is not None or maintenance.holds(
+            *self.closed, storefront, sku, self._board_ms) is not None
 
     def meter(self, shard: int) -> DrainMeter:
         meter = self.meters.get(shard)
@@ -91,7 +103,7 @@ class Housekeeping:
         for shard in shards:
             meter = self.meter(shard)
             if moving:
-                await parking.unpark(self.redis, shard, self.board)
+                await parking.unpark(self.redis, shard, self.held)
             released += await self.releaser.release(self.redis, shard, now, clock, meter)
             expired += await sweep(self.redis, shard, now)
             meter.tick(clock)

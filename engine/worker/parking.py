@@ -1,28 +1,29 @@
-"""Tickets that wait for something other than capacity: parked while their scope is paused
-(moved to the overflow line when the pause ends) and held for an operator's review."""
+"""Tickets that wait for something other than capacity: parked while their scope is paused or
+a maintenance window queues its orders (moved to the overflow line when it ends) and held for
+an operator's review."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from redis.asyncio import Redis
 
 from engine.clock import now_ms
-from engine.controls.pauses import PauseBoard
 from engine.store import keys, records, scripts
 from engine.wire import OrderRecord, msgpack_encode
 
 UNPARK_BATCH = 1000
 
 
-async def unpark(redis: Redis, shard: int, board: PauseBoard) -> int:
-    """Move the tickets of every parked line whose pause has ended to their overflow line;
-    the number moved."""
+async def unpark(redis: Redis, shard: int, held: Callable[[str, str], bool]) -> int:
+    """Move the tickets of every parked line no longer `held` (storefront, SKU: a pause or a
+    maintenance window that queues is in force) to their overflow line; the number moved."""
     members: Any = await redis.smembers(keys.parking(shard))
     moved = 0
     for member in sorted(m.decode() for m in members):
         storefront, _, sku = member.partition(":")
-        if board.lookup(storefront, sku) is not None:
+        if held(storefront, sku):
             continue
         parked = keys.parked_line(sku, storefront, shard)
         head: Any = await redis.zrange(parked, 0, UNPARK_BATCH - 1)
