@@ -133,6 +133,9 @@ class Metrics:
                                     "The recent baseline of the incoming rate", registry=r)
         self.surge_events = Counter("kamigate_surge_events", "Surge alerts by kind",
                                     ["kind"], registry=r)
+        self.sku_surge_active = Gauge("kamigate_sku_surge_active",
+                                      "1 while orders for the SKU surge (爆单)", ["sku"],
+                                      registry=r)
         self.breaker_open = Gauge("kamigate_breaker_state",
                                   "The Redis circuit breaker: 0 closed, 1 half open, 2 open",
                                   registry=r)

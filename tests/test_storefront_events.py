@@ -141,8 +141,8 @@ async def test_a_ticket_later_than_its_eta_is_told_once_with_the_new_eta(
     now = int(time.time() * 1000)
     assert await watch.round(redis, shard, now, rates, force=True) == 0  # expectations only
     promised = dict(await redis.zrange(keys.promised(shard), 0, -1, withscores=True))
-    assert promised == {first["order_id"].encode(): now + 1000,
-                        second["order_id"].encode(): now + 2000}  # shop-b has no events_url
+    assert promised == {first["order_id"].encode(): now + 1000 + 1000,  # late 1 s after
+                        second["order_id"].encode(): now + 2000 + 1000}  # shop-b: no events
     later = now + 2500  # the first is 1.5 s past its ETA, the second 0.5 s
     assert await watch.round(redis, shard, later, rates, force=True) == 1
     assert await watch.round(redis, shard, later, rates, force=True) == 0  # told once
@@ -153,11 +153,39 @@ async def test_a_ticket_later_than_its_eta_is_told_once_with_the_new_eta(
     assert delayed["was_expected_at"] == rfc3339(now + 1000)
     assert delayed["expected_at"] == rfc3339(later + 1000) and delayed["eta_s"] == 1.0
     assert events.names[-1] == "order.delayed"
+    assert await redis.zscore(keys.promised(shard), first["order_id"]) == later + 2000
     # served: it leaves the watch, nothing more is told
     await engine.import_codes("card-free", ["D-1", "D-2", "D-3"])
     await eventually(lambda: _decided(engine, second["order_id"]), timeout=10)
     assert await watch.round(redis, shard, later + 60_000, rates, force=True) == 0
     assert await redis.zcard(keys.promised(shard)) == 0
+
+
+async def test_with_a_delay_factor_a_ticket_is_late_after_that_many_etas(
+        engine_factory: EngineFactory, receiver: tuple[EventReceiver, str],
+        redis: Redis) -> None:
+    events, url = receiver
+    settings = events_settings(url, waiting_room={"delay_notice_s": 1, "delay_factor": 3})
+    engine = await engine_factory(settings)
+    tickets = [(await engine.order(sku="card-free", buyer=f"f{i}"))[1] for i in range(10)]
+    shard = keys.shard_of_sku("card-free", 4)
+    watch = DelayWatch(settings)
+    rates = {"line:card-free": 1.0}  # one a second: the tenth is expected in 10 s
+    now = int(time.time() * 1000)
+    assert await watch.round(redis, shard, now, rates, force=True) == 0
+    tenth = tickets[9]["order_id"]
+    assert await redis.zscore(keys.promised(shard), tenth) == now + 30_000  # 3 x 10 s
+    assert await redis.zscore(keys.promised(shard), tickets[0]["order_id"]) == \
+        now + 3000  # 3 x 1 s (more than 1 s + delay_notice_s)
+    # 12 s on (the line has not moved), the tenth is 2 s past its ETA but not yet 3 x late;
+    # the first four are (3, 6, 9 and 12 s)
+    assert await watch.round(redis, shard, now + 12_000, rates, force=True) == 4
+    await eventually(lambda: len(events.of("order.delayed")) >= 4, timeout=10)
+    told = {e["order_id"] for e in events.of("order.delayed")}
+    assert told == {t["order_id"] for t in tickets[:4]}
+    # those four are expected again at their new ETA (12 s + 1..4 s), late by the same rule
+    # (12 s + 3..12 s); at 30 s all ten are late
+    assert await watch.round(redis, shard, now + 30_001, rates, force=True) == 10
 
 
 async def _decided(engine: Any, order_id: str) -> bool:

@@ -85,6 +85,8 @@ class WaitingRoom(Base, frozen=True):
     capacity: Annotated[int, Meta(ge=0)] = 100000
     # order.delayed: a ticket still waiting this long past the ETA it was given (0 = never)
     delay_notice_s: Annotated[int, Meta(ge=0, le=86400)] = 60
+    # ... or, when set (> 1), not before it has waited delay_factor x that first ETA
+    delay_factor: Annotated[float, Meta(ge=0, le=1000)] = 0.0
 
 
 class Backpressure(Base, frozen=True):
@@ -220,6 +222,7 @@ class Surge(Base, frozen=True):
     min_rate: Annotated[float, Meta(ge=0, le=1e9)] = 50.0
     baseline_s: Annotated[float, Meta(gt=0, le=1e9)] = 300.0
     hold_s: Annotated[float, Meta(ge=0, le=1e9)] = 3.0
+    per_sku: bool = True  # also watch each SKU's orders (a hot SKU raises its own alert)
     webhook_url: str = ""  # operators' alert receiver; "" = log and metric only
 
 

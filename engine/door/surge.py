@@ -84,7 +84,7 @@ class SurgeDetector:
         self._rate = rate = self._pending / elapsed
         self._pending = 0
         r = self.rules
-        warming = now - self._born < r.hold_s
+        warming = began - self._born < r.hold_s  # the interval began in the warm-up
         by_capacity = r.capacity_factor > 0 and capacity is not None and capacity > 0 \
             and rate >= r.capacity_factor * capacity and rate >= r.min_rate
         by_baseline = rate >= r.factor * self._baseline and rate >= r.min_rate

@@ -29,7 +29,7 @@ from engine.http import (
     points,
 )
 from engine.http.fleet import fleet_ctx
-from engine.http.guards import BREAKER, SURGE, SurgeWatch, breaker_rules
+from engine.http.guards import BREAKER, SURGE, breaker_rules
 from engine.http.problems import problems_middleware
 from engine.http.state import (
     ADMISSION,
@@ -45,6 +45,7 @@ from engine.http.state import (
     DirectoryRef,
     MaintenanceRef,
 )
+from engine.http.surge_watch import SurgeWatch
 from engine.metrics import Metrics
 from engine.store import connection
 from engine.worker import matching

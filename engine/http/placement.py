@@ -55,7 +55,7 @@ def placement(app: web.Application, storefront: Storefront, req: OrderRequest,
     IP over limit), maintenance (503, or a ticket when it queues), pauses (a ticket, or 503
     `paused`) and review rules."""
     directory: Directory = app[DIRECTORY].current
-    app[SURGE].arrived += 1
+    app[SURGE].arrive(req.sku)
     if directory.blocked.match(req.buyer, req.buyer_ip):
         raise errors.Blocked("this buyer or address may not order here")
     shard = directory.shard_by_sku[req.sku]

@@ -263,6 +263,6 @@ def _answer(app: web.Application, p: Placement, reply: Reply) -> tuple[int, Any]
                                       reply.reason),
         now_ms=order.created_ms,
     )
-    if reply.status == "queued" and view.notice is None and app[SURGE].detector.active:
+    if reply.status == "queued" and view.notice is None and app[SURGE].surging(order.sku):
         view.notice = SURGE_NOTICE  # its ETA is what the line moves at now; a surge slows it
     return STATUS_HTTP.get(reply.status, 200), announce_pause(app, view, order.storefront)

@@ -266,6 +266,16 @@ def incoming() -> str:
     return f"{PREFIX}:incoming"
 
 
+def incoming_by_sku() -> str:
+    """Hash: SKU -> orders for it that arrived at any front door (per-SKU surges)."""
+    return f"{PREFIX}:incoming:sku"
+
+
+def surge_of_sku(sku: str) -> str:
+    """A SKU's surge state ("start" or "end"), swapped like surge()."""
+    return f"{PREFIX}:surge:sku:{sku}"
+
+
 def surge() -> str:
     """The fleet's surge state ("start" or "end"); swapped with SET GET, so one door alerts."""
     return f"{PREFIX}:surge"

@@ -22,6 +22,8 @@ An order's record is a hash, `kg:{s<k>}:o:<order id>` (keys.order). The Lua scri
     ab     ABANDONED       alone in a record: the id is fenced, admit.lua refuses it (when)
     late   LATE            1 on a held order whose codes came after [compensation]
                            delay_over_s: compensated when it is confirmed
+    pe     PROMISED        when a watched ticket is expected to be served, unix ms
+                           (order.delayed: engine/worker/delays.py)
 
 An entry of a shard's order stream (keys.stream) holds ENTRY_PAYLOAD (the StreamOrder) and
 ENTRY_ARRIVAL (its arrival number), or ENTRY_KICK (a SKU whose line is to be run again).
@@ -60,6 +62,7 @@ REVIEWED_BY = b"rv"
 SETTLES_POINTS = b"pt"
 ABANDONED = b"ab"
 LATE = b"late"
+PROMISED = b"pe"
 
 ENTRY_PAYLOAD = b"p"
 ENTRY_ARRIVAL = b"s"

@@ -4,10 +4,11 @@ notice).
 
 The worker that owns a shard watches its tickets every WATCH_EVERY_S: a ticket seen for the
 first time with an ETA is expected at now + ETA (position / the line's drain rate, as the
-front door answers it), kept in the shard's promised index. A ticket still queued
-`[waiting_room] delay_notice_s` past its expectation gets one order.delayed event
-(order_delay.lua, with the event in the outbox in the same call) and is expected again at its
-new ETA — or looked at again after STILL_RECHECK_MS when its line has stopped. A decided
+front door answers it; kept on its record) and is late at now + max(ETA +
+`[waiting_room] delay_notice_s`, `delay_factor` x ETA), kept in the shard's promised index. A
+ticket still queued when it is late gets one order.delayed event (order_delay.lua, with the
+event in the outbox in the same call) and is expected again at its new ETA, late by the same
+rule — or looked at again after STILL_RECHECK_MS when its line has stopped. A decided
 ticket leaves the index the next time it is due. Only tickets of storefronts with an
 events_url are watched, so a shop without one pays nothing.
 """
@@ -37,7 +38,12 @@ class DelayWatch:
 
     def use(self, settings: Settings) -> None:
         self.notice_ms = settings.waiting_room.delay_notice_s * 1000
+        self.factor = settings.waiting_room.delay_factor
         self.watched = frozenset(s.id for s in settings.storefronts if s.events_url)
+
+    def late_at(self, now: int, eta_ms: int) -> int:
+        """When a ticket expected `eta_ms` after `now` counts as late."""
+        return now + max(eta_ms + self.notice_ms, int(self.factor * eta_ms))
 
     async def round(self, redis: Redis, shard: int, now: int, rates: dict[str, float],
                     force: bool = False) -> int:
@@ -66,7 +72,11 @@ class DelayWatch:
                 if ignore:
                     ignored.add(oid)
                 elif expected:
-                    await redis.zadd(keys.promised(shard), {oid: expected}, nx=True)
+                    pipe = redis.pipeline(transaction=True)
+                    pipe.hset(keys.order(oid.decode(), shard), records.PROMISED, expected)
+                    pipe.zadd(keys.promised(shard),
+                              {oid: self.late_at(now, expected - now)}, nx=True)
+                    await pipe.execute()
 
     async def _expectations(self, redis: Redis, shard: int, now: int, rates: dict[str, float],
                             order_ids: list[bytes]) -> list[tuple[int, bool]]:
@@ -83,11 +93,12 @@ class DelayWatch:
         return out
 
     async def _where(self, redis: Redis, shard: int, order_id: str
-                     ) -> tuple[StreamOrder, str, int | None] | None:
-        """(request, reason, position) of a watched ticket; None for anything else."""
+                     ) -> tuple[StreamOrder, str, int | None, int] | None:
+        """(request, reason, position, when it was expected) of a watched ticket; None for
+        anything else."""
         found: Any = await redis.hmget(keys.order(order_id, shard), [
-            records.REQUEST, records.STATUS, records.REASON])
-        raw, status, why = found
+            records.REQUEST, records.STATUS, records.REASON, records.PROMISED])
+        raw, status, why, promised = found
         if raw is None or status != b"queued":
             return None
         request = decode_stream_order(raw)
@@ -96,25 +107,25 @@ class DelayWatch:
         reason = why.decode() if why else "sold_out"
         line = keys.ticket_line(reason, request.sku, request.storefront, shard)
         rank: Any = await redis.zrank(line, order_id)
-        return request, reason, None if rank is None else int(rank) + 1
+        return request, reason, None if rank is None else int(rank) + 1, int(promised or 0)
 
     async def _tell_late(self, redis: Redis, shard: int, now: int,
                          rates: dict[str, float]) -> int:
         late: list[Any] = await redis.zrangebyscore(
-            keys.promised(shard), "-inf", now - self.notice_ms, start=0, num=BATCH,
-            withscores=True)
+            keys.promised(shard), "-inf", now, start=0, num=BATCH, withscores=True)
         told = 0
-        for oid, was in late:
+        for oid, score in late:
             order_id = oid.decode()
             where = await self._where(redis, shard, order_id)
             if where is None:
                 await redis.zrem(keys.promised(shard), oid)
                 continue
-            request, reason, position = where
+            request, reason, position, was = where
             eta = eta_s(rates, reason, request.sku, position)
             expected = now + int(eta * 1000) if eta is not None else 0
+            again = self.late_at(now, expected - now) if expected else now + STILL_RECHECK_MS
             told += int(await scripts.ORDER_DELAY(
                 redis, [keys.promised(shard), keys.order(order_id, shard), keys.outbox(shard)],
-                [order_id, int(was), expected, expected or now + STILL_RECHECK_MS, now,
-                 request.storefront, request.buyer, request.sku]))
+                [order_id, int(score), expected, again, now,
+                 request.storefront, request.buyer, request.sku, was or int(score)]))
         return told
