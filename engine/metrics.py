@@ -133,6 +133,19 @@ class Metrics:
                                     "The recent baseline of the incoming rate", registry=r)
         self.surge_events = Counter("kamigate_surge_events", "Surge alerts by kind",
                                     ["kind"], registry=r)
+        self.supplier_codes = Gauge("kamigate_supplier_codes_received",
+                                    "Codes a supplier's batches added to the SKU's stock",
+                                    ["supplier", "sku"], registry=r)
+        self.supplier_failures = Gauge("kamigate_supplier_failures",
+                                       "A supplier's failed requests for the SKU, all told",
+                                       ["supplier", "sku"], registry=r)
+        self.supplier_failing = Gauge("kamigate_supplier_failures_in_a_row",
+                                      "A supplier's failures in a row for the SKU (0: fine)",
+                                      ["supplier", "sku"], registry=r)
+        self.supplier_last_success = Gauge("kamigate_supplier_last_success_timestamp_seconds",
+                                           "When a supplier's batch for the SKU was last "
+                                           "imported (0: never)", ["supplier", "sku"],
+                                           registry=r)
         self.sku_surge_active = Gauge("kamigate_sku_surge_active",
                                       "1 while orders for the SKU surge (爆单)", ["sku"],
                                       registry=r)

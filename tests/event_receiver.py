@@ -3,10 +3,11 @@ every event it is sent and checks its signature (the `receiver` fixture)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 SECRET = "whsec-events-secret-of-32-characters"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class EventReceiver:
@@ -43,14 +45,21 @@ class EventReceiver:
         return [e for e in self.events if e["event"] == name]
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[EventReceiver, str]]:
-    events = EventReceiver()
+@contextlib.asynccontextmanager
+async def serving(path: str, handler: Handler) -> AsyncIterator[str]:
+    """A real HTTP server on loopback answering POST `path`; its URL."""
     app = web.Application()
-    app.router.add_post("/events", events.handle)
+    app.router.add_post(path, handler)
     server = TestServer(app)
     await server.start_server()
     try:
-        yield events, str(server.make_url("/events"))
+        yield str(server.make_url(path))
     finally:
         await server.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[EventReceiver, str]]:
+    events = EventReceiver()
+    async with serving("/events", events.handle) as url:
+        yield events, url

@@ -104,6 +104,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if settings.points.enabled:
             console.print(await _points_table(redis, settings))
         console.print(await _pause_table(redis, settings))
+        if settings.suppliers:
+            console.print(await _supplier_table(redis, settings))
         return 0
 
     return with_store(file_settings, body)
@@ -168,4 +170,29 @@ async def _pause_table(redis: Redis, settings: config.Settings) -> Any:
                       f"{w['ends_at'] or 'open'}", w["source"])
     if not listing["active"] and not listing["scheduled"]:
         table.add_row("—", "none", "", "", "")
+    return table
+
+
+async def _supplier_table(redis: Redis, settings: config.Settings) -> Any:
+    from rich.table import Table
+
+    from engine.clock import rfc3339
+    from engine.stock import supplies
+
+    found = {(s.supplier, s.sku): s
+             for s in await supplies.everything(redis, settings.redis.shards)}
+    table = Table(title="suppliers")
+    for column in ("supplier", "SKU", "last success", "codes received", "batches",
+                   "failures (in a row)", "last error"):
+        table.add_column(column)
+    for supplier in settings.suppliers:
+        for sku in supplier.skus:
+            state = found.get((supplier.id, sku))
+            if state is None:
+                table.add_row(supplier.id, sku, "never asked", "0", "0", "0", "")
+                continue
+            table.add_row(supplier.id, sku,
+                          rfc3339(state.last_success_ms) if state.last_success_ms else "never",
+                          f"{state.codes_received:,}", str(state.batches),
+                          f"{state.failed} ({state.failures})", state.last_error)
     return table

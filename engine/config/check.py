@@ -37,6 +37,7 @@ from engine.config.settings import (
     Server,
     Sku,
     Storefront,
+    Supplier,
     Surge,
     WaitingRoom,
     Webhooks,
@@ -66,7 +67,7 @@ SECTIONS: dict[str, Any] = {
     "coupons": Coupons,
 }
 LISTS: dict[str, Any] = {"storefronts": Storefront, "admins": Admin, "skus": Sku, "pauses": Pause,
-                         "coupon_templates": CouponTemplate}
+                         "coupon_templates": CouponTemplate, "suppliers": Supplier}
 MAX_ERRORS_PER_VALUE = 50
 _TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
@@ -159,6 +160,7 @@ def check(raw: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[dict[str,
     rules.pause_references(raw, errors)
     rules.urls(raw, errors)
     rules.compensation(raw, errors)
+    rules.suppliers(raw, errors)
     rules.values(parts, errors)
     coupon_rules.coupon_templates(parts, errors)
     credentials.resolve(parts, environ, errors)

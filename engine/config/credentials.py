@@ -45,6 +45,15 @@ def resolve(parts: dict[str, Any], environ: Mapping[str, str], errors: list[str]
         for i, s in enumerate(parts["storefronts"]):
             if s is not None and s.require_signature and not s.signing_secret:
                 errors.append(f"storefronts[{i}].require_signature: needs a signing_secret")
+    if parts.get("suppliers"):
+        parts["suppliers"] = tuple(
+            s if s is None else msgspec.structs.replace(
+                s, secret=resolve_secret(s.secret, f"suppliers[{i}].secret", environ, errors))
+            for i, s in enumerate(parts["suppliers"]))
+        for i, s in enumerate(parts["suppliers"]):
+            if s is not None and not s.secret:
+                errors.append(f"suppliers[{i}].secret: every request to a supplier is signed: "
+                              "a secret is needed")
     codes = parts.get("codes")
     if codes is not None and (codes.keys or codes.current or codes.fingerprint_key):
         parts["codes"] = _codes(codes, environ, errors)

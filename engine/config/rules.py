@@ -14,6 +14,7 @@ from engine.config.directory import buyer_pattern
 from engine.config.redaction import masks_password
 from engine.config.settings import Calendar, Pause
 
+_HTTP_URL = r"^https?://[^\s/?#]+(?:[/?#]\S*)?$(?!\n)"
 _SCOPE = re.compile(r"^(?:global|(?:storefront|sku):\S+)$(?!\n)")
 
 
@@ -30,7 +31,7 @@ def _list(raw: Mapping[str, Any], section: str) -> list[Any]:
 
 
 def duplicates(raw: Mapping[str, Any], errors: list[str]) -> None:
-    for section in ("storefronts", "admins", "skus"):
+    for section in ("storefronts", "admins", "skus", "suppliers"):
         seen: set[str] = set()
         items = raw.get(section)
         for i, item in enumerate(items if isinstance(items, list) else []):
@@ -111,9 +112,31 @@ def urls(raw: Mapping[str, Any], errors: list[str]) -> None:
         errors.append('redis.url: the password "***" is how passwords are shown, not one')
     for i, storefront in enumerate(_list(raw, "storefronts")):
         events_url = storefront.get("events_url") if isinstance(storefront, dict) else None
-        if isinstance(events_url, str) and events_url and \
-                not re.match(r"^https?://[^\s/?#]+(?:[/?#]\S*)?$(?!\n)", events_url):
+        if isinstance(events_url, str) and events_url and not re.match(_HTTP_URL, events_url):
             errors.append(f"storefronts[{i}].events_url: must be an http(s) URL")
+
+
+def suppliers(raw: Mapping[str, Any], errors: list[str]) -> None:
+    """A supplier's URL is http(s); its SKUs are configured, each restocked by one supplier."""
+    skus = set(_ids(raw, "skus"))
+    owner: dict[str, str] = {}
+    for i, supplier in enumerate(_list(raw, "suppliers")):
+        if not isinstance(supplier, dict):
+            continue
+        url = supplier.get("url")
+        if isinstance(url, str) and not re.match(_HTTP_URL, url):
+            errors.append(f"suppliers[{i}].url: must be an http(s) URL")
+        listed = supplier.get("skus")
+        for j, sku in enumerate(listed if isinstance(listed, list) else []):
+            if not isinstance(sku, str):
+                continue
+            if sku not in skus:
+                errors.append(f"suppliers[{i}].skus[{j}]: no SKU {sku!r} is configured")
+            elif sku in owner:
+                errors.append(f"suppliers[{i}].skus[{j}]: {sku!r} is already restocked by "
+                              f"supplier {owner[sku]!r}")
+            else:
+                owner[sku] = str(supplier.get("id"))
 
 
 def compensation(raw: Mapping[str, Any], errors: list[str]) -> None:

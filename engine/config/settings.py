@@ -259,6 +259,20 @@ class Maintenance(Base, frozen=True):
     eta: str | None = None
 
 
+class Supplier(Base, frozen=True):
+    """A supplier that restocks its SKUs by itself: asked for `batch` codes (a signed POST)
+    when a SKU's available falls below `low_water` or its sold-out line is not empty."""
+
+    id: Ident
+    url: str
+    skus: tuple[SkuId, ...]
+    secret: str  # signs each request like a webhook; "env:NAME" reads a variable
+    low_water: Annotated[int, Meta(ge=0)] = 0
+    batch: Annotated[int, Meta(ge=1, le=100_000)] = 100
+    timeout_s: Annotated[float, Meta(gt=0, le=300)] = 10.0
+    max_backoff_s: Annotated[float, Meta(ge=1, le=86400)] = 300.0  # after failures in a row
+
+
 class Settings(Base, frozen=True):
     server: Server = Server()
     redis: Redis = Redis()
@@ -273,6 +287,7 @@ class Settings(Base, frozen=True):
     skus: tuple[Sku, ...] = ()
     calendars: dict[str, Calendar] = {}
     pauses: tuple[Pause, ...] = ()
+    suppliers: tuple[Supplier, ...] = ()
     maintenance: Maintenance = Maintenance()
     blocklist: Blocklist = Blocklist()
     review: Review = Review()

@@ -15,7 +15,7 @@ from engine.http import openapi
 from engine.http.configure import FOLLOWER
 from engine.http.guards import BREAKER, BREAKER_STATE
 from engine.http.state import DIRECTORY, METRICS, REDIS
-from engine.stock import lots
+from engine.stock import lots, supplies
 from engine.store import keys
 from engine.store.heartbeat import alive
 from engine.wire import json_encode
@@ -87,6 +87,12 @@ async def metrics(request: web.Request) -> web.Response:
             low = directory.skus[level.sku].low_stock if level.sku in directory.skus else 0
             if low:
                 m.stock_low.labels(level.sku).set(int(level.available < low))
+        for supply in await supplies.everything(redis, directory.settings.redis.shards):
+            labels = (supply.supplier, supply.sku)
+            m.supplier_codes.labels(*labels).set(supply.codes_received)
+            m.supplier_failures.labels(*labels).set(supply.failed)
+            m.supplier_failing.labels(*labels).set(supply.failures)
+            m.supplier_last_success.labels(*labels).set(supply.last_success_ms / 1000)
         lags = await _stream_lags(request, directory.settings.redis.shards)
         for shard, lag in enumerate(lags):
             m.stream_lag.labels(str(shard)).set(lag)

@@ -317,6 +317,12 @@ def promised(shard: int) -> str:
     return f"{tag(shard)}:eta"
 
 
+def supplies(shard: int) -> str:
+    """Hash: "<supplier>|<sku>" -> the restock state of that SKU (JSON,
+    engine/stock/supplies.py), written by the worker that owns the shard."""
+    return f"{tag(shard)}:supplies"
+
+
 def pause_marks() -> str:
     """Hash on shard 0 (whose owner watches the pauses for the fleet): "scheduled|<scope>|
     <starts ms>" and "started|..." -> unix ms after which the mark may be forgotten."""

@@ -25,10 +25,10 @@ from engine.config.settings import Settings
 from engine.config.watch import keep_config
 from engine.store import connection, keys, scripts
 from engine.store.heartbeat import heartbeat
-from engine.store.records import ENTRY_ARRIVAL, ENTRY_KICK, ENTRY_PAYLOAD
+from engine.store.records import ENTRY_KICK, ENTRY_PAYLOAD
 from engine.tasks import stop_tasks
 from engine.wallet.compensation import late_before
-from engine.wire import StreamOrder, decode_stream_order
+from engine.wire import StreamOrder
 from engine.worker import matching
 from engine.worker.book import lines_to_rerun
 from engine.worker.claim_plan import PARKED, StalePlan, apply_plan, build_plan
@@ -36,8 +36,9 @@ from engine.worker.drain import line_name
 from engine.worker.housekeeping import Housekeeping
 from engine.worker.matching_types import FILL, QUEUE, MatchOrder
 from engine.worker.pause_gate import set_aside
-from engine.worker.poison import bury, sort_out
+from engine.worker.poison import read_entries, sort_out
 from engine.worker.replay import replay
+from engine.worker.restock import Restocker
 from engine.worker.settlement import Settlement
 from engine.worker.shard_view import ShardView
 from engine.worker.webhooks import Dispatcher
@@ -67,6 +68,7 @@ class Worker:
         self.housekeeping = Housekeeping(settings, redis)
         self.settlement = Settlement(settings, redis, self.worker_id)
         self.dispatcher = Dispatcher(settings, redis, self.worker_id)
+        self.restocker = Restocker(settings, redis)
         self._last_lease = 0.0
         self._last_reclaim = 0.0
         self.batches = 0
@@ -77,6 +79,7 @@ class Worker:
         self.housekeeping.use(settings)
         self.settlement.settings = settings
         self.dispatcher.use(settings)
+        self.restocker.use(settings)
         # cached views count only what the old rules needed (e.g. purchases of SKUs without
         # a buyer limit): read everything anew under the new ones
         self.views.clear()
@@ -98,6 +101,7 @@ class Worker:
         finally:
             await stop_tasks([chores, hooks])
             await self.dispatcher.close()
+            await self.restocker.close()
         await self.release()
 
     async def _webhooks(self, stop: asyncio.Event) -> None:
@@ -127,8 +131,10 @@ class Worker:
     async def chores(self, at_ms: int | None = None) -> tuple[int, int]:
         """One round for every owned shard: (tickets released, orders expired). `at_ms` runs
         it as if the clock said so (tests and tools step the worker through time)."""
-        released, expired = await self.housekeeping.round(sorted(self.owned), at_ms)
-        await self.settlement.round(sorted(self.owned), now_ms() if at_ms is None else at_ms)
+        owned, now = sorted(self.owned), now_ms() if at_ms is None else at_ms
+        released, expired = await self.housekeeping.round(owned, at_ms)
+        await self.settlement.round(owned, now)
+        await self.restocker.round(owned, now, force=at_ms is not None)
         return released, expired
 
     async def drain(self, max_batches: int = 10_000) -> int:
@@ -167,6 +173,7 @@ class Worker:
                 await self._take_shard(shard)
             elif held != 1:
                 self.owned.discard(shard)
+                self.restocker.forget(shard)
         await heartbeat(self.redis, keys.workers(), self.worker_id, max(ttl_ms, 5000))
         idle_ms = self.settings.worker.reclaim_idle_ms
         if loop.time() - self._last_reclaim >= idle_ms / 2000:
@@ -232,26 +239,7 @@ class Worker:
         cancelled, which the claim script notices); reclaimed entries are checked first.
         """
         await self.housekeeping.refresh_board(first=True)  # pauses hold from the first batch
-        orders: list[StreamOrder] = []
-        arrivals: dict[str, int] = {}
-        kicks: set[str] = set()
-        buried: set[bytes] = set()
-        for entry_id, fields in entries:
-            if ENTRY_KICK in fields:
-                kicks.add(fields[ENTRY_KICK].decode())
-                continue
-            try:
-                order = decode_stream_order(fields[ENTRY_PAYLOAD])
-                arrival = int(fields[ENTRY_ARRIVAL])
-            except Exception as exc:
-                await bury(self.redis, shard, entry_id, fields,
-                           f"undecodable: {type(exc).__name__}")
-                buried.add(entry_id)
-                continue
-            if order.order_id in arrivals:
-                continue  # admitted twice (two racing re-admits): one claim, both entries acked
-            orders.append(order)
-            arrivals[order.order_id] = arrival
+        orders, arrivals, kicks, buried = await read_entries(self.redis, shard, entries)
         await self._claim(shard, orders, arrivals, kicks,
                           [e[0] for e in entries if e[0] not in buried], fresh)
         self.batches += 1

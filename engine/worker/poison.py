@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from engine.clock import now_ms
 from engine.store import keys, records, scripts
-from engine.wire import decode_stream_order
+from engine.wire import StreamOrder, decode_stream_order
 
 log = logging.getLogger("kamigate.worker")
 MAX_DELIVERIES = 5
@@ -62,3 +62,29 @@ async def sort_out(redis: Redis, shard: int, entries: Sequence[Entry]) -> list[E
         else:
             keep.append((entry_id, fields))
     return keep
+
+
+async def read_entries(redis: Redis, shard: int, entries: Sequence[Entry]
+                       ) -> tuple[list[StreamOrder], dict[str, int], set[str], set[bytes]]:
+    """A batch's entries as (orders, their arrival numbers by id, SKUs kicked, entries
+    buried as undecodable)."""
+    orders: list[StreamOrder] = []
+    arrivals: dict[str, int] = {}
+    kicks: set[str] = set()
+    buried: set[bytes] = set()
+    for entry_id, fields in entries:
+        if records.ENTRY_KICK in fields:
+            kicks.add(fields[records.ENTRY_KICK].decode())
+            continue
+        try:
+            order = decode_stream_order(fields[records.ENTRY_PAYLOAD])
+            arrival = int(fields[records.ENTRY_ARRIVAL])
+        except Exception as exc:
+            await bury(redis, shard, entry_id, fields, f"undecodable: {type(exc).__name__}")
+            buried.add(entry_id)
+            continue
+        if order.order_id in arrivals:
+            continue  # admitted twice (two racing re-admits): one claim, both entries acked
+        orders.append(order)
+        arrivals[order.order_id] = arrival
+    return orders, arrivals, kicks, buried
