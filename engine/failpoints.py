@@ -12,7 +12,8 @@ Points (an order's saga, DESIGN §8): `door.after_reserve` (its points are reser
 not yet admitted), `worker.before_settle` (its settle entry read, the wallet untouched),
 `worker.after_settle` (the wallet settled, the entry not yet acknowledged),
 `worker.before_compensate` and `worker.after_compensate` (the same around a late order's
-compensation).
+compensation). `kamigate export`: `export.after_write` (a page of archived orders written and
+flushed, not yet removed from the archive).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import signal
 PLACES = frozenset({"worker.after_read", "worker.before_claim", "worker.after_claim",
                     "door.after_admit", "door.after_reserve", "worker.before_settle",
                     "worker.after_settle", "worker.before_compensate",
-                    "worker.after_compensate"})
+                    "worker.after_compensate", "export.after_write"})
 _ACTIVE = frozenset(p.strip() for p in os.environ.get("KAMIGATE_FAILPOINT", "").split(",")
                     if p.strip())
 

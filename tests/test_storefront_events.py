@@ -10,7 +10,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from engine.clock import rfc3339
-from engine.store import keys, wallet_keys
+from engine.store import keys, wallet_keys, watch_keys
 from engine.wallet import coupons, ledger
 from engine.worker.delays import DelayWatch
 from tests.conftest import (
@@ -140,7 +140,7 @@ async def test_a_ticket_later_than_its_eta_is_told_once_with_the_new_eta(
     rates = {"line:card-free": 1.0}  # one order a second leaves the line
     now = int(time.time() * 1000)
     assert await watch.round(redis, shard, now, rates, force=True) == 0  # expectations only
-    promised = dict(await redis.zrange(keys.promised(shard), 0, -1, withscores=True))
+    promised = dict(await redis.zrange(watch_keys.promised(shard), 0, -1, withscores=True))
     assert promised == {first["order_id"].encode(): now + 1000 + 1000,  # late 1 s after
                         second["order_id"].encode(): now + 2000 + 1000}  # shop-b: no events
     later = now + 2500  # the first is 1.5 s past its ETA, the second 0.5 s
@@ -153,12 +153,12 @@ async def test_a_ticket_later_than_its_eta_is_told_once_with_the_new_eta(
     assert delayed["was_expected_at"] == rfc3339(now + 1000)
     assert delayed["expected_at"] == rfc3339(later + 1000) and delayed["eta_s"] == 1.0
     assert events.names[-1] == "order.delayed"
-    assert await redis.zscore(keys.promised(shard), first["order_id"]) == later + 2000
+    assert await redis.zscore(watch_keys.promised(shard), first["order_id"]) == later + 2000
     # served: it leaves the watch, nothing more is told
     await engine.import_codes("card-free", ["D-1", "D-2", "D-3"])
     await eventually(lambda: _decided(engine, second["order_id"]), timeout=10)
     assert await watch.round(redis, shard, later + 60_000, rates, force=True) == 0
-    assert await redis.zcard(keys.promised(shard)) == 0
+    assert await redis.zcard(watch_keys.promised(shard)) == 0
 
 
 async def test_with_a_delay_factor_a_ticket_is_late_after_that_many_etas(
@@ -174,8 +174,8 @@ async def test_with_a_delay_factor_a_ticket_is_late_after_that_many_etas(
     now = int(time.time() * 1000)
     assert await watch.round(redis, shard, now, rates, force=True) == 0
     tenth = tickets[9]["order_id"]
-    assert await redis.zscore(keys.promised(shard), tenth) == now + 30_000  # 3 x 10 s
-    assert await redis.zscore(keys.promised(shard), tickets[0]["order_id"]) == \
+    assert await redis.zscore(watch_keys.promised(shard), tenth) == now + 30_000  # 3 x 10 s
+    assert await redis.zscore(watch_keys.promised(shard), tickets[0]["order_id"]) == \
         now + 3000  # 3 x 1 s (more than 1 s + delay_notice_s)
     # 12 s on (the line has not moved), the tenth is 2 s past its ETA but not yet 3 x late;
     # the first four are (3, 6, 9 and 12 s)

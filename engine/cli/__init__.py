@@ -9,6 +9,7 @@ import os
 from engine import __version__
 from engine.cli import (
     config_tools,
+    export,
     redis_acl,
     run,
     sealing_keys,
@@ -17,7 +18,7 @@ from engine.cli import (
     switches,
 )
 
-GROUPS = (run, stock, config_tools, switches, sealing_keys, redis_acl, status)
+GROUPS = (run, stock, config_tools, switches, sealing_keys, redis_acl, status, export)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from engine import config
 from engine.cli.support import load_settings, with_store
-from engine.store import keys
+from engine.store import keys, watch_keys
 from engine.worker import matching
 
 
@@ -94,7 +94,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 for s in range(settings.redis.shards)]))),
             ("waiting for review", str(sum([int(await redis.zcard(keys.review_line(s)))
                                             for s in range(settings.redis.shards)]))),
-            ("surge", "on" if (await redis.get(keys.surge())) == b"start" else "off"),
+            ("surge", "on" if (await redis.get(watch_keys.surge())) == b"start" else "off"),
             ("config", f"version {running.version}, sha256 {running.sha256[:12]}"
              + (f" ({running.origin} by {running.by})" if running.by else "")),
         ]

@@ -53,6 +53,9 @@ class Redis(Base, frozen=True):
 class Orders(Base, frozen=True):
     default_wait_ms: Annotated[int, Meta(ge=0, le=10000)] = 2000
     max_hold_s: Annotated[int, Meta(ge=0)] = 900
+    # a decided order is archived and removed this long after it was decided (at least a
+    # day: the Idempotency-Key window)
+    retention_s: Annotated[int, Meta(ge=86400, le=10 * 366 * 86400)] = 30 * 86400
 
 
 class Worker(Base, frozen=True):

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from engine.config.settings import Settings, Surge
 from engine.door.surge import SurgeDetector, SurgeEvent, SurgeRules
 from engine.metrics import Metrics
-from engine.store import audit, keys
+from engine.store import audit, watch_keys
 
 log = logging.getLogger("kamigate.alerts")
 MAX_SKUS_WATCHED = 10_000  # bounded: SKU ids come from the config, but configs change
@@ -64,10 +64,10 @@ class SurgeWatch:
         arrived, self.arrived = self.arrived, 0
         by_sku, self.arrived_by_sku = self.arrived_by_sku, Counter()
         pipe = redis.pipeline(transaction=False)
-        pipe.incrby(keys.incoming(), arrived)
+        pipe.incrby(watch_keys.incoming(), arrived)
         for sku, n in by_sku.items():
-            pipe.hincrby(keys.incoming_by_sku(), sku, n)
-        pipe.hgetall(keys.incoming_by_sku())
+            pipe.hincrby(watch_keys.incoming_by_sku(), sku, n)
+        pipe.hgetall(watch_keys.incoming_by_sku())
         replies = await pipe.execute()
         total, totals = int(replies[0]), replies[-1]
         if self.fleet_total < 0:
@@ -88,7 +88,7 @@ class SurgeWatch:
         metrics.surge_baseline.set(round(self.detector.baseline, 1))
         metrics.surge_active.set(1 if self.detector.active else 0)
         if event is not None:
-            await self._swap(redis, keys.surge(), settings.surge, metrics, event, None)
+            await self._swap(redis, watch_keys.surge(), settings.surge, metrics, event, None)
         if settings.surge.per_sku:
             await self._per_sku(redis, settings, metrics, totals)
 
@@ -111,7 +111,7 @@ class SurgeWatch:
             detector.update_rules(rules)
             event = detector.observe(max(0, count - before))
             if event is not None:
-                await self._swap(redis, keys.surge_of_sku(sku), settings.surge, metrics,
+                await self._swap(redis, watch_keys.surge_of_sku(sku), settings.surge, metrics,
                                  event, sku)
             metrics.sku_surge_active.labels(sku).set(1 if detector.active else 0)
             if detector.active:

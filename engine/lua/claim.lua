@@ -9,7 +9,8 @@
 --           stream, stats hash, expiry index, webhook outbox, issuance audit stream and settle
 --           stream: an order marked 'pt' that ends fulfilled or rejected is added there),
 --           parking (KEYS index of the shard's set of non-empty parked lines; 0 when no
---           order of the plan is parked),
+--           order of the plan is parked), decided (KEYS index of the shard's decided stream:
+--           every order that ends fulfilled or rejected is added, for the retention),
 --           issued_text (one line per order that got codes: "order_id sku status lot:n,...";
 --           "" when none did), group, ack = {entry ids},
 --           skus   = {{counters, expected_ver}, ...},
@@ -133,10 +134,12 @@ for i, o in ipairs(plan.orders) do
     redis.call('HSET', record, 'st', status, 'why', reason, 'u', now)
   end
   results[i] = {oid, status, now, codes, reason, 0, expiry}
-  if (status == 'fulfilled' or status == 'rejected') and
-      redis.call('HEXISTS', record, 'pt') == 1 then
-    redis.call('XADD', KEYS[plan.settle], '*', 'o', oid,
-      'd', status == 'fulfilled' and 'post' or 'void')
+  if status == 'fulfilled' or status == 'rejected' then
+    redis.call('XADD', KEYS[plan.decided], '*', 'o', oid)
+    if redis.call('HEXISTS', record, 'pt') == 1 then
+      redis.call('XADD', KEYS[plan.settle], '*', 'o', oid,
+        'd', status == 'fulfilled' and 'post' or 'void')
+    end
   end
 end
 for _, d in ipairs(plan.deltas) do

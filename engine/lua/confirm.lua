@@ -10,7 +10,8 @@
 --          compensate it)
 -- KEYS[6]  the SKU's lots hash
 -- KEYS[7]  the shard's issuance audit stream (a swap: "order_id sku fulfilled lot:n,...")
--- KEYS[8..] the code lists of the lots that may replace recalled codes (ARGV[5..] their ids)
+-- KEYS[8]  the shard's decided stream (the retention's index)
+-- KEYS[9..] the code lists of the lots that may replace recalled codes (ARGV[5..] their ids)
 -- ARGV[1]  now, unix milliseconds
 -- ARGV[2]  qty of the order
 -- ARGV[3]  order id
@@ -52,7 +53,7 @@ if recalled > 0 then
       break
     end
     if redis.call('HEXISTS', KEYS[2], 'voided:' .. ARGV[i]) == 0 then
-      local take = math.min(need, redis.call('LLEN', KEYS[i + 3]))
+      local take = math.min(need, redis.call('LLEN', KEYS[i + 4]))
       if take > 0 then
         takes[#takes + 1] = {i, take}
         need = need - take
@@ -64,7 +65,7 @@ if recalled > 0 then
   end
   local swapped = {}
   for _, t in ipairs(takes) do
-    for _, code in ipairs(redis.call('LPOP', KEYS[t[1] + 3], t[2])) do
+    for _, code in ipairs(redis.call('LPOP', KEYS[t[1] + 4], t[2])) do
       kept[#kept + 1] = code
     end
     redis.call('HINCRBY', KEYS[6], ARGV[t[1]], -t[2])
@@ -84,6 +85,7 @@ local qty = tonumber(ARGV[2])
 redis.call('HINCRBY', KEYS[2], 'held', -qty)
 redis.call('HINCRBY', KEYS[2], 'issued', qty)
 redis.call('HSET', KEYS[1], 'st', 'fulfilled', 'u', ARGV[1])
+redis.call('XADD', KEYS[8], '*', 'o', ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[3])
 if redis.call('HEXISTS', KEYS[1], 'nu') == 1 then
   redis.call('XADD', KEYS[4], '*', 'o', ARGV[3], 'st', 'fulfilled', 'u', ARGV[1], 'why', '',

@@ -7,6 +7,7 @@
 -- KEYS[4]  the shard's webhook outbox
 -- KEYS[5]  the order record
 -- KEYS[6]  the shard's settle stream (a rejected order with points: give them back)
+-- KEYS[7]  the shard's decided stream (the retention's index)
 -- ARGV[1]  order id
 -- ARGV[2]  "approve" or "reject"
 -- ARGV[3]  now, unix milliseconds
@@ -29,6 +30,7 @@ else
   after = 'rejected'
   redis.call('HSET', record, 'st', 'rejected', 'why', 'review', 'u', now, 'rv', ARGV[4])
   redis.call('HDEL', record, 'qexp')
+  redis.call('XADD', KEYS[7], '*', 'o', oid)
   if fields[6] then
     redis.call('XADD', KEYS[6], '*', 'o', oid, 'd', 'void')
   end

@@ -13,7 +13,8 @@
 -- KEYS[8]  the shard's order stream
 -- KEYS[9]  the shard's webhook outbox
 -- KEYS[10] the shard's settle stream (an order with points: give them back)
--- KEYS[11..] the code lists of the lots a held order's codes came from, in the order of the
+-- KEYS[11] the shard's decided stream (the retention's index)
+-- KEYS[12..] the code lists of the lots a held order's codes came from, in the order of the
 --          record's 'lots' field
 -- ARGV[1]  now, unix milliseconds
 -- ARGV[2]  "cancel", "expire", or "recall" (a held order whose recalled codes cannot be
@@ -60,7 +61,7 @@ elseif st == 'held' then
       voided = voided + n  -- recalled while held: never back on sale
     else
       for j = at + n - 1, at, -1 do
-        redis.call('LPUSH', KEYS[10 + i], codes[j])
+        redis.call('LPUSH', KEYS[11 + i], codes[j])
       end
       redis.call('HINCRBY', KEYS[6], lot, n)
     end
@@ -81,6 +82,7 @@ else
 end
 redis.call('ZREM', KEYS[4], oid)
 redis.call('HSET', record, 'st', ending, 'why', why, 'u', now)
+redis.call('XADD', KEYS[11], '*', 'o', oid)
 if fields[6] then
   redis.call('XADD', KEYS[9], '*', 'o', oid, 'st', ending, 'u', now, 'why', why, 'x', 0,
     'p', 0)

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from engine.store import keys, records, scripts
+from engine.store import keys, records, scripts, watch_keys
 from engine.wire import decode_stream_order
 
 
@@ -69,7 +69,7 @@ async def watch_low(redis: Redis, shard: int, sku: str, low_stock: int, groups: 
     """Flag (or clear) the SKU's low stock, telling the storefronts' event groups when it goes
     low: (1 went low now, -1 recovered now, 0 no change; available)."""
     found: Any = await scripts.STOCK_LOW(
-        redis, [keys.sku_counts(sku, shard), keys.low_stock(shard), keys.outbox(shard)],
+        redis, [keys.sku_counts(sku, shard), watch_keys.low_stock(shard), keys.outbox(shard)],
         [sku, low_stock, now_ms, *groups])
     return int(found[0]), int(found[1])
 

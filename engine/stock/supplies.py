@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from engine.store import keys
+from engine.store import watch_keys
 
 
 class SupplyState(msgspec.Struct, kw_only=True):
@@ -37,7 +37,7 @@ _decode = msgspec.json.Decoder(SupplyState).decode
 
 async def load(redis: Redis, shard: int) -> dict[str, SupplyState]:
     """The states of a shard's SKUs, by "<supplier>|<sku>"."""
-    raw: Any = await redis.hgetall(keys.supplies(shard))
+    raw: Any = await redis.hgetall(watch_keys.supplies(shard))
     found = {}
     for field, value in raw.items():
         try:
@@ -48,7 +48,7 @@ async def load(redis: Redis, shard: int) -> dict[str, SupplyState]:
 
 
 async def save(redis: Redis, shard: int, state: SupplyState) -> None:
-    await redis.hset(keys.supplies(shard), state.field, msgspec.json.encode(state))
+    await redis.hset(watch_keys.supplies(shard), state.field, msgspec.json.encode(state))
 
 
 async def everything(redis: Redis, shards: int) -> list[SupplyState]:

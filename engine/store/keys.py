@@ -261,26 +261,6 @@ def audit() -> str:
     return f"{PREFIX}:audit"
 
 
-def incoming() -> str:
-    """Counter: orders that arrived at any front door (for surge detection)."""
-    return f"{PREFIX}:incoming"
-
-
-def incoming_by_sku() -> str:
-    """Hash: SKU -> orders for it that arrived at any front door (per-SKU surges)."""
-    return f"{PREFIX}:incoming:sku"
-
-
-def surge_of_sku(sku: str) -> str:
-    """A SKU's surge state ("start" or "end"), swapped like surge()."""
-    return f"{PREFIX}:surge:sku:{sku}"
-
-
-def surge() -> str:
-    """The fleet's surge state ("start" or "end"); swapped with SET GET, so one door alerts."""
-    return f"{PREFIX}:surge"
-
-
 def maintenance_scoped() -> str:
     """Hash: scope ("storefront:<id>", "sku:<id>") -> its maintenance state (JSON)."""
     return f"{PREFIX}:maintenance:scoped"
@@ -312,26 +292,16 @@ def nonce(storefront: str, value: str) -> str:
     return f"{PREFIX}:nonce:{storefront}:{value}"
 
 
-def promised(shard: int) -> str:
-    """Sorted set: ticket -> when it was expected to be served (order.delayed's watch)."""
-    return f"{tag(shard)}:eta"
+def decided(shard: int) -> str:
+    """Stream: one entry ('o': order id) per order that reached a final status, its id the
+    moment it did: the retention's index (engine/worker/retention.py)."""
+    return f"{tag(shard)}:decided"
 
 
-def supplies(shard: int) -> str:
-    """Hash: "<supplier>|<sku>" -> the restock state of that SKU (JSON,
-    engine/stock/supplies.py), written by the worker that owns the shard."""
-    return f"{tag(shard)}:supplies"
-
-
-def pause_marks() -> str:
-    """Hash on shard 0 (whose owner watches the pauses for the fleet): "scheduled|<scope>|
-    <starts ms>" and "started|..." -> unix ms after which the mark may be forgotten."""
-    return f"{tag(0)}:pausemarks"
-
-
-def low_stock(shard: int) -> str:
-    """Hash: SKU -> 1 while its stock is low (stock.low sent; cleared above 1.2 x low_stock)."""
-    return f"{tag(shard)}:lowstock"
+def archive(shard: int) -> str:
+    """Stream: decided orders past the retention, each entry the record's fields as kept
+    plus 'o' (its id), until `kamigate export` writes and removes them."""
+    return f"{tag(shard)}:archive"
 
 
 def settle(shard: int) -> str:

@@ -22,6 +22,8 @@ An order's record is a hash, `kg:{s<k>}:o:<order id>` (keys.order). The Lua scri
     ab     ABANDONED       alone in a record: the id is fenced, admit.lua refuses it (when)
     late   LATE            1 on a held order whose codes came after [compensation]
                            delay_over_s: compensated when it is confirmed
+    ps     POINTS_SETTLED  1 once a decided order's points (and coupons) are settled: the
+                           retention may then remove it
     pe     PROMISED        when a watched ticket is expected to be served, unix ms
                            (order.delayed: engine/worker/delays.py)
 
@@ -63,6 +65,7 @@ SETTLES_POINTS = b"pt"
 ABANDONED = b"ab"
 LATE = b"late"
 PROMISED = b"pe"
+POINTS_SETTLED = b"ps"
 
 ENTRY_PAYLOAD = b"p"
 ENTRY_ARRIVAL = b"s"

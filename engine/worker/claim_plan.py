@@ -61,6 +61,7 @@ class ClaimPlan(msgspec.Struct, frozen=True):
     counts: list[tuple[str, int]]  # (stats field, increment)
     late_before: int = 0  # orders made before (unix ms) that get codes now are compensated
     parking: int = 0  # the shard's set of non-empty parked lines
+    decided: int = 0  # the shard's decided stream (the retention's index)
 
 
 class StalePlan(Exception):
@@ -133,6 +134,7 @@ def build_plan(
     outbox = table(keys.outbox(shard))
     issued_key = table(keys.issued(shard))
     settle_key = table(keys.settle(shard))
+    decided_key = table(keys.decided(shard))
     parking_key = table(keys.parking(shard)) if parking else 0
     issued: list[str] = []  # the audit's code issuance lines: "order sku status lot:n,..."
     versions: dict[str, tuple[int, int]] = {}
@@ -205,6 +207,7 @@ def build_plan(
         skus=list(versions.values()), orders=rows,
         deltas=[(k, f, n) for (k, f), n in deltas.items() if n],
         counts=list(counts.items()), late_before=late_before, parking=parking_key,
+        decided=decided_key,
     ))
     return Plan(table.names, payload, len(rows))
 

@@ -21,7 +21,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from engine.config.settings import Settings
-from engine.store import keys, records, scripts
+from engine.store import keys, records, scripts, watch_keys
 from engine.wire import StreamOrder, decode_stream_order
 from engine.worker.drain import eta_s
 
@@ -65,7 +65,7 @@ class DelayWatch:
         fresh = [w for w in waiting if w not in ignored]
         for start in range(0, len(fresh), BATCH):
             batch = fresh[start:start + BATCH]
-            known: list[Any] = await redis.zmscore(keys.promised(shard), batch)
+            known: list[Any] = await redis.zmscore(watch_keys.promised(shard), batch)
             new = [oid for oid, score in zip(batch, known, strict=True) if score is None]
             for oid, (expected, ignore) in zip(new, await self._expectations(
                     redis, shard, now, rates, new), strict=True):
@@ -74,7 +74,7 @@ class DelayWatch:
                 elif expected:
                     pipe = redis.pipeline(transaction=True)
                     pipe.hset(keys.order(oid.decode(), shard), records.PROMISED, expected)
-                    pipe.zadd(keys.promised(shard),
+                    pipe.zadd(watch_keys.promised(shard),
                               {oid: self.late_at(now, expected - now)}, nx=True)
                     await pipe.execute()
 
@@ -112,20 +112,21 @@ class DelayWatch:
     async def _tell_late(self, redis: Redis, shard: int, now: int,
                          rates: dict[str, float]) -> int:
         late: list[Any] = await redis.zrangebyscore(
-            keys.promised(shard), "-inf", now, start=0, num=BATCH, withscores=True)
+            watch_keys.promised(shard), "-inf", now, start=0, num=BATCH, withscores=True)
         told = 0
         for oid, score in late:
             order_id = oid.decode()
             where = await self._where(redis, shard, order_id)
             if where is None:
-                await redis.zrem(keys.promised(shard), oid)
+                await redis.zrem(watch_keys.promised(shard), oid)
                 continue
             request, reason, position, was = where
             eta = eta_s(rates, reason, request.sku, position)
             expected = now + int(eta * 1000) if eta is not None else 0
             again = self.late_at(now, expected - now) if expected else now + STILL_RECHECK_MS
             told += int(await scripts.ORDER_DELAY(
-                redis, [keys.promised(shard), keys.order(order_id, shard), keys.outbox(shard)],
+                redis, [watch_keys.promised(shard), keys.order(order_id, shard),
+                        keys.outbox(shard)],
                 [order_id, int(score), expected, again, now,
                  request.storefront, request.buyer, request.sku, was or int(score)]))
         return told

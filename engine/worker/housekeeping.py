@@ -1,7 +1,7 @@
 """The worker's rounds beside the batches: admit overflow tickets at the rate, move parked
 tickets on when their pause ends (and, on shard 0, announce and audit the pauses), expire
-what is due (tickets, holds, lots of stock), publish drain rates, tell storefronts of late
-tickets (delays), trim streams."""
+what is due (tickets, holds, lots of stock, decided orders past the retention), publish
+drain rates, tell storefronts of late tickets (delays), trim streams."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from engine.controls import maintenance, pauses
 from engine.controls.maintenance import MaintenanceState
 from engine.stock import lots
 from engine.store import audit, keys, records
-from engine.worker import parking, pause_watch
+from engine.worker import parking, pause_watch, retention
 from engine.worker.delays import DelayWatch
 from engine.worker.drain import DrainMeter
 from engine.worker.waiting import Releaser, sweep, trim_stream
@@ -104,6 +104,7 @@ class Housekeeping:
             meter = self.meter(shard)
             if moving:
                 await parking.unpark(self.redis, shard, self.held)
+                await retention.retire(self.redis, shard, now, self.settings.orders.retention_s)
             released += await self.releaser.release(self.redis, shard, now, clock, meter)
             expired += await sweep(self.redis, shard, now)
             meter.tick(clock)

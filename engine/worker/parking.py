@@ -62,7 +62,8 @@ async def decide(redis: Redis, order_id: str, decision: Literal["approve", "reje
     before, after = await scripts.REVIEW(
         redis,
         [keys.review_line(shard), keys.stream(shard), keys.expiries(shard),
-         keys.outbox(shard), keys.order(order_id, shard), keys.settle(shard)],
+         keys.outbox(shard), keys.order(order_id, shard), keys.settle(shard),
+         keys.decided(shard)],
         [order_id, decision, now_ms(), by],
     )
     return before.decode(), after.decode()

@@ -14,7 +14,7 @@ from engine.clock import EARLIEST, LATEST
 from engine.config.settings import Settings
 from engine.controls.calendars import Window
 from engine.controls.pauses import Ahead, PauseBoard
-from engine.store import audit, keys, records, scripts
+from engine.store import audit, keys, records, scripts, watch_keys
 
 OWNER_SHARD = 0
 KEEP_MS = 7 * 86400 * 1000  # an announcement's mark outlives its start by this
@@ -40,7 +40,7 @@ async def _announce(redis: Redis, settings: Settings, ahead: Ahead, now_ms: int)
     window = ahead.window
     starts, ends = _ms(window), _ms(window, ends=True)
     marked = await scripts.PAUSE_MARK(
-        redis, [keys.pause_marks(), keys.outbox(OWNER_SHARD)],
+        redis, [watch_keys.pause_marks(), keys.outbox(OWNER_SHARD)],
         [f"scheduled|{window.scope}|{starts}", starts + KEEP_MS, now_ms, window.scope,
          window.reason or window.holiday or "", starts, ends,
          ",".join(str(t) for t in ahead.exempt_tiers), ahead.action,
@@ -50,7 +50,7 @@ async def _announce(redis: Redis, settings: Settings, ahead: Ahead, now_ms: int)
 
 async def watch(redis: Redis, settings: Settings, board: PauseBoard, now_ms: int) -> None:
     """One look at the board (refreshed for `now_ms`): announce, audit starts and ends."""
-    raw: Any = await redis.hgetall(keys.pause_marks())
+    raw: Any = await redis.hgetall(watch_keys.pause_marks())
     marks = {k.decode(): int(v) for k, v in raw.items()}
     for ahead in board.ahead.values():
         if f"scheduled|{ahead.scope}|{_ms(ahead.window)}" in marks:
@@ -66,14 +66,14 @@ async def watch(redis: Redis, settings: Settings, board: PauseBoard, now_ms: int
         if mark in marks:
             continue
         forget = _ms(window, ends=True) or now_ms + 400 * 86400 * 1000
-        if await scripts.PAUSE_MARK(redis, [keys.pause_marks(), keys.outbox(OWNER_SHARD)],
+        if await scripts.PAUSE_MARK(redis, [watch_keys.pause_marks(), keys.outbox(OWNER_SHARD)],
                                     [mark, forget, now_ms, "", "", 0, 0, "", ""]):
             await audit.record(redis, "worker", "pause.started", _details(window))
     for mark, value in marks.items():
         kind, _, rest = mark.partition("|")
         gone = kind == "started" and mark not in current
         if (gone or (kind == "scheduled" and value < now_ms)) and \
-                await redis.hdel(keys.pause_marks(), mark) and gone:
+                await redis.hdel(watch_keys.pause_marks(), mark) and gone:
             scope, _, starts = rest.rpartition("|")
             await audit.record(redis, "worker", "pause.ended",
                                {"scope": scope, "starts_at_ms": int(starts)})

@@ -36,8 +36,8 @@ async def bury(redis: Redis, shard: int, entry_id: bytes, fields: dict[bytes, by
     pipe.hincrby(keys.stats(shard), "dead_letter", 1)
     await pipe.execute()
     if order_id:
-        await scripts.DEAD_LETTER(redis, [keys.order(order_id, shard), keys.settle(shard)],
-                                  [now_ms(), order_id])
+        await scripts.DEAD_LETTER(redis, [keys.order(order_id, shard), keys.settle(shard),
+                                          keys.decided(shard)], [now_ms(), order_id])
     log.error("shard %d: stream entry %s dead-lettered (%s)", shard, entry_id.decode(), reason)
 
 

@@ -103,6 +103,13 @@ class Settlement:
                 now + days * DAY_MS if days else 0,
                 ledger.notice(self.settings, order.storefront, order.buyer), order.coupons))
         await ledger.settle_many(self.redis, self.settings.redis.shards, batch, now)
+        if batch:  # the retention may remove these records now (engine/worker/retention.py)
+            pipe = self.redis.pipeline(transaction=False)
+            for settled in batch:
+                order_id = settled.order_id
+                pipe.hset(keys.order(order_id, keys.shard_of_order(order_id) or 0),
+                          records.POINTS_SETTLED.decode(), 1)
+            await pipe.execute()
 
     async def sweep(self, shard: int, now: int) -> None:
         """Reservations older than GRACE_MS: given back when their order never was admitted

@@ -40,7 +40,8 @@ async def unwind(redis: Redis, record: OrderRecord, mode: str, now: int
          keys.ticket_line(record.reason, req.sku, req.storefront, shard), keys.expiries(shard),
          keys.sku_counts(req.sku, shard), keys.lots(req.sku, shard),
          keys.bought(req.sku, shard), keys.stream(shard), keys.outbox(shard),
-         keys.settle(shard), *(keys.lot_codes(req.sku, lot, shard) for lot in lots)],
+         keys.settle(shard), keys.decided(shard),
+         *(keys.lot_codes(req.sku, lot, shard) for lot in lots)],
         [now, mode, req.order_id, req.sku, req.buyer, req.qty],
     )
     return before.decode(), after.decode()
@@ -64,7 +65,7 @@ async def confirm(redis: Redis, record: OrderRecord, now: int) -> str:
     after: Any = await scripts.CONFIRM(
         redis, [keys.order(req.order_id, shard), keys.sku_counts(req.sku, shard),
                 keys.expiries(shard), keys.outbox(shard), keys.settle(shard),
-                keys.lots(req.sku, shard), keys.issued(shard),
+                keys.lots(req.sku, shard), keys.issued(shard), keys.decided(shard),
                 *(keys.lot_codes(req.sku, lot.lot_id, shard) for lot in candidates)],
         [now, req.qty, req.order_id, req.sku, *(lot.lot_id for lot in candidates)])
     outcome = after.decode()
