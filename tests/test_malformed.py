@@ -271,7 +271,7 @@ def stock_cases() -> list[StockCase]:
 # What the door and the worker write by themselves: the fleet's config (and its audit entry),
 # arrivals for surge alerts, the buyer-page secret, heartbeats and shard bookkeeping (the
 # streams whose consumer groups a worker sets up: orders, the webhook outbox, points settling).
-ALLOWED_KEY = re.compile(r"^kg:(workers|doors|config|audit|incoming|page_secret"
+ALLOWED_KEY = re.compile(r"^kg:(workers|doors|config|audit|incoming(:sku)?|page_secret"
                          r"|\{s\d+\}:(orders|owner|drain|outbox|settle))$")
 
 
