@@ -8,7 +8,7 @@ import inspect
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,14 @@ import pytest
 from aiohttp import ClientSession, TCPConnector
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
+from redis.crc import key_slot
 
 from engine import config
 from engine.http.app import create_app
-from engine.store import connection
+from engine.store import connection, scripts
 from engine.store.embedded import RedisProcess, free_port
 from engine.worker.consumer import Worker
+from tests.cluster import Cluster
 from tests.event_receiver import receiver  # noqa: F401  (a fixture for every test module)
 
 SHOP_A_KEY = "key-shop-a"
@@ -30,6 +32,33 @@ SHOP_B_KEY = "key-shop-b"
 OPERATOR_KEY = "key-operator"
 VIEWER_KEY = "key-viewer"
 ADMIN_KEY = "key-admin"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_slot_per_script() -> Iterator[None]:
+    """Every Lua call of every test touches keys of one cluster slot (one hash tag), as
+    Redis Cluster requires: checked on the single server too, for every call made."""
+    real_call, real_send = scripts.Script.__call__, scripts._send
+
+    def check(script: scripts.Script, names: Sequence[scripts.KeyArg]) -> None:
+        slots = {key_slot(k.encode() if isinstance(k, str) else k) for k in names}
+        assert len(slots) <= 1, f"{script.name}.lua touches keys of {len(slots)} slots: {names}"
+
+    async def call(self: scripts.Script, client: Any, names: Sequence[scripts.KeyArg],
+                   args: Sequence[scripts.Arg]) -> Any:
+        check(self, names)
+        return await real_call(self, client, names, args)
+
+    async def send(client: Any, calls: Sequence[scripts.Call], by_source: bool) -> list[Any]:
+        for script, names, _ in calls:
+            check(script, names)
+        return await real_send(client, calls, by_source)
+
+    scripts.Script.__call__ = call  # type: ignore[method-assign]
+    scripts._send = send
+    yield
+    scripts.Script.__call__ = real_call  # type: ignore[method-assign]
+    scripts._send = real_send
 
 
 def auth(key: str) -> dict[str, str]:
@@ -76,11 +105,43 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
     proc.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    found = Cluster(tmp_path_factory.mktemp("cluster"))
+    found.start()
+    yield found
+    found.stop()
+
+
 @pytest.fixture
-async def redis(redis_server: RedisProcess) -> AsyncIterator[Redis]:
-    client = connection.client(redis_server.url)
-    await client.flushall()
-    await client.script_flush()
+def store(request: pytest.FixtureRequest) -> str:
+    """Where the test's engine keeps its data: "single" (one redis-server, the default) or
+    "cluster" (three masters); a test runs on both with
+    @pytest.mark.parametrize("store", STORES, indirect=True)."""
+    return str(getattr(request, "param", "single"))
+
+
+STORES = ["single", "cluster"]
+
+
+@pytest.fixture
+def store_url(store: str, request: pytest.FixtureRequest) -> str:
+    if store == "cluster":
+        found: Cluster = request.getfixturevalue("redis_cluster")
+        return found.url
+    server: RedisProcess = request.getfixturevalue("redis_server")
+    return server.url
+
+
+@pytest.fixture
+async def redis(store: str, store_url: str) -> AsyncIterator[Redis]:
+    client = connection.client(store_url, cluster=store == "cluster")
+    if store == "cluster":
+        await client.flushall(target_nodes="primaries")  # type: ignore[call-arg]
+        await client.script_flush()  # the cluster client sends it to every node
+    else:
+        await client.flushall()
+        await client.script_flush()
     yield client
     await client.aclose()
 
@@ -111,8 +172,9 @@ class Engine:
         return self
 
     async def start_worker(self) -> Worker:
-        redis = connection.client(self.url)
-        blocking = connection.client(self.url, timeout=10)
+        redis = connection.client(self.url, cluster=self.settings.redis.cluster)
+        blocking = connection.client(self.url, timeout=10,
+                                     cluster=self.settings.redis.cluster)
         self._clients += [redis, blocking]
         self.worker = Worker(self.settings, redis, blocking)
         self._stop = asyncio.Event()
@@ -123,8 +185,9 @@ class Engine:
         """A worker that runs only when the test steps it (`drain`, `chores`): what it has
         not done by then, it did not do, with no sleep to wait it out."""
         assert self._task is None, "the engine already runs a worker of its own"
-        redis = connection.client(self.url)
-        blocking = connection.client(self.url, timeout=10)
+        redis = connection.client(self.url, cluster=self.settings.redis.cluster)
+        blocking = connection.client(self.url, timeout=10,
+                                     cluster=self.settings.redis.cluster)
         self._clients += [redis, blocking]
         self.worker = Worker(self.settings, redis, blocking)
         return self.worker
@@ -168,12 +231,16 @@ EngineFactory = Callable[..., Awaitable[Engine]]
 
 @pytest.fixture
 async def engine_factory(
-    redis_server: RedisProcess, redis: Redis
+    store: str, store_url: str, redis: Redis
 ) -> AsyncIterator[EngineFactory]:
     made: list[Engine] = []
 
     async def make(settings: config.Settings | None = None, worker: bool = True) -> Engine:
-        engine = Engine(settings or make_settings(), redis_server.url)
+        settings = settings or make_settings()
+        if store == "cluster":
+            settings = msgspec.structs.replace(settings, redis=msgspec.structs.replace(
+                settings.redis, cluster=True))
+        engine = Engine(settings, store_url)
         made.append(engine)
         return await engine.start(worker=worker)
 

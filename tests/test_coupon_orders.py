@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from engine.store import wallet_keys
@@ -15,6 +16,7 @@ from engine.wallet.coupon_reconcile import reconcile_coupons
 from tests.conftest import (
     OPERATOR_KEY,
     SHOP_A_KEY,
+    STORES,
     Engine,
     EngineFactory,
     auth,
@@ -60,6 +62,7 @@ async def status_of(engine: Engine, buyer: str, code: str) -> str:
     return str(found["status"])
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_a_coupon_takes_its_amount_off_and_is_redeemed_when_paid(
         engine_factory: EngineFactory) -> None:
     engine = await coupon_engine(engine_factory)
@@ -82,6 +85,7 @@ async def _status_is(engine: Engine, buyer: str, code: str, status: str) -> bool
     return await status_of(engine, buyer, code) == status
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_coupons_and_points_pay_together_in_the_order_given(
         engine_factory: EngineFactory, redis: Redis) -> None:
     engine = await coupon_engine(engine_factory)
@@ -101,6 +105,7 @@ async def test_coupons_and_points_pay_together_in_the_order_given(
     assert status == 422 and "points" in str(problem), problem  # only 500 left to pay
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_coupons_that_may_not_be_used_are_409_each_named_and_nothing_is_written(
         engine_factory: EngineFactory, redis: Redis) -> None:
     engine = await coupon_engine(engine_factory)
@@ -130,6 +135,7 @@ async def test_coupons_that_may_not_be_used_are_409_each_named_and_nothing_is_wr
     assert status == 422 and problem["code"] == "not_priced", problem
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_a_cancelled_order_gives_its_coupon_back(engine_factory: EngineFactory) -> None:
     engine = await coupon_engine(engine_factory)
     code = await code_of(engine, "cal", "five-off")
@@ -141,6 +147,7 @@ async def test_a_cancelled_order_gives_its_coupon_back(engine_factory: EngineFac
     assert status == 201 and again["price"]["discount"] == 500, again
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_one_coupon_in_fifty_concurrent_orders_serves_exactly_one(
         engine_factory: EngineFactory, redis: Redis) -> None:
     """K1 under concurrency: the reservation is atomic; every other order is 409."""
@@ -154,6 +161,7 @@ async def test_one_coupon_in_fifty_concurrent_orders_serves_exactly_one(
                if a is not placed[0])
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_a_queued_order_keeps_its_coupon_until_it_expires(
         engine_factory: EngineFactory) -> None:
     engine = await coupon_engine(engine_factory, stock=0, skus=[
@@ -167,6 +175,7 @@ async def test_a_queued_order_keeps_its_coupon_until_it_expires(
     assert (await resp.json())["status"] == "expired"
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_reconcile_checks_k1_to_k3(engine_factory: EngineFactory, redis: Redis) -> None:
     engine = await coupon_engine(engine_factory)
     paid = await code_of(engine, "kim", "five-off")
@@ -191,6 +200,7 @@ async def test_reconcile_checks_k1_to_k3(engine_factory: EngineFactory, redis: R
     assert any(v.startswith("K3 coupon") for v in violations), violations
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_coupon_redemptions_are_limited_per_address(engine_factory: EngineFactory
                                                            ) -> None:
     raw = settings_dict(skus=PRICED, coupon_templates=TEMPLATES, points=POINTS,
@@ -209,6 +219,7 @@ async def test_coupon_redemptions_are_limited_per_address(engine_factory: Engine
     assert status == 201
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_review_rules_hold_a_coupon_order_like_any_other(engine_factory: EngineFactory
                                                                 ) -> None:
     engine = await coupon_engine(engine_factory, skus=[
@@ -224,6 +235,7 @@ async def test_review_rules_hold_a_coupon_order_like_any_other(engine_factory: E
     await eventually(lambda: _status_is(engine, "rev", code, "active"))
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_batch_items_carry_their_own_coupons(engine_factory: EngineFactory) -> None:
     engine = await coupon_engine(engine_factory)
     good = await code_of(engine, "bat", "five-off")

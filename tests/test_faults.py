@@ -11,9 +11,11 @@ import pytest
 from redis.asyncio import Redis
 
 from engine import config
-from engine.store import connection, records
+from engine.store import connection, keys, records
 from engine.store.embedded import RedisProcess, free_port
+from tests.cluster import Cluster
 from tests.conftest import (
+    STORES,
     Engine,
     EngineFactory,
     codes,
@@ -46,10 +48,11 @@ def _bodies(n: int, start: int = 0) -> list[dict[str, Any]]:
             for i in range(n)]
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_worker_sigkill_mid_sale_then_restart(
-    engine_factory: EngineFactory, redis: Redis, redis_server: RedisProcess, tmp_path: Path
+    engine_factory: EngineFactory, redis: Redis, store: str, store_url: str, tmp_path: Path
 ) -> None:
-    raw = settings_dict(redis={"url": redis_server.url, "shards": 4})
+    raw = settings_dict(redis={"url": store_url, "shards": 4, "cluster": store == "cluster"})
     settings = config.from_mapping(raw, environ={})
     engine = await engine_factory(settings, worker=False)
     imported = codes("KILL", 300)
@@ -74,15 +77,25 @@ async def test_worker_sigkill_mid_sale_then_restart(
     assert result["statuses"].get("pending", 0) == 0
 
 
+@pytest.mark.parametrize("store", STORES)
 async def test_redis_restart_with_aof_loses_no_acknowledged_order(
-    engine_factory: EngineFactory, tmp_path: Path
+    engine_factory: EngineFactory, tmp_path: Path, store: str
 ) -> None:
-    server = RedisProcess(tmp_path / "redis", port=free_port(), appendfsync="always")
-    server.start()
+    """One server, or one master of a cluster, SIGKILLed mid-load and started again from its
+    AOF (appendfsync always): every acknowledged order is there and the promises hold."""
+    if store == "cluster":
+        cluster = Cluster(tmp_path / "cluster", appendfsync="always")
+        cluster.start()
+        # the master of shard 0's orders (and, at 2 shards, of shard 1's too)
+        server, url, stop = cluster.serving(keys.stream(0)), cluster.url, cluster.stop
+    else:
+        server = RedisProcess(tmp_path / "redis", port=free_port(), appendfsync="always")
+        server.start()
+        url, stop = server.url, server.stop
     try:
-        raw = settings_dict(redis={"url": server.url, "shards": 2})
+        raw = settings_dict(redis={"url": url, "shards": 2, "cluster": store == "cluster"})
         settings = config.from_mapping(raw, environ={})
-        engine = Engine(settings, server.url)
+        engine = Engine(settings, url)
         await engine.start()
         imported = codes("AOF", 150)
         await engine.import_codes("card-100", imported)
@@ -100,8 +113,10 @@ async def test_redis_restart_with_aof_loses_no_acknowledged_order(
         await asyncio.sleep(0.15)
         server.kill()
         server.start()
+        if store == "cluster":
+            cluster.wait_healthy()
         await loader
-        check = connection.client(server.url)
+        check = connection.client(url, cluster=store == "cluster")
         try:
             await _settle(check, acknowledged)
             await assert_promises(check, 2, ["card-100"], acknowledged, set(imported))
@@ -109,7 +124,7 @@ async def test_redis_restart_with_aof_loses_no_acknowledged_order(
             await check.aclose()
             await engine.close()
     finally:
-        server.stop()
+        stop()
 
 
 async def test_script_flush_mid_run_fails_no_order(engine: Engine, redis: Redis) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import SHOP_A_KEY, Engine, auth, codes, eventually, post_many
+from tests.conftest import SHOP_A_KEY, STORES, Engine, auth, codes, eventually, post_many
 from tests.promises import assert_promises
 
 
@@ -19,6 +20,7 @@ async def _wait_decided(engine: Engine, order_ids: list[str], status: str) -> No
     await eventually(all_decided, timeout=15, what=f"every order {status}")
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_flash_sale_never_oversells_and_serves_the_line_in_order(
     engine: Engine, redis: Redis
 ) -> None:

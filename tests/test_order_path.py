@@ -6,10 +6,13 @@ import asyncio
 import gc
 from typing import Any
 
+import pytest
+
 from engine.http.placing import _relay
-from tests.conftest import SHOP_A_KEY, SHOP_B_KEY, Engine, auth, codes
+from tests.conftest import SHOP_A_KEY, SHOP_B_KEY, STORES, Engine, auth, codes
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_order_is_fulfilled_with_imported_codes(engine: Engine) -> None:
     imported = codes("A", 5)
     result = await engine.import_codes("card-100", imported)
@@ -24,6 +27,7 @@ async def test_order_is_fulfilled_with_imported_codes(engine: Engine) -> None:
     assert resp.status == 200 and again["codes"] == body["codes"]
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_sold_out_order_is_queued_then_served_on_restock(engine: Engine) -> None:
     status, body = await engine.order()
     assert status == 202 and body["status"] == "queued"
@@ -42,11 +46,13 @@ async def test_sold_out_order_is_queued_then_served_on_restock(engine: Engine) -
     assert found["status"] == "fulfilled" and found["codes"] == ["ONLY-ONE"]
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_reject_policy_answers_409_sold_out(engine: Engine) -> None:
     status, body = await engine.order(sku="card-reject")
     assert status == 409 and body["code"] == "sold_out" and body["order_id"].startswith("o_")
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_buyer_limit_answers_409_limit_exceeded(engine: Engine) -> None:
     await engine.import_codes("card-limited", codes("L", 10))
     status, _ = await engine.order(sku="card-limited", qty=3, buyer="x")
@@ -57,6 +63,7 @@ async def test_buyer_limit_answers_409_limit_exceeded(engine: Engine) -> None:
     assert status == 201
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_storefront_isolation(engine: Engine) -> None:
     await engine.import_codes("card-100", codes("I", 2))
     status, body = await engine.order(key=SHOP_A_KEY)
@@ -72,6 +79,7 @@ async def test_storefront_isolation(engine: Engine) -> None:
     assert resp.status == 404
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_idempotency_replay_and_conflict(engine: Engine) -> None:
     await engine.import_codes("card-100", codes("K", 3))
     status, first = await engine.order(idempotency_key="k-1", qty=1)
@@ -90,6 +98,7 @@ async def test_idempotency_replay_and_conflict(engine: Engine) -> None:
     assert levels["issued"] == 2
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_a_replay_marks_only_its_own_answer_replayed(engine: Engine) -> None:
     """With no rate limit every answer shares one RateLimit header mapping: a replay once
     wrote Idempotent-Replayed into it, and every later answer of the process said so."""
@@ -105,6 +114,7 @@ async def test_a_replay_marks_only_its_own_answer_replayed(engine: Engine) -> No
     assert "Idempotent-Replayed" not in grant.headers
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_cancel_queued_order(engine: Engine) -> None:
     status, body = await engine.order()
     assert status == 202
@@ -116,6 +126,7 @@ async def test_cancel_queued_order(engine: Engine) -> None:
     assert status == 201 and later["codes"] == ["C-1"]
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_cancel_fulfilled_is_not_cancellable(engine: Engine) -> None:
     await engine.import_codes("card-100", ["F-1"])
     _, body = await engine.order()
@@ -124,6 +135,7 @@ async def test_cancel_fulfilled_is_not_cancellable(engine: Engine) -> None:
     assert resp.status == 409 and problem["code"] == "not_cancellable"
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_hold_confirm_and_cancel_return_codes(engine: Engine) -> None:
     await engine.import_codes("card-100", ["H-1", "H-2"])
     status, held = await engine.order(hold_s=60)
@@ -144,12 +156,14 @@ async def test_hold_confirm_and_cancel_return_codes(engine: Engine) -> None:
     assert status == 201 and last["codes"] == ["H-2"]
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_wait_zero_answers_pending_at_once(engine: Engine) -> None:
     await engine.import_codes("card-100", ["P-1"])
     status, body = await engine.order(wait_ms=0)
     assert status == 202 and body["status"] == "pending"
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_batch_route(engine: Engine) -> None:
     await engine.import_codes("card-100", codes("B", 3))
     orders = [{"sku": "card-100", "qty": 1, "buyer": f"b{i}"} for i in range(4)]
@@ -162,6 +176,7 @@ async def test_batch_route(engine: Engine) -> None:
     assert results[4]["code"] == "unknown_sku"
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_batch_keeps_request_order_across_keys_and_waits(engine: Engine) -> None:
     """Orders with and without an Idempotency-Key in one batch: each answer in its place, a
     key seen before replays its order, and wait_ms 0 answers pending at once."""
@@ -191,6 +206,7 @@ async def test_batch_keeps_request_order_across_keys_and_waits(engine: Engine) -
     assert later[0]["order_id"] != later[1]["order_id"]
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_duplicate_codes_are_never_added_again(engine: Engine) -> None:
     first = await engine.import_codes("card-100", ["D-1", "D-2", "D-2"])
     assert first["added"] == 2 and first["duplicates"] == 1

@@ -10,6 +10,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from engine.clock import now_ms
@@ -17,6 +18,7 @@ from engine.store import keys, records
 from tests.conftest import (
     OPERATOR_KEY,
     SHOP_A_KEY,
+    STORES,
     Engine,
     EngineFactory,
     auth,
@@ -75,6 +77,7 @@ async def _stepped(engine_factory: EngineFactory, **sections: Any) -> tuple[Engi
     return engine, engine.stepped_worker()
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_orders_admitted_before_the_pause_wait_and_are_served_in_line_order(
     engine_factory: EngineFactory, redis: Redis,
 ) -> None:
@@ -105,6 +108,7 @@ async def test_orders_admitted_before_the_pause_wait_and_are_served_in_line_orde
     assert await _served_in_order(engine, pending) == [pending[i]["order_id"] for i in order]
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_a_waiting_order_parked_by_the_worker_is_answered_as_a_paused_ticket(
     engine_factory: EngineFactory, redis: Redis,
 ) -> None:
@@ -125,6 +129,7 @@ async def _stream_length(redis: Redis) -> bool:
     return int(await redis.xlen(keys.stream(0))) > 0
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_an_import_during_the_pause_does_not_serve_the_sold_out_line(
     engine_factory: EngineFactory, redis: Redis,
 ) -> None:
@@ -148,6 +153,7 @@ async def test_an_import_during_the_pause_does_not_serve_the_sold_out_line(
     assert await _served_in_order(engine, line) == [b["order_id"] for b in line]
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_codes_given_back_by_an_expired_hold_wait_for_the_pause_to_end(
     engine_factory: EngineFactory, redis: Redis,
 ) -> None:
@@ -169,6 +175,7 @@ async def test_codes_given_back_by_an_expired_hold_wait_for_the_pause_to_end(
     assert await _available(redis) == 1
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_overflow_tickets_released_during_the_pause_are_parked(
     engine_factory: EngineFactory, redis: Redis,
 ) -> None:
@@ -190,6 +197,7 @@ async def test_overflow_tickets_released_during_the_pause_are_parked(
     assert await _available(redis) == 5
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_exempt_tiers_are_served_during_an_operator_pause(
     engine_factory: EngineFactory, redis: Redis,
 ) -> None:
@@ -215,6 +223,7 @@ async def test_exempt_tiers_are_served_during_an_operator_pause(
     assert (await _statuses(redis, [vip]))[0][0] == "fulfilled"
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_exempt_tiers_of_a_config_pause(engine_factory: EngineFactory, redis: Redis
                                               ) -> None:
     start = datetime.now(UTC) - timedelta(hours=1)
@@ -234,6 +243,7 @@ async def test_exempt_tiers_of_a_config_pause(engine_factory: EngineFactory, red
     assert status == 202 and plain["queue"]["reason"] == "paused"
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_exempt_tiers_are_checked(engine: Engine) -> None:
     for tiers in ([10], [-1], ["9"], 9):
         resp = await engine.http.post("/admin/pause", headers=auth(OPERATOR_KEY), json={

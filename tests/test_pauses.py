@@ -20,6 +20,7 @@ from tests.conftest import (
     OPERATOR_KEY,
     SHOP_A_KEY,
     SHOP_B_KEY,
+    STORES,
     VIEWER_KEY,
     Engine,
     EngineFactory,
@@ -199,6 +200,7 @@ def test_calendar_pause_with_a_reason_keeps_its_action() -> None:
 # End to end: an in-process front door and worker on the test Redis
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_paused_sku_queues_orders_and_serves_them_when_the_pause_ends(
     engine_factory: EngineFactory, redis: Redis,
 ) -> None:
@@ -262,6 +264,7 @@ async def test_paused_sku_queues_orders_and_serves_them_when_the_pause_ends(
     assert by_code == [tickets[i]["order_id"] for i in line]
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_polled_paused_ticket_carries_notice_and_eta(engine: Engine) -> None:
     until = datetime.now(UTC) + timedelta(seconds=30)
     assert (await _pause(engine, scope="sku:card-100", reason="supplier late",
@@ -274,6 +277,7 @@ async def test_polled_paused_ticket_carries_notice_and_eta(engine: Engine) -> No
     assert polled["queue"]["eta_s"] is not None and 0 < polled["queue"]["eta_s"] <= 30
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_resume_ends_an_operator_pause_at_once(engine: Engine, redis: Redis) -> None:
     await engine.import_codes("card-100", codes("RS", 3))
     status, _ = await _pause(engine, scope="sku:card-100", reason="incident")  # until resumed
@@ -298,6 +302,7 @@ async def test_resume_ends_an_operator_pause_at_once(engine: Engine, redis: Redi
     assert status == 404 and problem["code"] == "not_found"
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_storefront_pause_leaves_other_storefronts_alone(engine: Engine) -> None:
     await engine.import_codes("card-100", codes("SF", 2))
     assert (await _pause(engine, scope="storefront:shop-b", reason="unpaid invoice"))[0] == 200
@@ -307,6 +312,7 @@ async def test_storefront_pause_leaves_other_storefronts_alone(engine: Engine) -
     assert status == 201 and body["status"] == "fulfilled"
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_pause_and_resume_validate_their_requests(engine: Engine) -> None:
     # resume of a scope nothing pauses
     status, problem = await _resume(engine, "sku:card-100")
@@ -344,6 +350,7 @@ async def test_pause_and_resume_validate_their_requests(engine: Engine) -> None:
     assert resp.status == 200 and listing["active"] == [] and listing["operators"] == []
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_reject_action_answers_503_paused_and_writes_nothing(
     engine: Engine, redis: Redis,
 ) -> None:
@@ -370,6 +377,7 @@ async def test_reject_action_answers_503_paused_and_writes_nothing(
     assert status in (201, 202)
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_open_ended_reject_pause_asks_to_retry_later(engine: Engine) -> None:
     assert (await _pause(engine, scope="global", action="reject"))[0] == 200
     resp = await engine.http.post("/v1/orders", json={"sku": "card-100", "qty": 1, "buyer": "x"},
@@ -381,6 +389,7 @@ async def test_open_ended_reject_pause_asks_to_retry_later(engine: Engine) -> No
     assert status == 202
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_calendar_lists_holiday_windows(engine_factory: EngineFactory) -> None:
     engine = await engine_factory(make_settings(
         calendars={"CN": {"country": "CN", "timezone": "Asia/Shanghai"},
@@ -434,6 +443,7 @@ async def test_calendar_lists_holiday_windows(engine_factory: EngineFactory) -> 
     assert (await engine.http.get("/admin/calendar", headers=auth(SHOP_A_KEY))).status == 403
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_pause_listing_shows_active_and_scheduled(engine_factory: EngineFactory) -> None:
     now = datetime.now(UTC)
     later = [_rfc3339(now + timedelta(days=2)), _rfc3339(now + timedelta(days=3))]
@@ -465,6 +475,7 @@ async def test_pause_listing_shows_active_and_scheduled(engine_factory: EngineFa
     assert body["active"] == [] and len(body["scheduled"]) == 1
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_paused_ticket_lives_until_pause_end_plus_queue_ttl(
     engine_factory: EngineFactory, redis: Redis,
 ) -> None:
@@ -498,6 +509,7 @@ async def test_paused_ticket_lives_until_pause_end_plus_queue_ttl(
                               ticket["order_id"]) is None
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_resume_overrides_a_config_window_until_its_end(
     engine_factory: EngineFactory, redis: Redis,
 ) -> None:
@@ -528,6 +540,7 @@ async def test_resume_overrides_a_config_window_until_its_end(
     assert listing["active"] == []
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_config_window_with_reject_action(engine_factory: EngineFactory) -> None:
     now = datetime.now(UTC)
     engine = await engine_factory(make_settings(pauses=[
@@ -543,6 +556,7 @@ async def test_config_window_with_reject_action(engine_factory: EngineFactory) -
     assert status == 202
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_cancelled_paused_ticket_stays_cancelled(engine: Engine, redis: Redis) -> None:
     await engine.import_codes("card-100", codes("CP", 2))
     assert (await _pause(engine, scope="sku:card-100"))[0] == 200
@@ -564,6 +578,7 @@ async def test_cancelled_paused_ticket_stays_cancelled(engine: Engine, redis: Re
     assert sku["available"] == 1 and sku["issued"] == 1
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_replayed_paused_ticket_carries_notice(engine: Engine) -> None:
     until = datetime.now(UTC) + timedelta(seconds=30)
     assert (await _pause(engine, scope="sku:card-100", reason="supplier late",
@@ -578,6 +593,7 @@ async def test_replayed_paused_ticket_carries_notice(engine: Engine) -> None:
     assert replay["queue"]["eta_s"] is not None
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_far_until_is_refused_and_breaks_nothing(engine: Engine) -> None:
     """`until` is bounded (MAX_SPAN, about ten years): a far one is 422 naming the field, no
     pause is set, and orders go on as before."""
@@ -603,6 +619,7 @@ async def test_far_until_is_refused_and_breaks_nothing(engine: Engine) -> None:
     {"from": "9999-01-01", "to": "9999-12-31"},
     {"from": "0001-01-01", "to": "0001-03-01"},
 ])
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_calendar_far_dates_are_refused_naming_the_field(engine_factory: EngineFactory,
                                                                params: dict[str, str]) -> None:
     """The calendar answers for the years 1900 to 2200: beyond, 422 naming `from`."""
@@ -613,6 +630,7 @@ async def test_calendar_far_dates_are_refused_naming_the_field(engine_factory: E
     assert [e["field"] for e in problem["errors"]] == ["from"]
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_resume_after_the_pause_ran_out_is_404(engine: Engine, redis: Redis) -> None:
     """Once its `until` has passed (given as `now`), a pause is over: nothing is paused for the
     scope, the listing shows none, and resuming it finds nothing (the route's 404)."""
@@ -632,6 +650,7 @@ async def test_resume_after_the_pause_ran_out_is_404(engine: Engine, redis: Redi
     assert status == 404 and problem["code"] == "not_found"
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_config_pause_in_force_from_the_first_request(
     engine_factory: EngineFactory,
 ) -> None:
@@ -645,6 +664,7 @@ async def test_config_pause_in_force_from_the_first_request(
     assert body["queue"]["reason"] == "paused"
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_without_a_waiting_room_paused_and_reviewed_orders_still_wait(
         engine_factory: EngineFactory) -> None:
     """The waiting room only bounds overflow: a pause or a review still makes a ticket."""

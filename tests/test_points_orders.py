@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from engine.store import wallet_keys
@@ -13,6 +14,7 @@ from engine.wallet import ledger
 from engine.wallet.reconcile import reconcile_points
 from tests.conftest import (
     SHOP_A_KEY,
+    STORES,
     Engine,
     EngineFactory,
     auth,
@@ -35,6 +37,7 @@ async def settled(redis: Redis, storefront: str, buyer: str) -> None:
     await eventually(nothing_reserved, what="the reservation settled")
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_a_priced_order_shows_its_price_and_waits_for_payment(
         engine_factory: EngineFactory, redis: Redis) -> None:
     engine = await engine_factory(points_settings())
@@ -56,6 +59,7 @@ async def test_a_priced_order_shows_its_price_and_waits_for_payment(
     await assert_p1(redis, "shop-a", "alice")
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_an_unpriced_sku_is_as_before(engine_factory: EngineFactory) -> None:
     engine = await engine_factory(points_settings())
     await engine.import_codes("card-free", codes("FREE", 1))
@@ -65,6 +69,7 @@ async def test_an_unpriced_sku_is_as_before(engine_factory: EngineFactory) -> No
     assert status == 422 and problem["code"] == "not_priced"
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_an_order_paid_in_full_with_points_is_fulfilled_at_once(
         engine_factory: EngineFactory, redis: Redis) -> None:
     engine = await engine_factory(points_settings())
@@ -81,6 +86,7 @@ async def test_an_order_paid_in_full_with_points_is_fulfilled_at_once(
     await assert_p1(redis, "shop-a", "alice")
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_points_of_a_cancelled_order_go_back_to_their_lots(
         engine_factory: EngineFactory, redis: Redis) -> None:
     engine = await engine_factory(points_settings())
@@ -102,6 +108,7 @@ async def test_points_of_a_cancelled_order_go_back_to_their_lots(
     assert report.ok and report.orders_checked == 1, report.violations
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_a_short_wallet_is_409_and_nothing_is_written(
         engine_factory: EngineFactory, redis: Redis) -> None:
     engine = await engine_factory(points_settings())
@@ -114,6 +121,7 @@ async def test_a_short_wallet_is_409_and_nothing_is_written(
     assert (wallet["balance"], wallet["reserved"]) == (99, 0)
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_bad_points_in_an_order_are_422(engine_factory: EngineFactory) -> None:
     engine = await engine_factory(points_settings(points={"max_redeem_percent": 50}))
     await move(engine, "alice", 5000)
@@ -125,6 +133,7 @@ async def test_bad_points_in_an_order_are_422(engine_factory: EngineFactory) -> 
         assert status == 422 and problem["errors"][0]["field"] == field, (body, problem)
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_a_queued_order_keeps_its_points_until_it_is_served(
         engine_factory: EngineFactory, redis: Redis) -> None:
     engine = await engine_factory(points_settings())
@@ -145,6 +154,7 @@ async def test_a_queued_order_keeps_its_points_until_it_is_served(
     await assert_p1(redis, "shop-a", "alice")
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_a_queued_order_with_cash_due_is_held_for_payment_when_served(
         engine_factory: EngineFactory, redis: Redis) -> None:
     """A ticket served from the line waits for payment like a new order: never its codes
@@ -174,6 +184,7 @@ async def test_a_queued_order_with_cash_due_is_held_for_payment_when_served(
     await assert_p1(redis, "shop-a", "alice")
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_a_replayed_order_moves_its_points_once(engine_factory: EngineFactory,
                                                      redis: Redis) -> None:
     engine = await engine_factory(points_settings())
@@ -188,6 +199,7 @@ async def test_a_replayed_order_moves_its_points_once(engine_factory: EngineFact
     assert (await reconcile_points(redis, 4)).ok
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_a_thousand_concurrent_orders_against_a_wallet_that_pays_for_fifty(
         engine_factory: EngineFactory, redis: Redis) -> None:
     """P3: each order is paid in full with 1,000 points; the wallet holds 50,000. Exactly 50
@@ -215,6 +227,7 @@ async def test_a_thousand_concurrent_orders_against_a_wallet_that_pays_for_fifty
         wallet_keys.shard_of_wallet("shop-a", "hot", 4)))
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 async def test_reconcile_finds_points_that_do_not_add_up(engine_factory: EngineFactory,
                                                          redis: Redis) -> None:
     engine = await engine_factory(points_settings())

@@ -183,9 +183,9 @@ def api_schema(live: Seeds) -> Any:
 def _expressible(context: Any, case: Case) -> bool:
     """Drop cases that cannot be sent as they say: CSV is text, whatever is
     sent (schemathesis knows that of text/plain, not of text/csv); msgpack has no integers
-    beyond 64 bits; a path parameter holding "%" is sent as it is, so the server would
-    read an escape the case never meant."""
-    if any("%" in str(v) for v in (case.path_parameters or {}).values()):
+    beyond 64 bits; a buyer id holding "%" is sent in the path as it is, so the server
+    would read an escape the case never meant (a "%" that is valid data elsewhere)."""
+    if "%" in str((case.path_parameters or {}).get("buyer", "")):
         return False
     if case.media_type == "text/csv":
         return isinstance(case.body, str)

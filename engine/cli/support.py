@@ -95,7 +95,7 @@ def with_store(settings: config.Settings, body: Callable[[Redis], Awaitable[int]
 
     async def main() -> int:
         url = connection.resolve_url(settings.redis.url, settings.redis.data_dir)
-        redis = await connection.connect(url)
+        redis = await connection.connect(url, cluster=settings.redis.cluster)
         try:
             return await body(redis)
         finally:

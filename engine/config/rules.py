@@ -110,6 +110,10 @@ def urls(raw: Mapping[str, Any], errors: list[str]) -> None:
         errors.append("redis.url: must be 'embedded' or a redis://, rediss:// or unix:// URL")
     elif isinstance(url, str) and masks_password(url):
         errors.append('redis.url: the password "***" is how passwords are shown, not one')
+    if (redis or {}).get("cluster") is True and not (
+            isinstance(url, str) and url.startswith(("redis://", "rediss://"))):
+        errors.append("redis.cluster: needs redis.url naming a node of a running cluster "
+                      "(redis:// or rediss://); kamigate never starts a cluster itself")
     for i, storefront in enumerate(_list(raw, "storefronts")):
         events_url = storefront.get("events_url") if isinstance(storefront, dict) else None
         if isinstance(events_url, str) and events_url and not re.match(_HTTP_URL, events_url):

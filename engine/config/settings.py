@@ -45,6 +45,7 @@ class Server(Base, frozen=True):
 
 class Redis(Base, frozen=True):
     url: str = "embedded"
+    cluster: bool = False  # url names any node of a running Redis Cluster
     shards: Annotated[int, Meta(ge=1, le=1024)] = 4
     data_dir: str = ".kamigate"
     appendfsync: Literal["always", "everysec", "no"] = "everysec"

@@ -78,7 +78,8 @@ def create_app(settings: Settings, redis_url: str | None = None,
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         url = redis_url or connection.resolve_url(settings.redis.url, settings.redis.data_dir)
-        redis: Redis = await connection.connect(url, timeout=settings.breaker.timeout_s)
+        redis: Redis = await connection.connect(url, timeout=settings.breaker.timeout_s,
+                                                 cluster=settings.redis.cluster)
         await connection.check_server(redis)
         app[REDIS] = redis
         room = settings.waiting_room

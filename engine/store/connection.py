@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import hiredis
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from engine.store import embedded
 
@@ -65,7 +65,14 @@ def resolve_url(url: str, data_dir: str) -> str:
     return running
 
 
-def client(url: str, *, timeout: float | None = 5.0) -> Redis:
+def client(url: str, *, timeout: float | None = 5.0, cluster: bool = False) -> Redis:
+    """A client of one server, or with `cluster` of the Redis Cluster whose node `url` names
+    (redis-py's cluster client: it routes each command and script by its keys' slot; typed
+    as Redis, whose commands it answers)."""
+    if cluster:
+        return cast(Redis, RedisCluster.from_url(
+            url, decode_responses=False, socket_timeout=timeout, socket_connect_timeout=5.0,
+            health_check_interval=0, connection_class=FastConnection))
     redis = Redis.from_url(
         url,
         decode_responses=False,
@@ -80,23 +87,46 @@ def client(url: str, *, timeout: float | None = 5.0) -> Redis:
     return redis
 
 
+def is_cluster(redis: Redis) -> bool:
+    return isinstance(redis, RedisCluster)
+
+
 async def connect(url: str, *, retries: int = 20, delay: float = 0.25,
-                  timeout: float | None = 5.0) -> Redis:
+                  timeout: float | None = 5.0, cluster: bool = False) -> Redis:
     """A client that answered PING, after at most `retries` tries; `timeout` bounds every
-    command (a server that stopped answering fails the call instead of hanging it)."""
-    redis = client(url, timeout=timeout)
+    command (a server that stopped answering fails the call instead of hanging it). A
+    cluster must also say it is healthy (every slot served)."""
+    redis = client(url, timeout=timeout, cluster=cluster)
     for attempt in range(retries):
         try:
             await redis.ping()
-            return redis
-        except (RedisConnectionError, OSError) as exc:
+            state = await _cluster_state(redis) if cluster else "ok"
+            if state == "ok":
+                return redis
             if attempt == retries - 1:
                 await redis.aclose()
+                raise StoreError(f"the Redis Cluster at {mask_url(url)} is not healthy "
+                                 f"(cluster_state {state}): every slot must be served "
+                                 "before kamigate starts")
+            await asyncio.sleep(delay)
+        except (RedisConnectionError, RedisClusterException, OSError) as exc:
+            if attempt == retries - 1:
+                await redis.aclose()
+                if isinstance(exc, RedisClusterException):
+                    raise StoreError(f"the Redis Cluster at {mask_url(url)} is not healthy "
+                                     f"({exc}): every slot must be served before kamigate "
+                                     "starts") from None
                 raise StoreError(f"cannot reach Redis at {mask_url(url)}: {exc}") from None
             log.warning("Redis at %s not reachable (%s); %d retries left", mask_url(url), exc,
                         retries - attempt - 1)
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")
+
+
+async def _cluster_state(redis: Redis) -> str:
+    state: Any = await cast(RedisCluster, redis).cluster_info()
+    found = state.get("cluster_state", "?") if isinstance(state, dict) else "?"
+    return found.decode() if isinstance(found, bytes) else str(found)
 
 
 async def check_server(redis: Redis) -> list[str]:

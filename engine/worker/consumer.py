@@ -48,6 +48,7 @@ log = logging.getLogger("kamigate.worker")
 Entry = tuple[bytes, dict[bytes, bytes]]
 MAX_STALE_RETRIES = 50
 CHORE_INTERVAL_S = 0.05
+CLUSTER_IDLE_MS = 5  # a worker on a cluster polls its shards' streams this often when idle
 WEBHOOK_INTERVAL_S = 0.1
 
 
@@ -218,10 +219,7 @@ class Worker:
         streams = {keys.stream(s): ">" for s in sorted(self.owned)}
         if not streams:
             return 0
-        reply: Any = await self.blocking.xreadgroup(
-            keys.GROUP, self.worker_id, streams,  # type: ignore[arg-type]
-            count=self.settings.worker.batch_size, block=block_ms,
-        )
+        reply: Any = await self._read(streams, block_ms)
         ran = 0
         for name, entries in reply or []:
             stream_name = name.decode() if isinstance(name, bytes) else name
@@ -231,6 +229,22 @@ class Worker:
                 await self.process(shard, entries, fresh=True)
                 ran += 1
         return ran
+
+    async def _read(self, streams: dict[str, str], block_ms: int | None) -> Any:
+        count = self.settings.worker.batch_size
+        if not connection.is_cluster(self.redis) or len(streams) == 1:
+            return await self.blocking.xreadgroup(
+                keys.GROUP, self.worker_id, streams,  # type: ignore[arg-type]
+                count=count, block=block_ms)
+        # On a cluster one XREADGROUP reads one slot: each shard's stream is read on its own,
+        # without blocking, and an idle round waits a little before the next
+        replies: list[Any] = []
+        for name in streams:
+            replies += await self.blocking.xreadgroup(
+                keys.GROUP, self.worker_id, {name: ">"}, count=count) or []
+        if block_ms and not any(entries for _, entries in replies):
+            await asyncio.sleep(min(block_ms, CLUSTER_IDLE_MS) / 1000)
+        return replies
 
     async def process(self, shard: int, entries: Sequence[Entry], fresh: bool = False) -> None:
         """Match, claim and settle one shard batch.
@@ -315,8 +329,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None,
     """`kamigate worker`: connect, check the server, adopt and follow the fleet's config,
     serve until stopped. config_file: reloaded on SIGHUP (the front door watches it)."""
     url = connection.resolve_url(settings.redis.url, settings.redis.data_dir)
-    redis = await connection.connect(url)
-    blocking = connection.client(url, timeout=settings.worker.block_ms / 1000 + 10)
+    redis = await connection.connect(url, cluster=settings.redis.cluster)
+    blocking = connection.client(url, timeout=settings.worker.block_ms / 1000 + 10,
+                                 cluster=settings.redis.cluster)
     await connection.check_server(redis)
     running = await boot(redis, config_file, settings)
     worker = Worker(running.settings, redis, blocking)
