@@ -86,6 +86,9 @@ class RedisProcess:
             "--appendfsync", self.appendfsync,
             "--maxmemory-policy", "noeviction",
             "--save", "",
+            # an order record holds its request and its sealed codes (100-300 bytes each):
+            # kept as a compact listpack rather than a hash table, it takes half the memory
+            "--hash-max-ziplist-value", "1024",
             "--logfile", str(self.data_dir / "redis.log"),
         ]
         if not self.port:
