@@ -36,13 +36,15 @@ from engine import config
 from engine.cli.support import stop_processes
 from engine.store.embedded import RedisProcess, free_port
 from loadtests.payloads import order
+from tests.cluster import Cluster
 
 HERE = Path(__file__).parent
 STOREFRONT_KEY = "bench-shop-key"
 ADMIN_KEY = "bench-admin-key"
 
 
-def _config(data_dir: Path, port: int, redis_url: str, extra: str = "") -> Path:
+def _config(data_dir: Path, port: int, redis_url: str, extra: str = "",
+            cluster: bool = False) -> Path:
     text = f"""
 [server]
 port = {port}
@@ -50,6 +52,7 @@ public_url = "http://127.0.0.1:{port}"
 max_body_bytes = 1048576
 [redis]
 url = "{redis_url}"
+cluster = {"true" if cluster else "false"}
 shards = 4
 [orders]
 default_wait_ms = 5000
@@ -97,37 +100,53 @@ class Stack:
 
     def __init__(self, redis: RedisProcess, kg_port: int, hello_port: int,
                  door: subprocess.Popen[bytes], worker: subprocess.Popen[bytes],
-                 hello: subprocess.Popen[bytes]) -> None:
+                 hello: subprocess.Popen[bytes], more_redis: list[RedisProcess] | None = None
+                 ) -> None:
         self.redis, self.kg_port, self.hello_port = redis, kg_port, hello_port
         self.door, self.worker, self.hello = door, worker, hello
+        self.more_redis = more_redis or []  # the other masters of a cluster
 
     @property
     def pids(self) -> dict[str, int]:
-        return {"front door": self.door.pid, "worker": self.worker.pid,
-                "redis": self.redis.process.pid if self.redis.process else 0}
+        found = {"front door": self.door.pid, "worker": self.worker.pid,
+                 "redis": self.redis.process.pid if self.redis.process else 0}
+        for i, node in enumerate(self.more_redis, start=2):
+            found[f"redis {i}"] = node.process.pid if node.process else 0
+        return found
 
 
 @contextmanager
-def stack(extra_config: str = "", processes: int = 1) -> Iterator[Stack]:
+def stack(extra_config: str = "", processes: int = 1, cluster: bool = False) -> Iterator[Stack]:
     """Start the ceiling server and kamigate (`processes` front-door processes, one worker, a
-    redis-server) on loopback; stop them all afterwards. With processes > 1 the ceiling runs
-    as many processes on its port too, so the comparison stays like for like."""
+    redis-server, or with `cluster` a three-master Redis Cluster on loopback); stop them all
+    afterwards. With processes > 1 the ceiling runs as many processes on its port too, so
+    the comparison stays like for like."""
     py = sys.executable
     with tempfile.TemporaryDirectory(prefix="kg-bench-") as tmp:
         data = Path(tmp)
-        redis = RedisProcess(data / "redis")
-        redis.start()
+        nodes = Cluster(data / "cluster") if cluster else None
+        if nodes is not None:
+            nodes.start()
+            redis, url = nodes.nodes[0], nodes.url
+        else:
+            redis = RedisProcess(data / "redis")
+            redis.start()
+            url = redis.url
         kg_port, hello_port = free_port(), free_port()
-        cfg = str(_config(data, kg_port, redis.url, extra_config))
+        cfg = str(_config(data, kg_port, url, extra_config, cluster=cluster))
         try:
             with _process([py, "-m", "engine", "worker", "--config", cfg], 0) as worker, \
                     _process([py, "-m", "engine", "serve", "--config", cfg,
                               "--processes", str(processes)], kg_port) as door, \
                     _process([py, "-m", "bench.hello_server", "--port", str(hello_port),
                               "--processes", str(processes)], hello_port) as hello:
-                yield Stack(redis, kg_port, hello_port, door, worker, hello)
+                yield Stack(redis, kg_port, hello_port, door, worker, hello,
+                            nodes.nodes[1:] if nodes else [])
         finally:
-            redis.stop()
+            if nodes is not None:
+                nodes.stop()
+            else:
+                redis.stop()
 
 
 def cpu_seconds(pid: int) -> float:
