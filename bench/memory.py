@@ -9,7 +9,15 @@ index and issuance-audit entries; minus its code's place in the lot, which it to
 Then M orders for a SKU without stock wait as tickets: the growth divided by M is a ticket's
 cost. MEMORY USAGE of one record of each kind shows the record's share.
 
+With --soak MINUTES it then measures retention instead: orders keep coming for that long
+(--rate a second, codes imported as they run out) while the retention step and the export
+run every 10 s, the retention with its clock a day ahead so that an order decided more than
+--keep seconds ago is due (`[orders] retention_s` is at least a day: the real step, the clock
+driven), and the export writing to /dev/null; used_memory is sampled every 10 s and should
+stay flat once the first orders are retired.
+
 Usage:  python -m bench.memory [--orders 20000] [--tickets 5000] [--concurrency 64]
+        python -m bench.memory --soak 10 [--rate 200] [--keep 30]
 """
 
 from __future__ import annotations
@@ -21,13 +29,17 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from redis.asyncio import Redis
 
 from bench.e2e import ADMIN_KEY, STOREFRONT_KEY, stack
+from engine import config
+from engine.cli.export import export_once
 from engine.store import keys
+from engine.worker import retention
 
 SEALED = """
 [codes]
@@ -118,15 +130,69 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             "ticket_record_bytes": ticket}
 
 
+async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    key = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+    extra = SEALED.format(key=key, fingerprint=os.urandom(16).hex())
+    day_ms = 86_400_000
+    samples: list[dict[str, Any]] = []
+    with stack(extra) as running, open(os.devnull, "w") as sink:
+        port = running.kg_port
+        redis = Redis.from_url(running.redis.url)
+        settings = config.load(str(running_config(running)))
+        stop_at = time.monotonic() + args.soak * 60
+        placed = retired = exported = 0
+        try:
+            await _import(port, int(args.rate * 60) + 1000)
+            next_step = time.monotonic() + 10
+            while time.monotonic() < stop_at:
+                second = time.monotonic()
+                ids = await _post_all(port, "bench-sku", int(args.rate), args.concurrency,
+                                      f"s{placed}-")
+                placed += len(ids)
+                if placed % int(args.rate * 60) < args.rate:
+                    await _import(port, int(args.rate * 60))
+                if time.monotonic() >= next_step:
+                    next_step += 10
+                    now = int(time.time() * 1000)
+                    for shard in range(settings.redis.shards):
+                        retired += await retention.retire(redis, shard,
+                                                          now + day_ms - args.keep * 1000,
+                                                          86400, rounds=1000)
+                    exported += await export_once(redis, settings, sink, 0, False)
+                    found: Any = await redis.info("memory")
+                    samples.append({"t_s": round(args.soak * 60 - (stop_at - time.monotonic())),
+                                     "used_mb": round(int(found["used_memory"]) / 2**20, 2),
+                                     "placed": placed, "retired": retired})
+                    print(samples[-1], flush=True)
+                await asyncio.sleep(max(0.0, 1 - (time.monotonic() - second)))
+        finally:
+            await redis.aclose()
+    warm = samples[len(samples) // 4:]
+    return {"minutes": args.soak, "placed": placed, "retired": retired, "exported": exported,
+            "used_mb_first_quarter_end": warm[0]["used_mb"] if warm else None,
+            "used_mb_end": samples[-1]["used_mb"] if samples else None,
+            "used_mb_max_after_first_quarter": max((x["used_mb"] for x in warm), default=None)}
+
+
+def running_config(running: Any) -> Path:
+    """The config file bench.e2e's stack wrote for this run."""
+    return Path(running.redis.data_dir).parent / "bench.toml"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--orders", type=int, default=20_000)
     parser.add_argument("--tickets", type=int, default=5_000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--soak", type=float, default=0, help="minutes of retention soak")
+    parser.add_argument("--rate", type=float, default=200, help="orders a second (soak)")
+    parser.add_argument("--keep", type=int, default=30,
+                        help="seconds an order stays after it was decided (soak)")
     parser.add_argument("--ziplist-value", type=int, default=0,
                         help="set hash-max-ziplist-value first (default: as started, 1024)")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(measure(args)), indent=2))
+    found = asyncio.run(soak(args) if args.soak else measure(args))
+    print(json.dumps(found, indent=2))
     return 0
 
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import stat
 import sys
 from typing import IO, Any
 
@@ -94,8 +95,8 @@ async def export_once(redis: Redis, settings: Settings, out: IO[str], since_ms: 
                     out.write(line + "\n")
                     done.append(entry_id)
             out.flush()
-            if out is not sys.stdout:
-                os.fsync(out.fileno())
+            if out is not sys.stdout and stat.S_ISREG(os.fstat(out.fileno()).st_mode):
+                os.fsync(out.fileno())  # a file: on disk before the archive lets go
             failpoints.hit("export.after_write")
             if done:
                 await redis.xdel(keys.archive(shard), *done)
