@@ -6,6 +6,9 @@ worker's clock is driven through the retention window."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from tests.conftest import (
     SHOP_A_KEY,
     EngineFactory,
     auth,
+    eventually,
     make_settings,
     settings_dict,
     write_config,
@@ -130,4 +134,37 @@ async def test_export_writes_the_archive_and_trims_it(
     again = {o["order_id"]: o for o in map(json.loads, out.read_text().splitlines())}
     assert set(again) == {made["fulfilled"], made["rejected"], made["cancelled"]}
     assert again[made["fulfilled"]]["codes"] == ["KEEP-ME-1"]
+    assert await redis.xlen(keys.archive(0)) == 0
+
+
+async def test_export_follow_writes_what_comes_until_stopped(
+    engine_factory: EngineFactory, redis: Redis, redis_server: RedisProcess, tmp_path: Path,
+) -> None:
+    raw = settings_dict(redis={"url": redis_server.url, "shards": 1}, skus=SKUS)
+    engine = await engine_factory(make_settings(**raw), worker=False)
+    worker = engine.stepped_worker()
+    await _orders(engine, worker)
+    await worker.chores(at_ms=now_ms() + 31 * DAY_MS)
+    out = tmp_path / "follow.jsonl"
+    cfg = str(write_config(tmp_path / "k.toml", raw))
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "engine", "export", "--follow", "--output", str(out),
+         "--config", cfg], stderr=subprocess.PIPE, text=True)
+    try:
+        await eventually(lambda: out.exists() and len(out.read_text().splitlines()) == 3,
+                         timeout=15)
+        # decided later, archived later: the follower writes it too
+        status, late = await engine.order(buyer="late", wait_ms=0, sku="card-reject")
+        assert status == 202
+        await worker.drain()
+        await worker.chores(at_ms=now_ms() + 31 * DAY_MS)
+        # with the ticket that waited: expired (its 10 days are over) at the round before
+        await eventually(lambda: len(out.read_text().splitlines()) == 5, timeout=15)
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        _, err = follower.communicate(timeout=15)
+    assert follower.returncode == 0 and "exported 5 orders" in err, err
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert late["order_id"] in {o["order_id"] for o in written}
+    assert sorted(o["status"] for o in written[3:]) == ["expired", "rejected"]
     assert await redis.xlen(keys.archive(0)) == 0
