@@ -10,11 +10,12 @@ Then M orders for a SKU without stock wait as tickets: the growth divided by M i
 cost. MEMORY USAGE of one record of each kind shows the record's share.
 
 With --soak MINUTES it then measures retention instead: orders keep coming for that long
-(--rate a second, codes imported as they run out) while the retention step and the export
+(--rate a second, every code they need imported first) while the retention step and the export
 run every 10 s, the retention with its clock a day ahead so that an order decided more than
 --keep seconds ago is due (`[orders] retention_s` is at least a day: the real step, the clock
-driven), and the export writing to /dev/null; used_memory is sampled every 10 s and should
-stay flat once the first orders are retired.
+driven), and the export writing to /dev/null; used_memory is sampled every 10 s, with the
+issuance audit's share (kept `[audit] retention_s`, at least 7 days: it grows by design
+during a soak), and what is left should stay flat once the first orders are retired.
 
 Usage:  python -m bench.memory [--orders 20000] [--tickets 5000] [--concurrency 64]
         python -m bench.memory --soak 10 [--rate 200] [--keep 30]
@@ -142,15 +143,16 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         stop_at = time.monotonic() + args.soak * 60
         placed = retired = exported = 0
         try:
-            await _import(port, int(args.rate * 60) + 1000)
+            # every code the soak will sell, imported first: stock (and the fingerprints of
+            # every code ever imported, C2's record) then only shrinks or stays
+            await _import(port, int(args.rate * args.soak * 60 * 1.2) + 1000)
             next_step = time.monotonic() + 10
             while time.monotonic() < stop_at:
                 second = time.monotonic()
+                # buyers come back (a bounded set): each new buyer adds a purchase count
                 ids = await _post_all(port, "bench-sku", int(args.rate), args.concurrency,
-                                      f"s{placed}-")
+                                      f"s{(placed // int(args.rate)) % args.buyer_sets}-")
                 placed += len(ids)
-                if placed % int(args.rate * 60) < args.rate:
-                    await _import(port, int(args.rate * 60))
                 if time.monotonic() >= next_step:
                     next_step += 10
                     now = int(time.time() * 1000)
@@ -160,18 +162,25 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                                                           86400, rounds=1000)
                     exported += await export_once(redis, settings, sink, 0, False)
                     found: Any = await redis.info("memory")
+                    audit = sum([int(await redis.memory_usage(keys.issued(shard)) or 0)
+                                 for shard in range(settings.redis.shards)])
+                    used = int(found["used_memory"])
                     samples.append({"t_s": round(args.soak * 60 - (stop_at - time.monotonic())),
-                                     "used_mb": round(int(found["used_memory"]) / 2**20, 2),
-                                     "placed": placed, "retired": retired})
+                                    "used_mb": round(used / 2**20, 2),
+                                    "audit_mb": round(audit / 2**20, 2),
+                                    "without_audit_mb": round((used - audit) / 2**20, 2),
+                                    "placed": placed, "retired": retired})
                     print(samples[-1], flush=True)
                 await asyncio.sleep(max(0.0, 1 - (time.monotonic() - second)))
         finally:
             await redis.aclose()
     warm = samples[len(samples) // 4:]
     return {"minutes": args.soak, "placed": placed, "retired": retired, "exported": exported,
-            "used_mb_first_quarter_end": warm[0]["used_mb"] if warm else None,
-            "used_mb_end": samples[-1]["used_mb"] if samples else None,
-            "used_mb_max_after_first_quarter": max((x["used_mb"] for x in warm), default=None)}
+            **{f"{name}_{when}": row[name] for name in ("used_mb", "audit_mb",
+                                                         "without_audit_mb")
+               for when, row in (("first_quarter_end", warm[0]), ("end", samples[-1]))},
+            "without_audit_mb_max_after_first_quarter": max(
+                x["without_audit_mb"] for x in warm)} if samples else {}
 
 
 def running_config(running: Any) -> Path:
@@ -186,6 +195,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--soak", type=float, default=0, help="minutes of retention soak")
     parser.add_argument("--rate", type=float, default=200, help="orders a second (soak)")
+    parser.add_argument("--buyer-sets", type=int, default=50,
+                        help="buyers come back: rate x this many distinct buyers (soak)")
     parser.add_argument("--keep", type=int, default=30,
                         help="seconds an order stays after it was decided (soak)")
     parser.add_argument("--ziplist-value", type=int, default=0,
