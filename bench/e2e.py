@@ -173,9 +173,10 @@ def wrk(port: int, seconds: int, connections: int, path: str = "/v1/orders") -> 
     return result
 
 
-async def _import(port: int, n: int) -> None:
-    codes = "\n".join(f"BENCH-{i:09d}" for i in range(n))
-    url = f"http://127.0.0.1:{port}/admin/skus/bench-sku/stock?lot=b{n}"
+async def _import(port: int, n: int, codes: str = "", lot: str = "") -> None:
+    """`n` codes into bench-sku (numbered, or `codes` as given: one a line)."""
+    codes = codes or "\n".join(f"BENCH-{i:09d}" for i in range(n))
+    url = f"http://127.0.0.1:{port}/admin/skus/bench-sku/stock?lot={lot or f'b{n}'}"
     headers = {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "text/plain"}
     async with aiohttp.ClientSession() as s, s.post(url, data=codes, headers=headers) as r:
         assert r.status == 200, await r.text()

@@ -108,14 +108,22 @@ async def test_an_order_whose_points_are_not_settled_is_kept(
     assert await _status(redis, order["order_id"]) is None
 
 
-async def test_export_writes_the_archive_and_trims_it(
-    engine_factory: EngineFactory, redis: Redis, redis_server: RedisProcess, tmp_path: Path,
-) -> None:
+async def _archived(engine_factory: EngineFactory, redis_server: RedisProcess
+                    ) -> tuple[dict[str, Any], Any, Any, dict[str, str]]:
+    """(raw settings, engine, its stepped worker, the orders made): three of them retired
+    into the archive (see _orders), the waiting one expired meanwhile."""
     raw = settings_dict(redis={"url": redis_server.url, "shards": 1}, skus=SKUS)
     engine = await engine_factory(make_settings(**raw), worker=False)
     worker = engine.stepped_worker()
     made = await _orders(engine, worker)
     await worker.chores(at_ms=now_ms() + 31 * DAY_MS)
+    return raw, engine, worker, made
+
+
+async def test_export_writes_the_archive_and_trims_it(
+    engine_factory: EngineFactory, redis: Redis, redis_server: RedisProcess, tmp_path: Path,
+) -> None:
+    raw, _engine, _worker, made = await _archived(engine_factory, redis_server)
     assert await redis.xlen(keys.archive(0)) == 3
     cfg = str(write_config(tmp_path / "k.toml", raw))
     future = kamigate("export", "--since", "2999-01-01T00:00:00Z", "--config", cfg)
@@ -140,11 +148,7 @@ async def test_export_writes_the_archive_and_trims_it(
 async def test_export_follow_writes_what_comes_until_stopped(
     engine_factory: EngineFactory, redis: Redis, redis_server: RedisProcess, tmp_path: Path,
 ) -> None:
-    raw = settings_dict(redis={"url": redis_server.url, "shards": 1}, skus=SKUS)
-    engine = await engine_factory(make_settings(**raw), worker=False)
-    worker = engine.stepped_worker()
-    await _orders(engine, worker)
-    await worker.chores(at_ms=now_ms() + 31 * DAY_MS)
+    raw, engine, worker, _made = await _archived(engine_factory, redis_server)
     out = tmp_path / "follow.jsonl"
     cfg = str(write_config(tmp_path / "k.toml", raw))
     follower = subprocess.Popen(
