@@ -6,7 +6,9 @@ Lua call, and the least-privilege users on every node."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -16,7 +18,8 @@ from engine.config.loading import ConfigError
 from engine.store import connection, keys, scripts
 from engine.store.embedded import RedisProcess, free_port
 from tests.cluster import Cluster
-from tests.conftest import make_settings
+from tests.conftest import make_settings, settings_dict, write_config
+from tests.test_cli import kamigate
 
 
 async def test_start_refuses_a_cluster_that_does_not_serve_every_slot(tmp_path: Path) -> None:
@@ -72,3 +75,23 @@ async def test_least_privilege_users_work_on_every_node(redis_cluster: Cluster) 
         for shard in range(4):
             await worker.delete(keys.lease(shard), keys.stream(shard))
         await worker.aclose()
+
+
+@pytest.mark.parametrize("store", ["cluster"], indirect=True)
+async def test_the_commands_work_on_a_cluster(redis_cluster: Cluster, tmp_path: Path,
+                                              engine_factory: Any) -> None:
+    """status, reconcile, stock import, pause and export against the cluster."""
+    raw = settings_dict(redis={"url": redis_cluster.url, "shards": 4, "cluster": True})
+    cfg = str(write_config(tmp_path / "k.toml", raw))
+    codes_file = tmp_path / "codes.txt"
+    codes_file.write_text("".join(f"CL-{i}\n" for i in range(40)))
+    done = kamigate("stock", "import", "card-100", str(codes_file), "--config", cfg)
+    assert done.returncode == 0 and "added 40" in done.stdout, done.stderr
+    engine = await engine_factory(make_settings(**raw))
+    status, order = await engine.order(buyer="cl")
+    assert status == 201 and order["codes"][0].startswith("CL-"), order
+    for argv in (["status"], ["reconcile"], ["pause", "sku:card-100"],
+                 ["resume", "sku:card-100"], ["export"]):
+        done = kamigate(*argv, "--config", cfg, env={**os.environ, "COLUMNS": "200"})
+        assert done.returncode == 0, (argv, done.stdout, done.stderr)
+    assert "0 violations" in kamigate("reconcile", "--config", cfg).stdout
