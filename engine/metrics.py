@@ -112,6 +112,10 @@ class Metrics:
                                ["sku"], registry=r)
         self.queue_length = Gauge("kamigate_queue_length", "Orders waiting in a SKU's line",
                                   ["sku"], registry=r)
+        self.archived = Gauge("kamigate_archived_orders",
+                              "Decided orders past the retention, archived and not yet "
+                              "written out by `kamigate export` (it grows until exported)",
+                              registry=r)
         self.stream_lag = Gauge("kamigate_stream_lag",
                                 "Entries in the order stream per shard (unclaimed, plus up to "
                                 "0.5 s of claimed ones not yet trimmed)",

@@ -6,6 +6,7 @@ worker's clock is driven through the retention window."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -123,9 +124,13 @@ async def _archived(engine_factory: EngineFactory, redis_server: RedisProcess
 async def test_export_writes_the_archive_and_trims_it(
     engine_factory: EngineFactory, redis: Redis, redis_server: RedisProcess, tmp_path: Path,
 ) -> None:
-    raw, _engine, _worker, made = await _archived(engine_factory, redis_server)
+    raw, engine, _worker, made = await _archived(engine_factory, redis_server)
     assert await redis.xlen(keys.archive(0)) == 3
     cfg = str(write_config(tmp_path / "k.toml", raw))
+    metrics = await (await engine.http.get("/metrics")).text()
+    assert "kamigate_archived_orders 3.0" in metrics  # an operator sees it wait
+    status = kamigate("status", "--config", cfg, env={**os.environ, "COLUMNS": "200"})
+    assert "archived orders not yet exported" in status.stdout and "│ 3" in status.stdout
     future = kamigate("export", "--since", "2999-01-01T00:00:00Z", "--config", cfg)
     assert future.returncode == 0 and future.stdout == "", future.stderr
     assert await redis.xlen(keys.archive(0)) == 3  # nothing written, nothing removed

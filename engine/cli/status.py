@@ -92,6 +92,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             ("dead-lettered stream entries", str(sum([
                 int(await redis.xlen(keys.dead_letter(s)))
                 for s in range(settings.redis.shards)]))),
+            ("archived orders not yet exported", str(sum([
+                int(await redis.xlen(keys.archive(s)))
+                for s in range(settings.redis.shards)]))),
             ("waiting for review", str(sum([int(await redis.zcard(keys.review_line(s)))
                                             for s in range(settings.redis.shards)]))),
             ("surge", "on" if (await redis.get(watch_keys.surge())) == b"start" else "off"),

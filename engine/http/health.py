@@ -93,6 +93,8 @@ async def metrics(request: web.Request) -> web.Response:
             m.supplier_failures.labels(*labels).set(supply.failed)
             m.supplier_failing.labels(*labels).set(supply.failures)
             m.supplier_last_success.labels(*labels).set(supply.last_success_ms / 1000)
+        m.archived.set(sum([int(await redis.xlen(keys.archive(shard)))
+                            for shard in range(directory.settings.redis.shards)]))
         lags = await _stream_lags(request, directory.settings.redis.shards)
         for shard, lag in enumerate(lags):
             m.stream_lag.labels(str(shard)).set(lag)
