@@ -1,20 +1,23 @@
-"""Helpers for crash-point tests: a front door's address on a free port, stock imported over
-HTTP, waiting until a worker has killed itself at a failpoint, and until orders are
-decided."""
+"""Helpers for crash-point tests: a front door's address on a free port, an in-process door
+without a worker, stock imported over HTTP, waiting until a worker has killed itself at a
+failpoint, and until orders are decided."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from redis.asyncio import Redis
 
+from engine import config
 from engine.store import records
 from engine.store.embedded import free_port
-from tests.conftest import OPERATOR_KEY, auth, engine_process
+from tests.conftest import OPERATOR_KEY, Engine, auth, engine_process
 
 
 def door_server() -> tuple[dict[str, Any], str]:
@@ -22,6 +25,21 @@ def door_server() -> tuple[dict[str, Any], str]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     return {"port": port, "public_url": base}, base
+
+
+@contextlib.asynccontextmanager
+async def door_without_worker(raw: dict[str, Any], url: str, imported: Sequence[str] = ()
+                              ) -> AsyncIterator[tuple[Engine, str]]:
+    """An in-process front door on `url` with no worker of its own (the test runs one that
+    dies at a failpoint), `imported` codes of card-100 in stock; the engine and its base URL."""
+    engine = Engine(config.from_mapping(raw, environ={}), url)
+    await engine.start(worker=False)
+    try:
+        if imported:
+            await engine.import_codes("card-100", list(imported))
+        yield engine, str(engine.http.make_url("")).rstrip("/")
+    finally:
+        await engine.close()
 
 
 async def import_over_http(session: aiohttp.ClientSession, base: str, codes: list[str],

@@ -19,7 +19,6 @@ from engine.wallet.coupon_reconcile import reconcile_coupons
 from engine.worker.settlement import GRACE_MS, Settlement
 from tests.conftest import (
     SHOP_A_KEY,
-    Engine,
     auth,
     codes,
     engine_process,
@@ -28,7 +27,13 @@ from tests.conftest import (
     worker_process,
     write_config,
 )
-from tests.crashing import decided, door_server, import_over_http, worker_killed_at
+from tests.crashing import (
+    decided,
+    door_server,
+    door_without_worker,
+    import_over_http,
+    worker_killed_at,
+)
 from tests.promises import assert_promises
 from tests.test_points_crash import _grant, _raw
 
@@ -136,12 +141,8 @@ async def test_worker_killed_while_settling_redeems_each_coupon_once(
         place: str, redis: Redis, redis_server: RedisProcess, tmp_path: Path) -> None:
     raw = _settings(redis_server.url)
     cfg = write_config(tmp_path / "k.toml", raw)
-    engine = Engine(config.from_mapping(raw, environ={}), redis_server.url)
-    await engine.start(worker=False)
-    try:
-        imported = codes(f"CW{place[-6:]}", 4)
-        await engine.import_codes("card-100", imported)
-        base = str(engine.http.make_url("")).rstrip("/")
+    imported = codes(f"CW{place[-6:]}", 4)
+    async with door_without_worker(raw, redis_server.url, imported) as (_engine, base):
         async with aiohttp.ClientSession() as session:
             await _grant(session, base, "cw", 600 * 4)
             answers = [await _pay(session, base, "cw", await _coupon(session, base, "cw"),
@@ -155,8 +156,6 @@ async def test_worker_killed_while_settling_redeems_each_coupon_once(
         await _k_hold(redis, raw)
         result = await assert_promises(redis, 2, ["card-100"], admitted, set(imported))
         assert result["statuses"] == {"fulfilled": 4}
-    finally:
-        await engine.close()
 
 
 async def _all_redeemed(session: aiohttp.ClientSession, base: str, buyer: str) -> bool:

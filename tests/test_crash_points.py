@@ -11,12 +11,10 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from engine import config
 from engine.store import records
 from engine.store.embedded import RedisProcess
 from tests.conftest import (
     SHOP_A_KEY,
-    Engine,
     auth,
     codes,
     engine_process,
@@ -26,7 +24,13 @@ from tests.conftest import (
     worker_process,
     write_config,
 )
-from tests.crashing import decided, door_server, import_over_http, worker_killed_at
+from tests.crashing import (
+    decided,
+    door_server,
+    door_without_worker,
+    import_over_http,
+    worker_killed_at,
+)
 from tests.promises import assert_promises
 
 WORKER_PLACES = ["worker.after_read", "worker.before_claim", "worker.after_claim"]
@@ -45,29 +49,23 @@ async def test_worker_killed_at_a_crash_point_loses_nothing(
         place: str, redis: Redis, redis_server: RedisProcess, tmp_path: Path) -> None:
     raw = settings_dict(redis={"url": redis_server.url, "shards": 2})
     cfg = write_config(tmp_path / "k.toml", raw)
-    engine = Engine(config.from_mapping(raw, environ={}), redis_server.url)
-    await engine.start(worker=False)
-    try:
-        imported = codes(f"CP{place[-5:]}", 40)
-        await engine.import_codes("card-100", imported)
-        base = str(engine.http.make_url("")).rstrip("/")
-        async with aiohttp.ClientSession() as session:
-            answers = [await _order(session, base, f"b{i}", f"k-{i}") for i in range(30)]
-            assert all(status == 202 for status, _ in answers)
-            await worker_killed_at(cfg, place)
-            admitted = [body["order_id"] for _, body in answers]
-            with worker_process(cfg):
-                await eventually(lambda: decided(redis, admitted), timeout=30)
-            result = await assert_promises(redis, 2, ["card-100"], admitted, set(imported))
-            assert result["statuses"] == {"fulfilled": 30}
-            # C5: the same key and body answer the same order and codes
-            again = [await _order(session, base, f"b{i}", f"k-{i}") for i in range(30)]
-            assert [b["order_id"] for _, b in again] == admitted
-            codes_by_order = {oid: (await records.read(redis, oid)).codes  # type: ignore[union-attr]
-                              for oid in admitted}
-            assert all(b["codes"] == codes_by_order[b["order_id"]] for _, b in again)
-    finally:
-        await engine.close()
+    imported = codes(f"CP{place[-5:]}", 40)
+    async with door_without_worker(raw, redis_server.url, imported) as (_engine, base), \
+            aiohttp.ClientSession() as session:
+        answers = [await _order(session, base, f"b{i}", f"k-{i}") for i in range(30)]
+        assert all(status == 202 for status, _ in answers)
+        await worker_killed_at(cfg, place)
+        admitted = [body["order_id"] for _, body in answers]
+        with worker_process(cfg):
+            await eventually(lambda: decided(redis, admitted), timeout=30)
+        result = await assert_promises(redis, 2, ["card-100"], admitted, set(imported))
+        assert result["statuses"] == {"fulfilled": 30}
+        # C5: the same key and body answer the same order and codes
+        again = [await _order(session, base, f"b{i}", f"k-{i}") for i in range(30)]
+        assert [b["order_id"] for _, b in again] == admitted
+        codes_by_order = {oid: (await records.read(redis, oid)).codes  # type: ignore[union-attr]
+                          for oid in admitted}
+        assert all(b["codes"] == codes_by_order[b["order_id"]] for _, b in again)
 
 
 async def test_front_door_killed_after_admit_then_the_retry_gets_the_same_order(

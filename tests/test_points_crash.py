@@ -25,7 +25,6 @@ from engine.wire import StreamOrder
 from engine.worker.settlement import GRACE_MS, Settlement
 from tests.conftest import (
     SHOP_A_KEY,
-    Engine,
     auth,
     codes,
     engine_process,
@@ -35,7 +34,13 @@ from tests.conftest import (
     worker_process,
     write_config,
 )
-from tests.crashing import decided, door_server, import_over_http, worker_killed_at
+from tests.crashing import (
+    decided,
+    door_server,
+    door_without_worker,
+    import_over_http,
+    worker_killed_at,
+)
 from tests.promises import assert_promises
 from tests.test_points import POINTS, PRICED
 
@@ -139,12 +144,8 @@ async def test_worker_killed_while_settling_spends_points_exactly_once(
         place: str, redis: Redis, redis_server: RedisProcess, tmp_path: Path) -> None:
     raw = _raw(redis_server.url)
     cfg = write_config(tmp_path / "k.toml", raw)
-    engine = Engine(config.from_mapping(raw, environ={}), redis_server.url)
-    await engine.start(worker=False)
-    try:
-        imported = codes(f"PW{place[-6:]}", 10)
-        await engine.import_codes("card-100", imported)
-        base = str(engine.http.make_url("")).rstrip("/")
+    imported = codes(f"PW{place[-6:]}", 10)
+    async with door_without_worker(raw, redis_server.url, imported) as (_engine, base):
         async with aiohttp.ClientSession() as session:
             await _grant(session, base, "settler", 10_000)
             answers = [await _pay(session, base, "settler", f"k-{i}") for i in range(6)]
@@ -157,8 +158,6 @@ async def test_worker_killed_while_settling_spends_points_exactly_once(
         await _points_hold(redis, "settler", spent=6000, balance=4000)
         result = await assert_promises(redis, 2, ["card-100"], admitted, set(imported))
         assert result["statuses"] == {"fulfilled": 6}
-    finally:
-        await engine.close()
 
 
 async def test_a_door_that_stalled_past_the_sweep_cannot_admit_the_order_late(
@@ -192,10 +191,7 @@ async def test_worker_killed_around_a_late_orders_compensation_compensates_once(
         place: str, redis: Redis, redis_server: RedisProcess, tmp_path: Path) -> None:
     raw = _raw(redis_server.url, compensation={"delay_over_s": 1, "points": 150})
     cfg = write_config(tmp_path / "k.toml", raw)
-    engine = Engine(config.from_mapping(raw, environ={}), redis_server.url)
-    await engine.start(worker=False)
-    try:
-        base = str(engine.http.make_url("")).rstrip("/")
+    async with door_without_worker(raw, redis_server.url) as (engine, base):
         async with aiohttp.ClientSession() as session:
             await _grant(session, base, "latecomer", 3_000)
             answers = [await _pay(session, base, "latecomer", f"late-{place}-{i}")
@@ -213,8 +209,6 @@ async def test_worker_killed_around_a_late_orders_compensation_compensates_once(
         await _points_hold(redis, "latecomer", spent=3_000, balance=3 * 150)
         result = await assert_promises(redis, 2, ["card-100"], admitted, set(imported))
         assert result["statuses"] == {"fulfilled": 3}
-    finally:
-        await engine.close()
 
 
 async def _compensated(redis: Redis, buyer: str, orders: int) -> bool:
