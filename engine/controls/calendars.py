@@ -34,6 +34,14 @@ class Window:
     source: str  # "config" or "calendar:<name>"
     holiday: str | None = None
 
+    def starts_ms(self) -> int:
+        """Its start in unix ms; 0 when open (already begun)."""
+        return 0 if self.starts_at == EARLIEST else int(self.starts_at.timestamp() * 1000)
+
+    def ends_ms(self) -> int:
+        """Its end in unix ms; 0 when open (until resumed)."""
+        return 0 if self.ends_at == LATEST else int(self.ends_at.timestamp() * 1000)
+
     def to_json(self) -> dict[str, object]:
         """JSON-ready dict; an open start or end is null."""
         out: dict[str, object] = {

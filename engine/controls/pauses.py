@@ -91,13 +91,6 @@ class Ahead:
     def scope(self) -> str:
         return self.window.scope
 
-    def starts_ms(self) -> int:
-        return int(self.window.starts_at.timestamp() * 1000)
-
-    def ends_ms(self) -> int | None:
-        ends = self.window.ends_at
-        return None if ends == LATEST else int(ends.timestamp() * 1000)
-
     def notice(self) -> str:
         w = self.window
         until = "" if w.ends_at == LATEST else f" until {w.ends_at.isoformat()}"

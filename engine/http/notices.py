@@ -27,7 +27,9 @@ def header_value(notice: str) -> str:
 def waits_behind(app: web.Application, storefront: str, sku: str, tier: int, reason: str
                  ) -> InForce | maintenance.Waiting | None:
     """What a ticket of this reason waits behind now: the pause in force for it, or the
-    maintenance window that queues it."""
+    maintenance window that queues it (None for any other reason: nothing to look up)."""
+    if reason not in ("paused", "maintenance"):
+        return None
     if reason == "maintenance":
         closed = app[MAINTENANCE]
         now = now_ms()

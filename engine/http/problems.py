@@ -110,8 +110,10 @@ def _announce(request: web.Request, response: web.StreamResponse) -> None:
     if state.mode != "off":
         lead = request.app[DIRECTORY].current.settings.maintenance.notice_lead_s
         notice = state.notice(now_ms(), lead)
-    if notice is None and notices.HEADER not in response.headers:
-        notice = notices.global_pause_ahead(request.app)
+    if notice is None:
+        notice = notices.global_pause_ahead(request.app)  # usually none: one dict lookup
+        if notice is not None and notices.HEADER in response.headers:
+            return  # the order's own notice stays
     if notice:
         response.headers[notices.HEADER] = notices.header_value(notice)
 

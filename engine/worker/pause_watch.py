@@ -10,7 +10,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from engine.clock import EARLIEST, LATEST
 from engine.config.settings import Settings
 from engine.controls.calendars import Window
 from engine.controls.pauses import Ahead, PauseBoard
@@ -18,12 +17,6 @@ from engine.store import audit, keys, records, scripts, watch_keys
 
 OWNER_SHARD = 0
 KEEP_MS = 7 * 86400 * 1000  # an announcement's mark outlives its start by this
-
-
-def _ms(window: Window, ends: bool = False) -> int:
-    """A window's start or end in unix ms; 0 when open (no start, no end)."""
-    moment = window.ends_at if ends else window.starts_at
-    return 0 if moment in (EARLIEST, LATEST) else int(moment.timestamp() * 1000)
 
 
 def _details(window: Window) -> dict[str, Any]:
@@ -38,7 +31,7 @@ def _groups(settings: Settings, scope: str) -> list[str]:
 
 async def _announce(redis: Redis, settings: Settings, ahead: Ahead, now_ms: int) -> bool:
     window = ahead.window
-    starts, ends = _ms(window), _ms(window, ends=True)
+    starts, ends = window.starts_ms(), window.ends_ms()
     marked = await scripts.PAUSE_MARK(
         redis, [watch_keys.pause_marks(), keys.outbox(OWNER_SHARD)],
         [f"scheduled|{window.scope}|{starts}", starts + KEEP_MS, now_ms, window.scope,
@@ -53,7 +46,7 @@ async def watch(redis: Redis, settings: Settings, board: PauseBoard, now_ms: int
     raw: Any = await redis.hgetall(watch_keys.pause_marks())
     marks = {k.decode(): int(v) for k, v in raw.items()}
     for ahead in board.ahead.values():
-        if f"scheduled|{ahead.scope}|{_ms(ahead.window)}" in marks:
+        if f"scheduled|{ahead.scope}|{ahead.window.starts_ms()}" in marks:
             continue
         if await _announce(redis, settings, ahead, now_ms):
             await audit.record(redis, "worker", "pause.scheduled",
@@ -61,11 +54,11 @@ async def watch(redis: Redis, settings: Settings, board: PauseBoard, now_ms: int
                                 "exempt_tiers": list(ahead.exempt_tiers)})
     current = {}
     for window in board.config_in_force:
-        current[f"started|{window.scope}|{_ms(window)}"] = window
+        current[f"started|{window.scope}|{window.starts_ms()}"] = window
     for mark, window in current.items():
         if mark in marks:
             continue
-        forget = _ms(window, ends=True) or now_ms + 400 * 86400 * 1000
+        forget = window.ends_ms() or now_ms + 400 * 86400 * 1000
         if await scripts.PAUSE_MARK(redis, [watch_keys.pause_marks(), keys.outbox(OWNER_SHARD)],
                                     [mark, forget, now_ms, "", "", 0, 0, "", ""]):
             await audit.record(redis, "worker", "pause.started", _details(window))
