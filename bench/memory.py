@@ -40,6 +40,7 @@ from bench.e2e import STOREFRONT_KEY, stack
 from bench.e2e import _import as e2e_import
 from engine import config
 from engine.cli.export import export_once
+from engine.config.directory import Directory
 from engine.store import keys
 from engine.worker import retention
 
@@ -139,6 +140,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         port = running.kg_port
         redis = Redis.from_url(running.redis.url)
         settings = config.load(str(running_config(running)))
+        directory = Directory(settings)
         stop_at = time.monotonic() + args.soak * 60
         placed = retired = exported = 0
         try:
@@ -159,7 +161,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                         retired += await retention.retire(redis, shard,
                                                           now + day_ms - args.keep * 1000,
                                                           86400, rounds=1000)
-                    exported += await export_once(redis, settings, sink, 0, False)
+                    exported += await export_once(redis, directory, sink, 0, False)
                     found: Any = await redis.info("memory")
                     audit = sum([int(await redis.memory_usage(keys.issued(shard)) or 0)
                                  for shard in range(settings.redis.shards)])

@@ -21,7 +21,6 @@ from engine import failpoints
 from engine.cli.support import load_settings, with_store
 from engine.clock import parse_rfc3339, rfc3339
 from engine.config.directory import Directory
-from engine.config.settings import Settings
 from engine.store import keys, records
 from engine.views import record_view
 from engine.wire import json_encode
@@ -57,6 +56,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             return 2
 
     async def body(redis: Redis) -> int:
+        directory = Directory(settings)  # opens the codes (--with-codes) and links the pages
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -66,7 +66,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             out: IO[str] = opened.enter_context(open(args.output, "a", encoding="utf-8")) \
                 if args.output else sys.stdout
             while True:
-                total += await export_once(redis, settings, out, since_ms, args.with_codes)
+                total += await export_once(redis, directory, out, since_ms, args.with_codes)
                 if not args.follow or stop.is_set():
                     break
                 with contextlib.suppress(TimeoutError):
@@ -77,12 +77,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     return with_store(settings, body)
 
 
-async def export_once(redis: Redis, settings: Settings, out: IO[str], since_ms: int,
+async def export_once(redis: Redis, directory: Directory, out: IO[str], since_ms: int,
                       with_codes: bool) -> int:
     """One pass over every shard's archive: the orders written."""
-    directory = Directory(settings)
     written = 0
-    for shard in range(settings.redis.shards):
+    for shard in range(directory.settings.redis.shards):
         start = "-"
         while True:
             entries: Any = await redis.xrange(keys.archive(shard), start, "+", count=PAGE)

@@ -90,11 +90,10 @@ class SurgeWatch:
         if event is not None:
             await self._swap(redis, watch_keys.surge(), settings.surge, metrics, event, None)
         if settings.surge.per_sku:
-            await self._per_sku(redis, settings, metrics, totals)
+            await self._per_sku(redis, settings, rules, metrics, totals)
 
-    async def _per_sku(self, redis: Redis, settings: Settings, metrics: Metrics,
-                       totals: dict[bytes, bytes]) -> None:
-        rules = surge_rules(settings.surge)
+    async def _per_sku(self, redis: Redis, settings: Settings, rules: SurgeRules,
+                       metrics: Metrics, totals: dict[bytes, bytes]) -> None:
         configured = {s.id for s in settings.skus}
         hot = set()
         for raw, value in totals.items():
