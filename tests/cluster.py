@@ -19,7 +19,7 @@ SLOTS = 16384
 BUS_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
 
 
-def _cluster_port() -> int:
+def cluster_port() -> int:
     """A free port whose cluster bus port is free too (and still a port)."""
     for _ in range(200):
         port = free_port()
@@ -38,7 +38,7 @@ def _free(port: int) -> bool:
 
 
 def _node(base: Path, name: str, appendfsync: str) -> RedisProcess:
-    return RedisProcess(base / name, port=_cluster_port(), appendfsync=appendfsync,
+    return RedisProcess(base / name, port=cluster_port(), appendfsync=appendfsync,
                         extra=["--cluster-enabled", "yes", "--cluster-config-file",
                                "nodes.conf", "--cluster-node-timeout", "2000"])
 

@@ -16,14 +16,14 @@ from redis.asyncio import Redis
 from engine.cli import redis_acl
 from engine.config.loading import ConfigError
 from engine.store import connection, keys, scripts
-from engine.store.embedded import RedisProcess, free_port
-from tests.cluster import Cluster
+from engine.store.embedded import RedisProcess
+from tests.cluster import Cluster, cluster_port
 from tests.conftest import make_settings, settings_dict, write_config
 from tests.test_cli import kamigate
 
 
 async def test_start_refuses_a_cluster_that_does_not_serve_every_slot(tmp_path: Path) -> None:
-    lone = RedisProcess(tmp_path / "lone", port=free_port(),
+    lone = RedisProcess(tmp_path / "lone", port=cluster_port(),
                         extra=["--cluster-enabled", "yes"])  # a node with no slots
     lone.start()
     try:

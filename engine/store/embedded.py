@@ -110,6 +110,8 @@ class RedisProcess:
             if self.process.poll() is not None:
                 stderr = self.process.stderr
                 err = stderr.read().decode(errors="replace") if stderr else ""
+                if stderr:
+                    stderr.close()
                 raise EmbeddedError(f"redis-server exited at start: {err.strip()[:500]}")
             if self._answers():
                 return
