@@ -21,7 +21,7 @@ from redis.crc import key_slot
 
 from engine import config
 from engine.http.app import create_app
-from engine.store import connection, scripts
+from engine.store import connection, replication, scripts
 from engine.store.embedded import RedisProcess, free_port
 from engine.worker.consumer import Worker
 from tests.cluster import Cluster
@@ -173,6 +173,8 @@ class Engine:
 
     async def start_worker(self) -> Worker:
         redis = connection.client(self.url, cluster=self.settings.redis.cluster)
+        replication.require(redis, self.settings.redis.wait_replicas,
+                            self.settings.redis.wait_timeout_ms)
         blocking = connection.client(self.url, timeout=10,
                                      cluster=self.settings.redis.cluster)
         self._clients += [redis, blocking]

@@ -167,7 +167,7 @@ async def test_a_queued_order_keeps_its_coupon_until_it_expires(
     engine = await coupon_engine(engine_factory, stock=0, skus=[
         {"id": "card-100", "price": 1000, "queue_ttl_s": 1}, {"id": "card-free"}])
     code = await code_of(engine, "eve", "five-off")
-    status, queued = await engine.order(buyer="eve", coupons=[code], wait_ms=200)
+    status, queued = await engine.order(buyer="eve", coupons=[code], wait_ms=3000)
     assert status == 202 and queued["status"] == "queued", queued
     assert await status_of(engine, "eve", code) == "reserved"
     await eventually(lambda: _status_is(engine, "eve", code, "active"), timeout=15)

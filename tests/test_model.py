@@ -79,6 +79,7 @@ from engine.wallet import coupons, ledger
 from engine.wallet.coupon_reconcile import reconcile_coupons
 from engine.wallet.reconcile import reconcile_points
 from engine.wire import StreamOrder
+from engine.worker import book
 from engine.worker.consumer import Worker
 from engine.worker.waiting import sweep
 from tests.conftest import (
@@ -1163,8 +1164,7 @@ class EngineModel(RuleBasedStateMachine):
 
     async def _check_bought(self) -> None:
         for sku in SKUS:
-            raw: Any = await self.redis.hgetall(keys.bought(sku, keys.shard_of_sku(sku, SHARDS)))
-            in_redis = {b.decode(): int(n) for b, n in raw.items() if int(n)}
+            in_redis = await book.purchases(self.redis, sku, keys.shard_of_sku(sku, SHARDS))
             model: dict[str, int] = {}
             for o in self.orders.values():
                 if o.sku == sku and o.status in ("held", "fulfilled"):

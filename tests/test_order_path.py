@@ -7,8 +7,11 @@ import gc
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from engine.http.placing import _relay
+from engine.store import keys
+from engine.worker import book
 from tests.conftest import SHOP_A_KEY, SHOP_B_KEY, STORES, Engine, auth, codes
 
 
@@ -61,6 +64,35 @@ async def test_buyer_limit_answers_409_limit_exceeded(engine: Engine) -> None:
     assert status == 409 and body["code"] == "limit_exceeded"
     status, _ = await engine.order(sku="card-limited", qty=1, buyer="y")
     assert status == 201
+
+
+async def test_purchases_counted_before_the_buckets_still_limit_a_buyer(engine: Engine,
+                                                                       redis: Redis) -> None:
+    """A SKU's purchases were once one hash: its counts still hold after an upgrade."""
+    shard = keys.shard_of_sku("card-limited", engine.settings.redis.shards)
+    await redis.hset(keys.bought_unbucketed("card-limited", shard), "x", 2)
+    await engine.import_codes("card-limited", codes("L", 10))
+    status, body = await engine.order(sku="card-limited", qty=2, buyer="x")  # 2 + 2 > 3
+    assert status == 409 and body["code"] == "limit_exceeded", body
+    status, _ = await engine.order(sku="card-limited", qty=1, buyer="x")
+    assert status == 201
+    assert (await book.purchases(redis, "card-limited", shard))["x"] == 3
+
+
+async def test_many_buyers_purchases_stay_in_small_hashes(engine: Engine, redis: Redis) -> None:
+    """Each buyer's count lands in one of the SKU's bucket hashes, small enough to stay a
+    listpack (what keeps a decided order's memory down), and cancelling gives it back."""
+    await engine.import_codes("card-limited", codes("M", 300))
+    buyers = [f"buyer-{i}" for i in range(300)]
+    answers = await asyncio.gather(*(engine.order(sku="card-limited", qty=1, buyer=b)
+                                     for b in buyers))
+    assert all(status == 201 for status, _ in answers), answers[:3]
+    shard = keys.shard_of_sku("card-limited", engine.settings.redis.shards)
+    assert await book.purchases(redis, "card-limited", shard) == dict.fromkeys(buyers, 1)
+    buckets = {keys.bought("card-limited", shard, b) for b in buyers}
+    assert len(buckets) > 100
+    for key in buckets:
+        assert await redis.object("encoding", key) in (b"ziplist", b"listpack")
 
 
 @pytest.mark.parametrize("store", STORES, indirect=True)

@@ -95,7 +95,9 @@ def with_store(settings: config.Settings, body: Callable[[Redis], Awaitable[int]
 
     async def main() -> int:
         url = connection.resolve_url(settings.redis.url, settings.redis.data_dir)
-        redis = await connection.connect(url, cluster=settings.redis.cluster)
+        redis = await connection.connect(url, cluster=settings.redis.cluster,
+                                         wait_replicas=settings.redis.wait_replicas,
+                                         wait_timeout_ms=settings.redis.wait_timeout_ms)
         try:
             return await body(redis)
         finally:

@@ -114,6 +114,10 @@ def urls(raw: Mapping[str, Any], errors: list[str]) -> None:
             isinstance(url, str) and url.startswith(("redis://", "rediss://"))):
         errors.append("redis.cluster: needs redis.url naming a node of a running cluster "
                       "(redis:// or rediss://); kamigate never starts a cluster itself")
+    replicas = (redis or {}).get("wait_replicas")
+    if isinstance(replicas, int) and replicas > 0 and url in (None, "embedded"):
+        errors.append("redis.wait_replicas: the embedded Redis has no replicas; set "
+                      "redis.url to a master with replicas, or 0")
     for i, storefront in enumerate(_list(raw, "storefronts")):
         events_url = storefront.get("events_url") if isinstance(storefront, dict) else None
         if isinstance(events_url, str) and events_url and not re.match(_HTTP_URL, events_url):

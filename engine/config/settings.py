@@ -49,6 +49,10 @@ class Redis(Base, frozen=True):
     shards: Annotated[int, Meta(ge=1, le=1024)] = 4
     data_dir: str = ".kamigate"
     appendfsync: Literal["always", "everysec", "no"] = "everysec"
+    # an answer (admission, codes, webhook) waits until this many replicas hold what it
+    # shows (Redis WAIT, at most wait_timeout_ms, else 503): 0 = asynchronous replication
+    wait_replicas: Annotated[int, Meta(ge=0, le=16)] = 0
+    wait_timeout_ms: Annotated[int, Meta(ge=1, le=60000)] = 100
 
 
 class Orders(Base, frozen=True):

@@ -78,8 +78,10 @@ def create_app(settings: Settings, redis_url: str | None = None,
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         url = redis_url or connection.resolve_url(settings.redis.url, settings.redis.data_dir)
-        redis: Redis = await connection.connect(url, timeout=settings.breaker.timeout_s,
-                                                 cluster=settings.redis.cluster)
+        redis: Redis = await connection.connect(
+            url, timeout=settings.breaker.timeout_s, cluster=settings.redis.cluster,
+            wait_replicas=settings.redis.wait_replicas,
+            wait_timeout_ms=settings.redis.wait_timeout_ms)
         await connection.check_server(redis)
         app[REDIS] = redis
         room = settings.waiting_room

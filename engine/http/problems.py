@@ -15,6 +15,7 @@ from engine.clock import now_ms
 from engine.http import notices
 from engine.http.guards import BREAKER
 from engine.http.state import ADMISSION, DIRECTORY, MAINTENANCE, METRICS
+from engine.store.replication import NotReplicated
 from engine.wire import json_encode
 
 log = logging.getLogger("kamigate.http")
@@ -147,6 +148,11 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
             log.error("circuit breaker open: Redis is failing (%s)", type(exc).__name__)
         log.warning("store unavailable on %s %s: %s", request.method, request.path,
                     type(exc).__name__)
+        if isinstance(exc, NotReplicated):
+            return problem_response(errors.Unavailable(
+                f"the order store's replicas have not acknowledged it yet ({exc}); retry "
+                "(with the same Idempotency-Key: an order placed meanwhile is found again)",
+                retry_after=1))
         return problem_response(errors.Unavailable("the order store is unreachable; retry",
                                                    retry_after=1))
     except Exception:

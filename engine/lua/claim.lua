@@ -28,8 +28,11 @@
 --           late_before = unix ms (0 = off): an order made before it that gets codes now was
 --                    late: fulfilled, it goes to the settle stream ('d' = 'comp') to be
 --                    compensated; held, it is marked 'late' and compensated on confirm}
+-- ARGV[3]  1: hand the outcomes back instead of publishing them (the worker publishes them
+--          once replicas hold the claim: [redis] wait_replicas); 0 or absent: publish
 -- Returns  {"STALE", why} when any precondition failed (nothing written, nothing acked), else
---          {"OK", orders decided}. Outcomes go out by PUBLISH, one message per channel:
+--          {"OK", orders decided} (with ARGV[3] = 1 followed by channel, message, ...).
+--          Outcomes go out by PUBLISH, one message per channel:
 --          a msgpack array of replies (engine/wire.py Reply, array_like; fields R_ORDER_ID,
 --          R_STATUS, R_UPDATED_MS, R_CODES, R_REASON, R_POSITION, R_EXPIRES_MS).
 -- Record fields: engine/store/records.py.
@@ -171,8 +174,14 @@ end
 if plan.issued_text ~= '' then
   redis.call('XADD', KEYS[plan.issued], '*', 'e', plan.issued_text)
 end
+local out = {'OK', #plan.orders}
 for channel, list in pairs(by_channel) do
-  redis.call('PUBLISH', channel, cmsgpack.pack(list))
+  if ARGV[3] == '1' then
+    out[#out + 1] = channel
+    out[#out + 1] = cmsgpack.pack(list)
+  else
+    redis.call('PUBLISH', channel, cmsgpack.pack(list))
+  end
 end
 for _, c in ipairs(plan.counts) do
   redis.call('HINCRBY', KEYS[plan.stats], c[1], c[2])
@@ -181,4 +190,4 @@ local ack = plan.ack
 for first = 1, #ack, 1000 do
   redis.call('XACK', KEYS[plan.stream], plan.group, unpack(ack, first, math.min(first + 999, #ack)))
 end
-return {'OK', #plan.orders}
+return out

@@ -15,7 +15,7 @@ from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
-from engine.store import embedded
+from engine.store import embedded, replication
 
 log = logging.getLogger("kamigate.store")
 
@@ -92,11 +92,14 @@ def is_cluster(redis: Redis) -> bool:
 
 
 async def connect(url: str, *, retries: int = 20, delay: float = 0.25,
-                  timeout: float | None = 5.0, cluster: bool = False) -> Redis:
+                  timeout: float | None = 5.0, cluster: bool = False,
+                  wait_replicas: int = 0, wait_timeout_ms: int = 100) -> Redis:
     """A client that answered PING, after at most `retries` tries; `timeout` bounds every
     command (a server that stopped answering fails the call instead of hanging it). A
-    cluster must also say it is healthy (every slot served)."""
+    cluster must also say it is healthy (every slot served). With `wait_replicas` its script
+    calls wait for that many replicas (engine/store/replication.py)."""
     redis = client(url, timeout=timeout, cluster=cluster)
+    replication.require(redis, wait_replicas, wait_timeout_ms)
     for attempt in range(retries):
         try:
             await redis.ping()

@@ -112,8 +112,28 @@ def line(sku: str, shard: int) -> str:
     return f"{tag(shard)}:line:{sku}"
 
 
-def bought(sku: str, shard: int) -> str:
-    """Hash: buyer -> codes already allotted to the buyer for this SKU."""
+def fence(shard: int) -> str:
+    """Counter written only to WAIT behind it (engine/store/replication.py)."""
+    return f"{tag(shard)}:fence"
+
+
+BOUGHT_BUCKETS = 256
+
+
+def bought(sku: str, shard: int, buyer: str) -> str:
+    """Hash: buyer -> codes already allotted to the buyer for this SKU. A SKU's buyers are
+    spread over BOUGHT_BUCKETS hashes so that each stays small enough for Redis to keep it
+    as a listpack (about 10 bytes a buyer, against about 90 in one large hash)."""
+    return bought_bucket(sku, shard, zlib.crc32(buyer.encode()) % BOUGHT_BUCKETS)
+
+
+def bought_bucket(sku: str, shard: int, bucket: int) -> str:
+    return f"{tag(shard)}:bought:{sku}:{bucket:02x}"
+
+
+def bought_unbucketed(sku: str, shard: int) -> str:
+    """The one hash of a SKU's purchases written before the buckets: still read (its counts
+    are added to the buckets'), never written."""
     return f"{tag(shard)}:bought:{sku}"
 
 

@@ -44,7 +44,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from engine.store import keys, scripts
+from engine.store import keys, replication, scripts
 from engine.wire import OrderRecord, as_status, decode_stream_order
 
 REQUEST = b"r"
@@ -121,7 +121,11 @@ async def read(redis: Redis, order_id: str) -> OrderRecord | None:
     shard = keys.shard_of_order(order_id)
     if shard is None:
         return None
-    return parse(await redis.hgetall(keys.order(order_id, shard)))
+    found = parse(await redis.hgetall(keys.order(order_id, shard)))
+    if found is not None and found.codes:
+        # codes are shown only once replicas hold them (with [redis] wait_replicas)
+        await replication.fence(redis, keys.fence(shard))
+    return found
 
 
 async def abandon(redis: Redis, order_id: str, now: int, keep_ms: int) -> str:

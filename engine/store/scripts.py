@@ -8,7 +8,9 @@ from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from engine.store import replication
 
 KeyArg = str | bytes
 Arg = str | bytes | int | float
@@ -26,6 +28,11 @@ class Script:
         await client.script_load(self.source)
 
     async def __call__(self, client: Redis, keys: Sequence[KeyArg], args: Sequence[Arg]) -> Any:
+        if replication.policy(client) is not None:
+            [result] = await run_pipelined(client, [(self, keys, args)])
+            if isinstance(result, Exception):
+                raise result
+            return result
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -41,9 +48,11 @@ async def run_pipelined(client: Redis, calls: Sequence[Call]) -> list[Any]:
     """Send many script calls in one round trip; results (or exceptions) in call order.
 
     A flushed script cache only costs one more round trip: the calls that hit NOSCRIPT never
-    ran, and are sent again with their source (EVAL), which cannot miss the cache.
+    ran, and are sent again with their source (EVAL), which cannot miss the cache. With a
+    replication policy (engine/store/replication.py) the pipeline ends with a WAIT per master,
+    and every call of a pipeline the replicas did not acknowledge answers NotReplicated.
     """
-    if len(calls) == 1:
+    if len(calls) == 1 and replication.policy(client) is None:
         # One call (the common tick: one shard): no pipeline object to build and unwind.
         script, keys, args = calls[0]
         try:
@@ -60,6 +69,7 @@ async def run_pipelined(client: Redis, calls: Sequence[Call]) -> list[Any]:
 
 
 async def _send(client: Redis, calls: Sequence[Call], by_source: bool) -> list[Any]:
+    wanted = replication.policy(client)
     pipe = client.pipeline(transaction=False)
     for script, keys, args in calls:
         # execute_command: redis-py's cluster pipeline refuses its eval methods, yet routes
@@ -68,7 +78,19 @@ async def _send(client: Redis, calls: Sequence[Call], by_source: bool) -> list[A
             pipe.execute_command("EVAL", script.source, len(keys), *keys, *args)
         else:
             pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-    return list(await pipe.execute(raise_on_error=False))
+    if wanted is None:
+        return list(await pipe.execute(raise_on_error=False))
+    masters = replication.nodes_of(client, [keys[0] for _, keys, _ in calls if keys])
+    for slot_key in masters:
+        replication.add_wait(pipe, client, slot_key, wanted)
+    found = list(await pipe.execute(raise_on_error=False))
+    results = found[:len(calls)]
+    try:
+        for acknowledged in found[len(calls):]:
+            replication.check(acknowledged, wanted)
+    except RedisError as exc:
+        results = [r if isinstance(r, Exception) else exc for r in results]
+    return results
 
 
 ADMIT = Script("admit")

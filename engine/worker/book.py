@@ -128,15 +128,39 @@ async def read_tickets(redis: Redis, shard: int, states: list[SkuState], scan: i
 async def read_bought(
     redis: Redis, shard: int, states: dict[str, SkuState], buyers: dict[str, set[str]]
 ) -> None:
-    """Codes each buyer already got per SKU, merged into state.bought."""
+    """Codes each buyer already got per SKU, merged into state.bought: a buyer's count in its
+    bucket plus what the SKU's hash of before the buckets holds."""
     wanted = [(sku, sorted(b)) for sku, b in buyers.items() if b and sku in states]
     if not wanted:
         return
     pipe = redis.pipeline(transaction=False)
+    asked: list[tuple[str, list[str]]] = []
     for sku, names in wanted:
-        pipe.hmget(keys.bought(sku, shard), names)
-    for (sku, names), counts in zip(wanted, await pipe.execute(), strict=True):
-        states[sku].bought.update({b: _int(n) for b, n in zip(names, counts, strict=True)})
+        pipe.hmget(keys.bought_unbucketed(sku, shard), names)
+        asked.append((sku, names))
+        buckets: dict[str, list[str]] = {}
+        for name in names:
+            buckets.setdefault(keys.bought(sku, shard, name), []).append(name)
+        for key, members in buckets.items():
+            pipe.hmget(key, members)
+            asked.append((sku, members))
+    for (sku, names), counts in zip(asked, await pipe.execute(), strict=True):
+        bought = states[sku].bought
+        for name, n in zip(names, counts, strict=True):
+            bought[name] = bought.get(name, 0) + _int(n)
+
+
+async def purchases(redis: Redis, sku: str, shard: int) -> dict[str, int]:
+    """Every buyer's count of codes of the SKU (all buckets): for checks, not the data path."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.hgetall(keys.bought_unbucketed(sku, shard))
+    for bucket in range(keys.BOUGHT_BUCKETS):
+        pipe.hgetall(keys.bought_bucket(sku, shard, bucket))
+    total: dict[str, int] = {}
+    for found in await pipe.execute():
+        for buyer, n in found.items():
+            total[buyer.decode()] = total.get(buyer.decode(), 0) + int(n)
+    return {buyer: n for buyer, n in total.items() if n}
 
 
 def lines_to_rerun(snapshot: Snapshot, moved: set[str], line_scan: int, now_s: int) -> list[str]:

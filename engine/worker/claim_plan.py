@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 
 import msgspec
 from redis.asyncio import Redis
 
 from engine.metrics import size_bucket
-from engine.store import keys, scripts
+from engine.store import keys, replication, scripts
 from engine.store.records import line_score
 from engine.wire import StreamOrder, msgpack_encode
 from engine.worker.book import Snapshot
@@ -97,8 +98,14 @@ class _SkuKeys:
         self.counters = table(keys.sku_counts(sku, shard))
         self.lots = table(keys.lots(sku, shard))
         self.line = table(keys.line(sku, shard))
-        self.bought = table(keys.bought(sku, shard))
         self._codes: dict[str, int] = {}
+        self._bought: dict[str, int] = {}
+
+    def bought(self, buyer: str) -> int:
+        index = self._bought.get(buyer)
+        if index is None:
+            index = self._bought[buyer] = self._table(keys.bought(self._sku, self._shard, buyer))
+        return index
 
     def codes(self, lot: str) -> int:
         index = self._codes.get(lot)
@@ -176,7 +183,7 @@ def build_plan(
                 add(k.lots, lot, -n)
             add(counters, "available", -order.qty)
             add(counters, "held" if hold_s > 0 else "issued", order.qty)
-            add(k.bought, order.buyer, order.qty)
+            add(k.bought(order.buyer), order.buyer, order.qty)
             if hold_s > 0:
                 expiry = now + hold_s * 1000
                 lots_text = ",".join(f"{lot}:{n}" for lot, n in decision.fills)
@@ -213,8 +220,17 @@ def build_plan(
 
 
 async def apply_plan(redis: Redis, plan: Plan, now: int) -> int:
-    """Run claim.lua: orders decided; raise StalePlan when it refused the plan."""
-    result = await scripts.CLAIM(redis, plan.names, [now, plan.payload])
+    """Run claim.lua: orders decided; raise StalePlan when it refused the plan. With a
+    replication policy the script hands the replies back instead of publishing them, and they
+    go out only once the replicas acknowledged the claim (else NotReplicated is raised: the
+    doors answer 202 and the buyers read their codes later, once replicated)."""
+    deferred = replication.policy(redis) is not None
+    result = await scripts.CLAIM(redis, plan.names, [now, plan.payload, int(deferred)])
     if result[0] == b"STALE":
         raise StalePlan(result[1].decode())
+    if len(result) > 2:
+        # one by one: redis-py's cluster pipeline refuses PUBLISH (a message reaches every
+        # node of a cluster from any node)
+        await asyncio.gather(*(redis.publish(result[at], result[at + 1])
+                               for at in range(2, len(result), 2)))
     return int(result[1])

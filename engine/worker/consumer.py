@@ -329,7 +329,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None,
     """`kamigate worker`: connect, check the server, adopt and follow the fleet's config,
     serve until stopped. config_file: reloaded on SIGHUP (the front door watches it)."""
     url = connection.resolve_url(settings.redis.url, settings.redis.data_dir)
-    redis = await connection.connect(url, cluster=settings.redis.cluster)
+    redis = await connection.connect(url, cluster=settings.redis.cluster,
+                                     wait_replicas=settings.redis.wait_replicas,
+                                     wait_timeout_ms=settings.redis.wait_timeout_ms)
     blocking = connection.client(url, timeout=settings.worker.block_ms / 1000 + 10,
                                  cluster=settings.redis.cluster)
     await connection.check_server(redis)

@@ -39,7 +39,7 @@ async def unwind(redis: Redis, record: OrderRecord, mode: str, now: int
         [keys.order(req.order_id, shard), keys.line(req.sku, shard),
          keys.ticket_line(record.reason, req.sku, req.storefront, shard), keys.expiries(shard),
          keys.sku_counts(req.sku, shard), keys.lots(req.sku, shard),
-         keys.bought(req.sku, shard), keys.stream(shard), keys.outbox(shard),
+         keys.bought(req.sku, shard, req.buyer), keys.stream(shard), keys.outbox(shard),
          keys.settle(shard), keys.decided(shard),
          *(keys.lot_codes(req.sku, lot, shard) for lot in lots)],
         [now, mode, req.order_id, req.sku, req.buyer, req.qty],
