@@ -69,7 +69,7 @@ class Soak:
         self.redis.start()
         _config(self.data, self.port, self.redis.url, "\n[breaker]\ntimeout_s = 0.5\n")
         self.workers = [self._spawn("worker") for _ in range(2)]
-        self.door = self._spawn("serve")
+        self.door = self._spawn("serve", "--processes", "1")
         _wait_port(self.port)
 
     def stop(self) -> None:

@@ -297,6 +297,9 @@ def engine_process(argv: list[str], failpoint: str = "") -> Iterator[Any]:
     import subprocess
 
     env = {**os.environ, "KAMIGATE_FAILPOINT": failpoint}
+    if argv[:1] == ["serve"] and "--processes" not in argv:
+        # one door: what a test kills is the whole front door (a second one would outlive it)
+        argv = [*argv, "--processes", "1"]
     proc = subprocess.Popen([sys.executable, "-m", "engine", *argv], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -15,6 +15,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from engine.cli.run import default_doors
 from engine.store import embedded, keys
 from engine.store.embedded import RedisProcess, free_port
 from tests.conftest import settings_dict, write_config
@@ -155,6 +156,14 @@ def test_up_demo_serves_orders_end_to_end(tmp_path: Path) -> None:
         assert status_cmd.returncode == 0, status_cmd.stderr
         assert "steam-cn-100" in status_cmd.stdout
         assert ".kamigate/demo.toml" in status_cmd.stderr
+        # one front door per usable core by default, all sharing the port
+        doors = default_doors()
+        deadline = time.monotonic() + 10
+        while f"│ front doors alive │ {doors} │" not in " ".join(status_cmd.stdout.split()):
+            assert time.monotonic() < deadline, status_cmd.stdout
+            time.sleep(0.5)
+            status_cmd = kamigate("status", cwd=tmp_path,
+                                  env={**_without_config_env(), "COLUMNS": "200"})
         assert kamigate("reconcile", cwd=tmp_path, env=_without_config_env()).returncode == 0
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -163,9 +172,25 @@ def test_up_demo_serves_orders_end_to_end(tmp_path: Path) -> None:
     assert '"buyer":"alice@example.com","points":10000}' in out  # pays with points
     assert '"coupons":["<code>"],"points":9000}' in out  # and with a coupon
     assert "demo points: 50000 for alice@example.com" in out
+    assert f"({doors} front-door process" in out
     assert proc.returncode == 0, out
     assert "Redis unreachable" not in out and "Traceback" not in out, out
     assert embedded.running_url(tmp_path / ".kamigate") is None  # stopped, last
+
+
+def test_the_default_door_count_follows_the_usable_cores() -> None:
+    """A process held to one core (taskset, a container's cpuset) starts one door."""
+    probe = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+             "from engine.cli.run import default_doors; print(default_doors())")
+    one = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True)
+    assert one.stdout.strip() == "1"
+    assert default_doors() == min(len(os.sched_getaffinity(0)), 8)
+
+
+def test_up_with_no_door_says_so() -> None:
+    result = kamigate("up", "--processes", "0", timeout=30)
+    assert result.returncode == 1 and "--processes must be at least 1" in result.stderr
 
 
 def test_up_on_a_port_in_use_says_so_and_starts_nothing(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import errno
 import gc
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -39,14 +40,46 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
                              help="Redis (embedded), front door and worker")
     up.add_argument("--demo", action="store_true", help="demo storefront, SKUs and stock")
     up.add_argument("--port", type=int, help="port for the demo config (default 8080)")
+    up.add_argument("--processes", type=int, default=None, help=PROCESSES_HELP)
     up.set_defaults(func=cmd_up)
     serve = commands.add_parser("serve", parents=[common], help="the HTTP front door")
-    serve.add_argument("--processes", type=int, default=1,
-                       help="front-door processes sharing the port (SO_REUSEPORT)")
+    serve.add_argument("--processes", type=int, default=None, help=PROCESSES_HELP)
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
     worker = commands.add_parser("worker", parents=[common], help="stream workers")
     worker.set_defaults(func=cmd_worker)
+
+
+MAX_DEFAULT_DOORS = 8
+PROCESSES_HELP = ("front-door processes sharing the port (SO_REUSEPORT); default: one per "
+                  f"usable core, at most {MAX_DEFAULT_DOORS}")
+
+
+def default_doors() -> int:
+    """One front door per core this process may run on, at most MAX_DEFAULT_DOORS: the door
+    is the stage that saturates first, and on two cores two doors answer an overload 1.5x
+    faster than one (PERFORMANCE.md §3). Past eight, one Redis saturates first (§8)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_DEFAULT_DOORS))
+
+
+def _door_count(args: argparse.Namespace) -> int | None:
+    """--processes, or the default; None (and the reason printed) when it is not usable."""
+    processes: int = default_doors() if args.processes is None else args.processes
+    if processes < 1:
+        print("kamigate: --processes must be at least 1", file=sys.stderr)
+        return None
+    return processes
+
+
+def _more_doors(path: str, processes: int) -> list[subprocess.Popen[bytes]]:
+    """The front doors beyond the first, each sharing the port; each takes 1/N of the
+    fleet's rates, so the configured limits hold for the whole fleet."""
+    return [subprocess.Popen([*_ENGINE, "serve", "--config", path, "--reuse-port"])
+            for _ in range(processes - 1)]
 
 
 GEN0_THRESHOLD = 50_000
@@ -108,20 +141,13 @@ def _hold_sighup() -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _hold_sighup()
-    settings = load_file(config_path(args))
-    processes = args.processes
-    if processes < 1:
-        print("kamigate: --processes must be at least 1", file=sys.stderr)
+    processes = 1 if args.reuse_port else _door_count(args)
+    if processes is None:
         return 1
+    settings = load_file(config_path(args))
     if not args.reuse_port and _port_taken(settings, "set server.port in the config"):
         return 1
-    # N processes share the port (SO_REUSEPORT, the kernel spreads connections); each takes
-    # 1/N of the fleet's rates, so the configured limits hold for the whole fleet.
-    others = [
-        subprocess.Popen([*_ENGINE, "serve", "--config",
-                          config_path(args), "--reuse-port"])
-        for _ in range(processes - 1)
-    ]
+    others = _more_doors(config_path(args), processes)
     try:
         # One watcher per fleet host is enough: the others follow through Redis.
         _serve(settings, config_path(args), reuse_port=args.reuse_port or processes > 1,
@@ -194,6 +220,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     path = config_path(args)
     if args.demo and (path == DEMO_CONFIG or not Path(path).exists()):
         path = str(demo.write_config(str(Path(DEMO_CONFIG).parent), args.port or 8080))
+    processes = _door_count(args)
+    if processes is None:
+        return 1
     settings = load_file(path)
     if _port_taken(settings, "pass --port N" if args.demo else "set server.port in the config"):
         return 1
@@ -215,13 +244,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.demo:
         run_async(lambda: _load_demo_stock(settings, url))
     worker = _start_worker(path)
+    others = _more_doors(path, processes)
     base = settings.server.public_url
-    banner = f"kamigate {__version__} listening on {base}; {matching.describe()}"
+    banner = (f"kamigate {__version__} listening on {base} ({processes} front-door "
+              f"process{'es' if processes > 1 else ''}); {matching.describe()}")
     if args.demo:
         banner += ("\n\n" + demo.curl_lines(base) + "\n# from this directory, `kamigate status`"
                    f", `reconcile`, `pause` ... use {path}\n")
     try:
-        _serve(settings, path, url, banner)
+        _serve(settings, path, url, banner, reuse_port=processes > 1)
     except config.ConfigError as exc:
         return _refused(exc)
     except OSError as exc:  # taken between the check and the bind
@@ -230,7 +261,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         _port_taken(settings, "pass --port N", known=True)
         return 1
     finally:
-        stop_processes(worker)
+        stop_processes(*others, worker)
         if redis_process is not None:
             redis_process.stop()
     return 0
