@@ -69,11 +69,23 @@ class RouteLatency:
         self.sums[route] += seconds
 
 
+class WriterCounts:
+    """What the door's coalescing writer sent: how well admissions share round trips."""
+
+    __slots__ = ("admit_calls", "admitted", "pipelines")
+
+    def __init__(self) -> None:
+        self.pipelines = 0  # round trips to Redis
+        self.admit_calls = 0  # admit.lua calls (one per shard per round trip)
+        self.admitted = 0  # orders in those calls
+
+
 class DoorCollector(Collector):
     """This front door's own counters, kept as plain numbers and read at scrape time."""
 
     def __init__(self) -> None:
         self.latency = RouteLatency()
+        self.writer = WriterCounts()
         self.admitted = 0
         self.rejected: dict[str, int] = {}  # requests answered with a problem, by code
 
@@ -83,6 +95,14 @@ class DoorCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily("kamigate_orders_admitted", "Orders admitted to a stream",
                                   value=self.admitted)
+        writer = self.writer
+        yield CounterMetricFamily("kamigate_door_pipelines", "Redis round trips of the "
+                                  "door's coalescing writer", value=writer.pipelines)
+        yield CounterMetricFamily("kamigate_door_admit_calls", "admit.lua calls (one per "
+                                  "shard per round trip)", value=writer.admit_calls)
+        yield CounterMetricFamily("kamigate_door_admit_call_orders", "Orders sent in those "
+                                  "calls (over admit_calls: the coalescing's batch size)",
+                                  value=writer.admitted)
         rejected = CounterMetricFamily("kamigate_requests_rejected",
                                        "Requests answered with a problem", labels=["code"])
         for code, n in sorted(self.rejected.items()):

@@ -80,9 +80,11 @@ async def _run(tmp_path: Path, forced: bool) -> dict[str, Any]:
     finally:
         if loader is not None and not loader.done():
             loader.cancel()
-        await check.aclose()
-        await engine.close()
-        cluster.stop()
+        try:
+            await check.aclose()
+            await engine.close()
+        finally:
+            cluster.stop()
 
 
 async def test_a_coordinated_failover_loses_no_acknowledged_order(tmp_path: Path) -> None:
@@ -140,9 +142,11 @@ async def _lagging_takeover(tmp_path: Path, wait_replicas: int) -> dict[str, Any
         return {"answered": len(answered), "during_lag": sum(s == 201 for s, _ in late),
                 "lost": len(lost)}
     finally:
-        await check.aclose()
-        await engine.close()
-        cluster.stop()
+        try:
+            await check.aclose()
+            await engine.close()
+        finally:
+            cluster.stop()
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -17,6 +17,10 @@ async def test_metrics_cover_the_order_path(engine: Engine) -> None:
     lines = {line.split(" ")[0]: line.split(" ")[-1] for line in text.splitlines()
              if line and not line.startswith("#")}
     assert lines["kamigate_orders_admitted_total"] == "4.0"
+    # four orders one after another: four round trips of the writer, one admit call each
+    assert lines["kamigate_door_admit_call_orders_total"] == "4.0"
+    assert lines["kamigate_door_admit_calls_total"] == "4.0"
+    assert float(lines["kamigate_door_pipelines_total"]) >= 4
     assert lines['kamigate_requests_rejected_total{code="unknown_sku"}'] == "1.0"
     assert lines['kamigate_orders_decided_total{status="fulfilled"}'] == "3.0"
     assert lines['kamigate_orders_decided_total{status="queued"}'] == "1.0"

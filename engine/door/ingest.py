@@ -17,6 +17,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from engine.clock import now_ms
+from engine.metrics import WriterCounts
 from engine.store import keys, scripts
 from engine.store.records import line_score
 from engine.store.scripts import Call, KeyArg
@@ -57,13 +58,26 @@ class AdmitItem(msgspec.Struct, array_like=True, frozen=True):
     settle: bool  # its decision moves points: marked 'pt' on its record
 
 
+Settle = Callable[["Admitted | BaseException"], None]
+
+
 class Admit(msgspec.Struct):
     order: StreamOrder
-    future: asyncio.Future[Admitted]
+    future: asyncio.Future[Admitted] | None  # or, for a caller that waits on more, settle
     ticket: bool
     ttl_ms: int
     why: TicketReason
     review: bool
+    settle: Settle | None = None
+
+    def done(self, outcome: Admitted | BaseException) -> None:
+        if self.settle is not None:
+            self.settle(outcome)
+        elif self.future is not None:
+            if isinstance(outcome, BaseException):
+                _set_exception(self.future, outcome)
+            else:
+                _set_result(self.future, outcome)
 
     def line(self, shard: int) -> str:
         """The line this order waits in if it becomes a ticket."""
@@ -80,8 +94,10 @@ class KeyReservation(msgspec.Struct, frozen=True):
 class Ingest:
     """Queue admissions and key reservations; flush them once per loop tick."""
 
-    def __init__(self, redis: Redis, shards: int, capacity: int = 0) -> None:
+    def __init__(self, redis: Redis, shards: int, capacity: int = 0,
+                 counts: WriterCounts | None = None) -> None:
         self.redis = redis
+        self.counts = counts or WriterCounts()
         self.shards = shards
         self.capacity = capacity  # per overflow line; 0 = no waiting room
         self._admits: dict[int, list[Admit]] = {}
@@ -105,6 +121,16 @@ class Ingest:
             Admit(order, future, ticket, ttl_ms, why, review))
         self._schedule()
         return future
+
+    def admit_then(self, order: StreamOrder, shard: int, settle: Settle, ticket: bool = False,
+                   ttl_ms: int = 0, why: TicketReason = "overflow", review: bool = False
+                   ) -> None:
+        """admit(), with `settle` called with the outcome (or the failure) as soon as the
+        answer is read: no future and no callback of the loop per order, for a request that
+        waits on the worker's reply anyway."""
+        self._admits.setdefault(shard, []).append(
+            Admit(order, None, ticket, ttl_ms, why, review, settle))
+        self._schedule()
 
     def line_full(self, sku: str) -> bool:
         """The SKU's overflow line answered "full" a moment ago: answer 429 without asking
@@ -194,6 +220,10 @@ class Ingest:
                  *order_keys],
                 [now, index, b"".join(payloads), self.capacity],
             ))
+        counts = self.counts
+        counts.pipelines += 1
+        counts.admit_calls += len(groups)
+        counts.admitted += sum(len(items) for _, items in groups)
         try:
             results = await scripts.run_pipelined(self.redis, calls)
         except Exception as exc:
@@ -207,7 +237,7 @@ class Ingest:
         for (_, items), result in zip(groups, results[len(reserves):], strict=True):
             if isinstance(result, Exception):
                 for a in items:
-                    _set_exception(a.future, result)
+                    a.done(result)
                 continue
             for a, (status, position) in zip(items, result, strict=True):
                 if a.why == "overflow":
@@ -215,7 +245,7 @@ class Ingest:
                         self._full_until[a.order.sku] = time.monotonic() + FULL_MEMORY_S
                     else:
                         self._full_until.pop(a.order.sku, None)
-                _set_result(a.future, Admitted(status.decode(), int(position)))
+                a.done(Admitted(status.decode(), int(position)))
 
     async def close(self) -> None:
         if self._inflight:
@@ -246,4 +276,4 @@ def _fail_all(
         _set_exception(future, exc)
     for items in admits.values():
         for a in items:
-            _set_exception(a.future, exc)
+            a.done(exc)

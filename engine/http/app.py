@@ -85,7 +85,8 @@ def create_app(settings: Settings, redis_url: str | None = None,
         await connection.check_server(redis)
         app[REDIS] = redis
         room = settings.waiting_room
-        app[INGEST] = Ingest(redis, settings.redis.shards, room.capacity if room.enabled else 0)
+        app[INGEST] = Ingest(redis, settings.redis.shards, room.capacity if room.enabled else 0,
+                             app[METRICS].door.writer)
         app[REPLIES] = ReplyHub(redis)
         await app[REPLIES].start()
         log.info("front door ready; %s", matching.describe())
