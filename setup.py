@@ -6,7 +6,6 @@ install: the engine then runs the pure-Python twin of the kernel and says so at 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 
@@ -69,24 +68,6 @@ def _extensions() -> list[object]:
         _report_pure(f"Cython could not translate the kernel ({exc})")
         return []
     print("* kamigate: accelerated build (compiled matching kernel)", file=sys.stderr)
-    return list(built) + _door_extensions(cythonize, Extension)
-
-
-def _door_extensions(cythonize, extension):  # type: ignore[no-untyped-def]
-    """The front door's hot modules, translated from their own source (engine/_accel.py):
-    plain Python semantics (annotations are not taken as C types), built next to it."""
-    spec = importlib.util.spec_from_file_location("_kamigate_accel", "engine/_accel.py")
-    assert spec is not None and spec.loader is not None
-    accel = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(accel)
-    modules = [extension(name, [name.replace(".", "/") + ".py"], extra_compile_args=["-O2"])
-               for name in accel.DOOR_MODULES]
-    try:
-        built = cythonize(modules, compiler_directives={
-            "language_level": "3", "annotation_typing": False, "binding": True}, quiet=True)
-    except Exception as exc:  # the door then runs from its source
-        print(f"* kamigate: the front door was not compiled ({exc})", file=sys.stderr)
-        return []
     return list(built)
 
 

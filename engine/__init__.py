@@ -16,7 +16,4 @@ and the shared vocabulary here: wire (wire types), views (the Order view), error
 metrics, tasks, failpoints.
 """
 
-from engine import _accel
-
 __version__ = "0.1.0"
-_accel.install()  # before any door module is imported

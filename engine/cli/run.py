@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine import __version__, _accel, config
+from engine import __version__, config
 from engine.cli import demo
 from engine.cli.support import (
     DEMO_CONFIG,
@@ -247,8 +247,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     others = _more_doors(path, processes)
     base = settings.server.public_url
     banner = (f"kamigate {__version__} listening on {base} ({processes} front-door "
-              f"process{'es' if processes > 1 else ''}); {matching.describe()}; "
-              f"{_accel.describe()}")
+              f"process{'es' if processes > 1 else ''}); {matching.describe()}")
     if args.demo:
         banner += ("\n\n" + demo.curl_lines(base) + "\n# from this directory, `kamigate status`"
                    f", `reconcile`, `pause` ... use {path}\n")

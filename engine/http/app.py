@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis.asyncio import Redis
 
-from engine import _accel
 from engine.config.directory import Directory
 from engine.config.settings import Settings
 from engine.controls import maintenance
@@ -90,7 +89,7 @@ def create_app(settings: Settings, redis_url: str | None = None,
                              app[METRICS].door.writer)
         app[REPLIES] = ReplyHub(redis)
         await app[REPLIES].start()
-        log.info("front door ready; %s; %s", matching.describe(), _accel.describe())
+        log.info("front door ready; %s", matching.describe())
         yield
         await app[REPLIES].stop()
         await app[INGEST].close()

@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from engine import _accel, errors
+from engine import errors
 from engine.http import openapi
 from engine.http.configure import FOLLOWER
 from engine.http.guards import BREAKER, BREAKER_STATE
@@ -33,8 +33,7 @@ async def readyz(request: web.Request) -> web.Response:
     running = request.app[FOLLOWER].running
     checks: dict[str, object] = {"config": {"version": running.version,
                                             "sha256": running.sha256},
-                                 "kernel": matching.IMPLEMENTATION,
-                                 "door": "compiled" if _accel.compiled() else "python"}
+                                 "kernel": matching.IMPLEMENTATION}
     ready = True
     try:
         started = time.perf_counter()
