@@ -97,3 +97,41 @@ async def test_two_front_doors_hold_the_global_rate_together(
     admitted_rate = (len(stamps) - 2 * burst) / ((stamps[-1] - stamps[0]) / 1000)
     print(f"fleet admitted {admitted_rate:.1f}/s for a configured {rate}/s")
     assert abs(admitted_rate - rate) / rate <= 0.10
+
+
+async def test_the_other_doors_end_with_the_first_even_when_it_is_killed(
+    redis: Redis, redis_server: RedisProcess, tmp_path: Path,
+) -> None:
+    """`serve --processes 3` (and `up`) starts two more doors on the port: when the first is
+    SIGKILLed they end too, instead of serving the port on their own."""
+    port = free_port()
+    config = write_config(tmp_path / "doors.toml", settings_dict(
+        server={"port": port, "public_url": f"http://127.0.0.1:{port}"},
+        redis={"url": redis_server.url, "shards": 1}))
+    first = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--config", str(config),
+                              "--processes", "3"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        with worker_process(config):
+            await wait_ready(f"http://127.0.0.1:{port}")
+        children_file = Path(f"/proc/{first.pid}/task/{first.pid}/children")
+        others: list[int] = []
+
+        async def two_more() -> bool:
+            others[:] = [int(pid) for pid in children_file.read_text().split()]
+            return len(others) == 2 and await alive(redis, keys.front_doors(), 3000) >= 3
+
+        await eventually(two_more, what="three doors")
+        first.kill()
+        first.wait(10)
+
+        async def gone() -> bool:
+            return not any(Path(f"/proc/{pid}").exists() and
+                           "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+                           for pid in others)
+
+        await eventually(gone, timeout=15, what="the other doors ended")
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(10)

@@ -75,6 +75,22 @@ def _door_count(args: argparse.Namespace) -> int | None:
     return processes
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent() -> None:
+    """A door started by another (--reuse-port) ends when that one does, even SIGKILLed:
+    otherwise it would keep serving the port alone (Linux: prctl PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the request took effect
+        raise SystemExit(0)
+
+
 def _more_doors(path: str, processes: int) -> list[subprocess.Popen[bytes]]:
     """The front doors beyond the first, each sharing the port; each takes 1/N of the
     fleet's rates, so the configured limits hold for the whole fleet."""
@@ -141,6 +157,8 @@ def _hold_sighup() -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _hold_sighup()
+    if args.reuse_port:
+        _end_with_parent()
     processes = 1 if args.reuse_port else _door_count(args)
     if processes is None:
         return 1
