@@ -256,7 +256,10 @@ async def test_a_failed_admission_nobody_waits_for_is_not_reported_unretrieved()
     try:
         waiter: asyncio.Future[Any] = loop.create_future()
         waiter.set_result(None)  # the wait ran out first
-        _relay(waiter, None, None, ConnectionError("redis timed out"))  # type: ignore[arg-type]
+        admitted: asyncio.Future[Any] = loop.create_future()
+        admitted.set_exception(ConnectionError("redis timed out"))
+        _relay(waiter, None, None, admitted)  # type: ignore[arg-type]
+        del admitted
         gc.collect()
         await asyncio.sleep(0)
     finally:

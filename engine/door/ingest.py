@@ -58,26 +58,13 @@ class AdmitItem(msgspec.Struct, array_like=True, frozen=True):
     settle: bool  # its decision moves points: marked 'pt' on its record
 
 
-Settle = Callable[["Admitted | BaseException"], None]
-
-
 class Admit(msgspec.Struct):
     order: StreamOrder
-    future: asyncio.Future[Admitted] | None  # or, for a caller that waits on more, settle
+    future: asyncio.Future[Admitted]
     ticket: bool
     ttl_ms: int
     why: TicketReason
     review: bool
-    settle: Settle | None = None
-
-    def done(self, outcome: Admitted | BaseException) -> None:
-        if self.settle is not None:
-            self.settle(outcome)
-        elif self.future is not None:
-            if isinstance(outcome, BaseException):
-                _set_exception(self.future, outcome)
-            else:
-                _set_result(self.future, outcome)
 
     def line(self, shard: int) -> str:
         """The line this order waits in if it becomes a ticket."""
@@ -121,16 +108,6 @@ class Ingest:
             Admit(order, future, ticket, ttl_ms, why, review))
         self._schedule()
         return future
-
-    def admit_then(self, order: StreamOrder, shard: int, settle: Settle, ticket: bool = False,
-                   ttl_ms: int = 0, why: TicketReason = "overflow", review: bool = False
-                   ) -> None:
-        """admit(), with `settle` called with the outcome (or the failure) as soon as the
-        answer is read: no future and no callback of the loop per order, for a request that
-        waits on the worker's reply anyway."""
-        self._admits.setdefault(shard, []).append(
-            Admit(order, None, ticket, ttl_ms, why, review, settle))
-        self._schedule()
 
     def line_full(self, sku: str) -> bool:
         """The SKU's overflow line answered "full" a moment ago: answer 429 without asking
@@ -237,7 +214,7 @@ class Ingest:
         for (_, items), result in zip(groups, results[len(reserves):], strict=True):
             if isinstance(result, Exception):
                 for a in items:
-                    a.done(result)
+                    _set_exception(a.future, result)
                 continue
             for a, (status, position) in zip(items, result, strict=True):
                 if a.why == "overflow":
@@ -245,7 +222,7 @@ class Ingest:
                         self._full_until[a.order.sku] = time.monotonic() + FULL_MEMORY_S
                     else:
                         self._full_until.pop(a.order.sku, None)
-                a.done(Admitted(status.decode(), int(position)))
+                _set_result(a.future, Admitted(status.decode(), int(position)))
 
     async def close(self) -> None:
         if self._inflight:
@@ -276,4 +253,4 @@ def _fail_all(
         _set_exception(future, exc)
     for items in admits.values():
         for a in items:
-            a.done(exc)
+            _set_exception(a.future, exc)

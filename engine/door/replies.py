@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import secrets
 
 from redis.asyncio import Redis
@@ -16,11 +15,6 @@ from engine.tasks import stop_tasks
 from engine.wire import Reply, decode_replies
 
 log = logging.getLogger("kamigate.replies")
-
-
-# A wait ends at most this much after its wait_ms: the waits that end within one slot share
-# one timer of the loop (a timer per request cost more than the rest of the wait).
-SLOT_S = 0.005
 
 
 def _time_out(future: asyncio.Future[Reply | None]) -> None:
@@ -38,7 +32,6 @@ class ReplyHub:
         self._waiters: dict[str, asyncio.Future[Reply | None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
-        self._slots: dict[int, list[asyncio.Future[Reply | None]]] = {}
 
     def expect(self, order_id: str) -> asyncio.Future[Reply | None]:
         """Register interest before the order is admitted, so no reply can slip past."""
@@ -52,22 +45,14 @@ class ReplyHub:
     async def wait(
         self, order_id: str, future: asyncio.Future[Reply | None], ms: int
     ) -> Reply | None:
-        """The reply, or None when none came within `ms` (and at most SLOT_S more)."""
-        loop = asyncio.get_running_loop()
-        slot = math.ceil((loop.time() + ms / 1000) / SLOT_S)
-        ending = self._slots.get(slot)
-        if ending is None:
-            ending = self._slots[slot] = []
-            loop.call_at(slot * SLOT_S, self._end_slot, slot)
-        ending.append(future)
+        """The reply, or None when none came within `ms`."""
+        # A timer that resolves the future with None is cheaper than wait_for's extra task.
+        timer = asyncio.get_running_loop().call_later(ms / 1000, _time_out, future)
         try:
             return await future
         finally:
+            timer.cancel()
             self._waiters.pop(order_id, None)
-
-    def _end_slot(self, slot: int) -> None:
-        for future in self._slots.pop(slot, ()):
-            _time_out(future)
 
     async def wait_many(self, waiters: dict[str, asyncio.Future[Reply | None]], ms: int) -> None:
         """Wait until every order id's future has its reply or `ms` passed; the futures still

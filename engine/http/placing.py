@@ -82,12 +82,11 @@ async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, 
     if refused is not None:
         return refused
     admitted, waiter = _start(app, p, wait_ms)
-    if admitted is not None:
+    if waiter is None:
         result = await admitted
         failpoints.hit("door.after_admit")
         app[METRICS].door.admitted += 1
         return await _answer_paid(app, p, _settled(p, admitted=result))
-    assert waiter is not None  # _start gives one or the other
     reply = await hub.wait(order.order_id, waiter, wait_ms)
     failpoints.hit("door.after_admit")
     app[METRICS].door.admitted += 1
@@ -103,24 +102,21 @@ async def _answer_paid(app: web.Application, p: Placement, reply: Reply) -> tupl
 
 
 def _start(app: web.Application, p: Placement, wait_ms: int
-           ) -> tuple[asyncio.Future[Admitted] | None, asyncio.Future[Reply | None] | None]:
-    """Send one order to admission and, when the caller waits, expect the worker's reply
-    (then there is no admission future: see below).
+           ) -> tuple[asyncio.Future[Admitted], asyncio.Future[Reply | None] | None]:
+    """Send one order to admission and, when the caller waits, expect the worker's reply.
 
     One await per order: the worker's reply implies the admission succeeded, and a failed
-    admission, a ticket or a full line is relayed to the same reply future, straight from
-    the admission's answer.
+    admission, a ticket or a full line is relayed to the same reply future.
     """
     order = p.order
+    waiter = app[REPLIES].expect(order.order_id) if wait_ms > 0 else None
     # With a key, a racing request of the same key may have admitted this very order id
     # already (it found the key reserved and no record yet): admit.lua looks first.
-    if wait_ms <= 0:
-        return app[INGEST].admit(order, p.shard, ticket=p.ticket, ttl_ms=p.ttl_ms, why=p.why,
-                                 review=p.review), None
-    waiter = app[REPLIES].expect(order.order_id)
-    app[INGEST].admit_then(order, p.shard, functools.partial(_relay, waiter, order, p),
-                           ticket=p.ticket, ttl_ms=p.ttl_ms, why=p.why, review=p.review)
-    return None, waiter
+    admitted = app[INGEST].admit(order, p.shard, ticket=p.ticket, ttl_ms=p.ttl_ms, why=p.why,
+                                 review=p.review)
+    if waiter is not None:
+        admitted.add_done_callback(functools.partial(_relay, waiter, order, p))
+    return admitted, waiter
 
 
 def _settled(p: Placement, admitted: Admitted | None = None, reply: Reply | None = None
@@ -174,9 +170,9 @@ async def _place_unkeyed(app: web.Application, placements: list[Placement], wait
             answers[i] = (429, _full(p))
             continue
         admitted, waiter = _start(app, p, wait_ms)
-        if admitted is not None:
+        if waiter is None:
             admits[i] = admitted
-        elif waiter is not None:
+        else:
             waiters[p.order.order_id] = waiter
     if admits:
         await asyncio.gather(*admits.values())
@@ -222,16 +218,16 @@ def _reply_of(order: StreamOrder, p: Placement, admitted: Admitted) -> Reply:
 
 
 def _relay(waiter: asyncio.Future[Reply | None], order: StreamOrder, p: Placement,
-           admitted: Admitted | BaseException) -> None:
-    """The admission's answer for a request waiting on the worker's reply: a failure, a
-    ticket, a full line or a fenced id end the wait; "pending" leaves it to the worker.
-    Nothing is set once the wait is over (a failure then was nobody's to hear)."""
+           admitted: asyncio.Future[Admitted]) -> None:
+    if admitted.cancelled():
+        return
+    failure = admitted.exception()  # read even when nobody waits any more: never "unretrieved"
     if waiter.done():
         return
-    if isinstance(admitted, BaseException):
-        waiter.set_exception(admitted)
-    elif admitted.status in ("queued", "full", "abandoned"):
-        waiter.set_result(_reply_of(order, p, admitted))
+    if failure is not None:
+        waiter.set_exception(failure)
+    elif admitted.result().status in ("queued", "full", "abandoned"):
+        waiter.set_result(_reply_of(order, p, admitted.result()))
 
 
 SURGE_NOTICE = "demand is far above usual right now: your order may take longer than its ETA"
