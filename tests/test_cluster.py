@@ -94,4 +94,7 @@ async def test_the_commands_work_on_a_cluster(redis_cluster: Cluster, tmp_path: 
                  ["resume", "sku:card-100"], ["export"]):
         done = kamigate(*argv, "--config", cfg, env={**os.environ, "COLUMNS": "200"})
         assert done.returncode == 0, (argv, done.stdout, done.stderr)
+        if argv == ["status"]:  # every master asked, none has a replica here
+            assert "│ replicas per master │ 0, 0, 0 (answers do not wait for them) │" in \
+                " ".join(done.stdout.split()), done.stdout
     assert "0 violations" in kamigate("reconcile", "--config", cfg).stdout

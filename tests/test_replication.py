@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ import redis as redis_sync
 from engine import config
 from engine.config.loading import ConfigError
 from engine.store.embedded import RedisProcess, free_port
-from tests.conftest import SHOP_A_KEY, Engine, auth, codes, settings_dict
+from tests.conftest import SHOP_A_KEY, Engine, auth, codes, settings_dict, write_config
 
 
 @pytest.fixture
@@ -147,3 +149,19 @@ def test_the_embedded_redis_cannot_wait_for_replicas() -> None:
     with pytest.raises(ConfigError, match=r"redis\.wait_replicas: the embedded Redis"):
         config.from_mapping(settings_dict(redis={"url": "embedded", "wait_replicas": 1}),
                             environ={})
+
+
+def test_status_shows_the_replicas_and_what_answers_wait_for(
+        pair: tuple[RedisProcess, RedisProcess], tmp_path: Path) -> None:
+    master, _ = pair
+    for wanted, expected in ((1, "│ replicas per master │ 1 (answers wait for 1) │"),
+                             (2, "│ replicas per master │ 1 (answers wait for 2; 1 master "
+                                 "short of it: their writes answer 503) │"),
+                             (0, "│ replicas per master │ 1 (answers do not wait for them) │")):
+        cfg = write_config(tmp_path / f"w{wanted}.toml", settings_dict(
+            redis={"url": master.url, "shards": 2, "wait_replicas": wanted}))
+        shown = subprocess.run([sys.executable, "-m", "engine", "status", "--config", str(cfg)],
+                               capture_output=True, text=True, timeout=60,
+                               env={**os.environ, "COLUMNS": "200"})
+        assert shown.returncode == 0, shown.stderr
+        assert expected in " ".join(shown.stdout.split()), shown.stdout

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from engine import config
 from engine.cli.support import load_settings, with_store
-from engine.store import keys, watch_keys
+from engine.store import keys, replication, watch_keys
 from engine.worker import matching
 
 
@@ -98,6 +98,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             ("waiting for review", str(sum([int(await redis.zcard(keys.review_line(s)))
                                             for s in range(settings.redis.shards)]))),
             ("surge", "on" if (await redis.get(watch_keys.surge())) == b"start" else "off"),
+            ("replicas per master", await _replicas(redis, settings.redis.wait_replicas)),
             ("config", f"version {running.version}, sha256 {running.sha256[:12]}"
              + (f" ({running.origin} by {running.by})" if running.by else "")),
         ]
@@ -199,3 +200,15 @@ async def _supplier_table(redis: Redis, settings: config.Settings) -> Any:
                           f"{state.codes_received:,}", str(state.batches),
                           f"{state.failed} ({state.failures})", state.last_error)
     return table
+
+
+async def _replicas(redis: Redis, wanted: int) -> str:
+    """Connected replicas per master, and what [redis] wait_replicas asks of them."""
+    found = await replication.replicas_per_master(redis)
+    text = ", ".join(str(n) for n in found)
+    if not wanted:
+        return f"{text} (answers do not wait for them)"
+    short = sum(n < wanted for n in found)
+    return f"{text} (answers wait for {wanted}" + (
+        f"; {short} master{'s' if short > 1 else ''} short of it: their writes answer 503)"
+        if short else ")")

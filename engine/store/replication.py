@@ -91,6 +91,15 @@ def nodes_of(client: Redis, slot_keys: list[str | bytes]) -> list[str | bytes]:
     return list(seen.values())
 
 
+async def replicas_per_master(client: Redis) -> list[int]:
+    """How many replicas each master has connected (one server: a list of one)."""
+    if isinstance(client, RedisCluster):
+        found: Any = await client.info("replication", target_nodes=RedisCluster.PRIMARIES)
+        return sorted(int(info.get("connected_slaves", 0)) for info in found.values())
+    info: Any = await client.info("replication")
+    return [int(info.get("connected_slaves", 0))]
+
+
 async def fence(client: Redis, fence_key: str) -> None:
     """Return once the replicas hold everything the master of `fence_key` did before this
     call (a no-op without a policy); raise NotReplicated when they do not in time."""
