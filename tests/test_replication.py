@@ -20,7 +20,16 @@ import redis as redis_sync
 from engine import config
 from engine.config.loading import ConfigError
 from engine.store.embedded import RedisProcess, free_port
-from tests.conftest import SHOP_A_KEY, Engine, auth, codes, settings_dict, write_config
+from tests.conftest import (
+    SHOP_A_KEY,
+    Engine,
+    auth,
+    codes,
+    eventually,
+    settings_dict,
+    write_config,
+)
+from tests.event_receiver import SECRET, EventReceiver, serving
 
 
 @pytest.fixture
@@ -64,7 +73,10 @@ def _resume(node: RedisProcess) -> None:
 @contextlib.asynccontextmanager
 async def _engine(master: RedisProcess, replicas: int) -> AsyncIterator[Engine]:
     raw = settings_dict(redis={"url": master.url, "shards": 2, "wait_replicas": replicas,
-                               "wait_timeout_ms": 100})
+                               "wait_timeout_ms": 100},
+                        webhooks={"first_retry_s": 0.05, "max_retry_s": 0.2,
+                                  "allow_private": True})
+    raw["storefronts"][0]["webhook_secret"] = SECRET
     engine = Engine(config.from_mapping(raw, environ={}), master.url)
     try:
         yield await engine.start()
@@ -143,6 +155,26 @@ async def test_codes_are_shown_only_once_the_replica_holds_them(
             assert time.monotonic() < deadline, found
             await asyncio.sleep(0.05)
         assert found[1]["status"] == "fulfilled" and found[1]["codes"] == ["ONLY-CODE"]
+
+
+async def test_a_webhook_with_codes_waits_for_the_replica(
+        pair: tuple[RedisProcess, RedisProcess]) -> None:
+    master, replica = pair
+    receiver = EventReceiver()
+    async with serving("/hook", receiver.handle) as hook, _engine(master, 1) as engine:
+        status, ticket = await engine.order(notify_url=hook)
+        assert status == 202 and ticket["status"] == "queued", ticket
+        await eventually(lambda: receiver.events != [], what="the queued event")
+        with _stopped(replica):
+            resp = await engine.http.post(
+                "/admin/skus/card-100/stock", data="HOOK-CODE", params={"lot": "lot1"},
+                headers={**auth("key-operator"), "Content-Type": "text/plain"})
+            assert resp.status == 503  # imported, not yet replicated: the ticket is served
+            await asyncio.sleep(1.5)  # the sender tries (and backs off) meanwhile
+            assert [e["status"] for e in receiver.events] == ["queued"], receiver.events
+        await eventually(lambda: len(receiver.events) == 2, timeout=15, what="the fulfilled one")
+        assert receiver.events[1]["status"] == "fulfilled"
+        assert receiver.events[1]["codes"] == ["HOOK-CODE"] and receiver.signatures_ok
 
 
 def test_the_embedded_redis_cannot_wait_for_replicas() -> None:

@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from engine.config.directory import Directory
 from engine.config.live import page_secret
@@ -102,8 +102,11 @@ class Dispatcher:
             # buyer-page links in the events must match the front doors' (see page_secret)
             self.page_secret = await page_secret(self.redis)
             self.use(self.settings)
-        # a shard this worker lost: its deliveries stop here, the new owner claims the events
-        await self._cancel([t for t, s in self._tasks.items() if s not in shards])
+        # a shard this worker lost: its deliveries stop here, the new owner claims the events;
+        # should that be this worker again (a blip of the store), it reads its own again
+        lost = [(t, s) for t, s in self._tasks.items() if s not in shards]
+        self._reread.update(s for _, s in lost)
+        await self._cancel([t for t, _ in lost])
         for shard in shards:
             try:
                 await self._shard_round(shard)
@@ -261,6 +264,10 @@ class Dispatcher:
                 events, attempt, backlog = arrived, 0, False
         except asyncio.CancelledError:
             raise
+        except RedisError as exc:  # the store failed, or its replicas lag ([redis] wait_replicas)
+            log.warning("webhooks of order %s wait for the store (%s); retrying later",
+                        order_id, exc)
+            await self._put_behind(shard, order_id, events, attempt + 1, 0.0)
         except Exception:  # never end the loop: this order waits for its next retry
             log.exception("webhooks of order %s failed unexpectedly; retrying later", order_id)
             await self._put_behind(shard, order_id, events, attempt + 1, 0.0)
