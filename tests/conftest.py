@@ -171,7 +171,8 @@ class Engine:
             await self.start_worker()
         return self
 
-    async def start_worker(self) -> Worker:
+    def _new_worker(self) -> Worker:
+        """A worker with clients of its own, as `kamigate worker` connects them."""
         redis = connection.client(self.url, cluster=self.settings.redis.cluster)
         replication.require(redis, self.settings.redis.wait_replicas,
                             self.settings.redis.wait_timeout_ms)
@@ -179,20 +180,19 @@ class Engine:
                                      cluster=self.settings.redis.cluster)
         self._clients += [redis, blocking]
         self.worker = Worker(self.settings, redis, blocking)
-        self._stop = asyncio.Event()
-        self._task = asyncio.create_task(self.worker.run(self._stop))
         return self.worker
+
+    async def start_worker(self) -> Worker:
+        worker = self._new_worker()
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(worker.run(self._stop))
+        return worker
 
     def stepped_worker(self) -> Worker:
         """A worker that runs only when the test steps it (`drain`, `chores`): what it has
         not done by then, it did not do, with no sleep to wait it out."""
         assert self._task is None, "the engine already runs a worker of its own"
-        redis = connection.client(self.url, cluster=self.settings.redis.cluster)
-        blocking = connection.client(self.url, timeout=10,
-                                     cluster=self.settings.redis.cluster)
-        self._clients += [redis, blocking]
-        self.worker = Worker(self.settings, redis, blocking)
-        return self.worker
+        return self._new_worker()
 
     async def stop_worker(self) -> None:
         if self._task is not None:

@@ -143,7 +143,7 @@ async def _own_record(request: web.Request) -> tuple[Directory, OrderRecord]:
     directory = request.app[DIRECTORY].current
     storefront = await storefront_of(request, directory)
     order_id = request.match_info["order_id"]
-    record = await records.read(request.app[REDIS], order_id)
+    record = await records.read_to_show(request.app[REDIS], order_id)
     if record is None or record.request.storefront != storefront.id:
         raise errors.NotFound(f"no order {order_id}")
     return directory, record
@@ -167,7 +167,7 @@ async def cancel_order(request: web.Request) -> web.Response:
     before, after = await unwind(redis, record, "cancel", now_ms())
     if after != "cancelled":
         raise errors.NotCancellable(f"order {order_id} is {before}", order_id=order_id)
-    fresh = await records.read(redis, order_id)
+    fresh = await records.read_to_show(redis, order_id)
     assert fresh is not None
     return respond(request, record_view(directory, fresh, None))
 
@@ -182,7 +182,7 @@ async def confirm_order(request: web.Request) -> web.Response:
                               "left to replace them; it is cancelled", order_id=req.order_id)
     if after != "confirmed":
         raise errors.NotHeld(f"order {req.order_id} is not held", order_id=req.order_id)
-    fresh = await records.read(redis, req.order_id)
+    fresh = await records.read_to_show(redis, req.order_id)
     assert fresh is not None
     return respond(request, record_view(directory, fresh, None))
 

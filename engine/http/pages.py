@@ -126,7 +126,7 @@ async def _state(request: web.Request) -> PageState | None:
     if not directory.page_token_valid(order_id, request.query.get("t", "")):
         return None
     redis = request.app[REDIS]
-    record = await records.read(redis, order_id)
+    record = await records.read_to_show(redis, order_id)
     if record is None:
         return None
     position = await records.position(redis, record)

@@ -48,7 +48,7 @@ async def replay_of(app: web.Application, storefront: Storefront, req: OrderRequ
     held: Any = await app[REDIS].hmget(keys.idempotency(shard, storefront.id, key), "o", "h")
     if not held[0] or held[1].decode() != request_digest(req):
         return None
-    record = await records.read(app[REDIS], held[0].decode())
+    record = await records.read_to_show(app[REDIS], held[0].decode())
     if record is None:
         return None
     position = await records.position(app[REDIS], record)
@@ -69,7 +69,7 @@ async def place(app: web.Application, p: Placement, wait_ms: int) -> tuple[int, 
                 return 409, errors.IdempotencyConflict(
                     "this Idempotency-Key was used with a different body", order_id=held.order_id
                 )
-            record = await records.read(app[REDIS], held.order_id)
+            record = await records.read_to_show(app[REDIS], held.order_id)
             if record is not None:
                 position = await records.position(app[REDIS], record)
                 return 200, record_view(directory, record, position, app[DRAIN], p.pause,
@@ -205,7 +205,7 @@ async def _admit_again(app: web.Application, p: Placement) -> tuple[int, Any]:
                                        why=p.why, review=p.review)
     if admitted.status in ADMIT_ANSWERS:
         return await _answer_paid(app, p, _reply_of(p.order, p, admitted))
-    record = await records.read(app[REDIS], p.order.order_id)
+    record = await records.read_to_show(app[REDIS], p.order.order_id)
     if record is None:
         raise errors.Internal("admitted order has no record")
     return 200, record_view(directory, record, await records.position(app[REDIS], record))

@@ -121,9 +121,16 @@ async def read(redis: Redis, order_id: str) -> OrderRecord | None:
     shard = keys.shard_of_order(order_id)
     if shard is None:
         return None
-    found = parse(await redis.hgetall(keys.order(order_id, shard)))
-    if found is not None and found.codes:
-        # codes are shown only once replicas hold them (with [redis] wait_replicas)
+    return parse(await redis.hgetall(keys.order(order_id, shard)))
+
+
+async def read_to_show(redis: Redis, order_id: str) -> OrderRecord | None:
+    """read(), for a record about to leave kamigate (an answer, a page, a webhook, a reply):
+    with [redis] wait_replicas its codes are shown only once replicas hold them (a fence;
+    NotReplicated when they do not in time). The worker's own reads need no fence."""
+    found = await read(redis, order_id)
+    shard = keys.shard_of_order(order_id)
+    if found is not None and found.codes and shard is not None:
         await replication.fence(redis, keys.fence(shard))
     return found
 

@@ -15,7 +15,7 @@ from engine.wire import Reply, msgpack_encode
 
 
 async def reply_of_record(redis: Redis, order_id: str) -> Reply | None:
-    record = await records.read(redis, order_id)
+    record = await records.read_to_show(redis, order_id)
     if record is None:
         return None
     position = await records.position(redis, record) if record.status == "queued" else None

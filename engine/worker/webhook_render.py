@@ -56,7 +56,7 @@ async def _order_body(redis: Redis, shop: Shop, storefronts: Mapping[str, Storef
     if storefront is None or not host_allowed(request.notify_url, storefront.notify_hosts):
         return None, "the notify_url's host is no longer allowed for this storefront"
     try:
-        record = await records.read(redis, order_id)
+        record = await records.read_to_show(redis, order_id)
         if record is None:
             return None, "the order's record does not read"
         status = as_status(fields[records.OUTBOX_STATUS].decode())
