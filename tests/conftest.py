@@ -16,11 +16,13 @@ import msgspec
 import pytest
 from aiohttp import ClientSession, TCPConnector
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from engine import config
 from engine.http.app import create_app
+from engine.http.serving import DoorRunner
 from engine.store import connection, replication, scripts
 from engine.store.embedded import RedisProcess, free_port
 from engine.worker.consumer import Worker
@@ -146,6 +148,14 @@ async def redis(store: str, store_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+class DoorTestServer(TestServer):
+    """The test server on the door's own runner (the lean order routes), as `kamigate up`
+    serves."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return DoorRunner(self.app, **kwargs)
+
+
 class Engine:
     """A front door (in-process test server) and a worker task, on the test Redis."""
 
@@ -165,7 +175,7 @@ class Engine:
 
     async def start(self, worker: bool = True) -> Engine:
         app = create_app(self.settings, self.url)
-        self.client = TestClient(TestServer(app))
+        self.client = TestClient(DoorTestServer(app))
         await self.client.start_server()
         if worker:
             await self.start_worker()

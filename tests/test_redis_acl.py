@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from redis.exceptions import NoPermissionError, ResponseError
 
 from engine import config
@@ -19,7 +19,7 @@ from engine.stock.reconcile import reconcile
 from engine.store import connection
 from engine.store.embedded import RedisProcess, free_port
 from engine.worker.consumer import Worker
-from tests.conftest import OPERATOR_KEY, SHOP_A_KEY, auth, codes, settings_dict
+from tests.conftest import OPERATOR_KEY, SHOP_A_KEY, DoorTestServer, auth, codes, settings_dict
 
 
 def _as(url: str, user: str) -> str:
@@ -38,7 +38,7 @@ async def test_the_engine_runs_under_least_privilege_users(tmp_path: Path) -> No
                                                                      "kamigate-worker")
         settings = config.from_mapping(settings_dict(redis={"url": door_url, "shards": 2}),
                                        environ={})
-        client = TestClient(TestServer(create_app(settings, door_url)))
+        client = TestClient(DoorTestServer(create_app(settings, door_url)))
         await client.start_server()
         redis, blocking = connection.client(worker_url), connection.client(worker_url, timeout=10)
         clients += [redis, blocking]

@@ -117,6 +117,7 @@ def _serve(settings: config.Settings, path: str, redis_url: str | None = None,
            banner: str | None = None, reuse_port: bool = False, watch: bool = True) -> None:
     from aiohttp import web
 
+    from engine.http import serving
     from engine.http.app import create_app
 
     app = create_app(settings, redis_url, config_file=path, watch_config=watch)
@@ -138,9 +139,8 @@ def _serve(settings: config.Settings, path: str, redis_url: str | None = None,
     asyncio.set_event_loop(loop)
     # a sale spike opens thousands of connections at once: aiohttp's default backlog (128)
     # would leave most of them unaccepted for seconds (the kernel caps it at somaxconn)
-    web.run_app(app, host=settings.server.host, port=settings.server.port,
-                access_log=None, print=None, loop=loop, reuse_port=reuse_port or None,
-                backlog=settings.server.backlog)
+    serving.run(app, loop, settings.server.host, settings.server.port,
+                backlog=settings.server.backlog, reuse_port=reuse_port)
 
 
 # -P: the child imports the installed engine (with its compiled kernel), never a source

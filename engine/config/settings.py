@@ -41,6 +41,8 @@ class Server(Base, frozen=True):
     page_link_ttl_s: Annotated[int, Meta(ge=60)] = 7 * 86400  # a buyer-page link expires
     metrics_token: str = ""  # when set, GET /metrics needs `Authorization: Bearer <it>`
     backlog: Annotated[int, Meta(ge=16, le=65535)] = 4096  # connections waiting for accept
+    # the order routes answered without aiohttp's Request and Response (engine.http.lean)
+    lean_routes: bool = True
 
 
 class Redis(Base, frozen=True):

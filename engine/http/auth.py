@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from engine import errors
 from engine.config.directory import ROLE_RANK, Directory
 from engine.config.settings import Admin, Storefront
+from engine.http.incoming import Incoming
 from engine.http.signing import SIGNATURE, signed_storefront
 
 
-def _principal(request: web.Request, directory: Directory) -> Storefront | Admin:
+def _principal(request: Incoming, directory: Directory) -> Storefront | Admin:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -21,7 +20,7 @@ def _principal(request: web.Request, directory: Directory) -> Storefront | Admin
     return found
 
 
-async def storefront_of(request: web.Request, directory: Directory) -> Storefront:
+async def storefront_of(request: Incoming, directory: Directory) -> Storefront:
     """The storefront behind a bearer key or a request signature (see signing)."""
     if SIGNATURE in request.headers:
         return await signed_storefront(request, directory)
@@ -33,7 +32,7 @@ async def storefront_of(request: web.Request, directory: Directory) -> Storefron
     return found
 
 
-def admin_of(request: web.Request, directory: Directory, role: str) -> Admin:
+def admin_of(request: Incoming, directory: Directory, role: str) -> Admin:
     found = _principal(request, directory)
     if not isinstance(found, Admin):
         raise errors.Forbidden("admin routes need an admin key")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import functools
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
 from engine import errors
+from engine.http.incoming import Answer, Incoming
 from engine.http.state import DIRECTORY
 from engine.wire import BodyDecoder, json_encode, msgpack_encode
 
@@ -40,7 +42,7 @@ def validation_problem(exc: msgspec.ValidationError) -> errors.Problem:
     return errors.invalid(field, message)
 
 
-async def read_body(request: web.Request) -> bytes:
+async def read_body(request: Incoming) -> bytes:
     """The whole body; 408 when the client stalls longer than server.body_timeout_s (a slow
     client is cut off; it never holds up others, the loop serves them meanwhile)."""
     if request.content.is_eof():  # all of it arrived with the headers: the usual case
@@ -53,7 +55,7 @@ async def read_body(request: web.Request) -> bytes:
         raise errors.RequestTimeout(f"the body did not arrive within {limit:g} s") from None
 
 
-async def decode_body(request: web.Request, decoder: BodyDecoder[T]) -> T:
+async def decode_body(request: Incoming, decoder: BodyDecoder[T]) -> T:
     """The body as `decoder.type`, from JSON or msgpack (by Content-Type), validated."""
     ctype = request.content_type
     is_json = ctype in ("application/json", "application/octet-stream", "text/plain") or \
@@ -103,14 +105,27 @@ def _with_whole_floats_as_ints(body: bytes, target: type[T]) -> T | None:
     return found
 
 
-def encode_body(request: web.Request, body: Any) -> tuple[bytes, str]:
+def encode_body(request: Incoming, body: Any) -> tuple[bytes, str]:
     if MSGPACK in request.headers.get("Accept", ""):
         return msgpack_encode(body), MSGPACK
     return json_encode(body), "application/json"
 
 
-def respond(request: web.Request, body: Any, status: int = 200,
+def respond(request: Incoming, body: Any, status: int = 200,
             headers: Mapping[str, str] | None = None) -> web.Response:
     """The body encoded as the client accepts (JSON or msgpack), as a response."""
     payload, ctype = encode_body(request, body)
     return web.Response(body=payload, status=status, content_type=ctype, headers=headers)
+
+
+Route = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def route(core: Callable[[Incoming], Awaitable[Answer]]) -> Route:
+    """An aiohttp handler of a route written against Incoming (the lean door serves the same
+    function without aiohttp's Request and Response)."""
+    @functools.wraps(core)
+    async def handler(request: web.Request) -> web.Response:
+        status, body, headers = await core(request)
+        return respond(request, body, status, headers)
+    return handler

@@ -15,7 +15,8 @@ from engine.config.settings import Storefront
 from engine.controls.destinations import refusal
 from engine.http import payment
 from engine.http.auth import storefront_of
-from engine.http.codec import decode_body, respond
+from engine.http.codec import decode_body, respond, route
+from engine.http.incoming import Answer, Incoming
 from engine.http.notices import announce_pause, waits_behind, with_notice
 from engine.http.placement import Placement, placement
 from engine.http.placing import place, place_many, replay_of
@@ -70,18 +71,17 @@ def _check(directory: Directory, storefront: Storefront, req: OrderRequest,
             raise errors.invalid(f"{field}notify_url", why)
 
 
-def _respond(request: web.Request, status: int, body: Any, headers: Mapping[str, str]
-             ) -> web.Response:
+def _answer(status: int, body: Any, headers: Mapping[str, str]) -> Answer:
     # `headers` may be the one dict every unlimited answer shares: never written to
     if isinstance(body, errors.Problem):
         body.extra_headers = dict(headers)
         raise body
     if status == 200:
         headers = {**headers, "Idempotent-Replayed": "true"}
-    return respond(request, body, status, with_notice(body, headers))
+    return Answer(status, body, with_notice(body, headers))
 
 
-async def create_order(request: web.Request) -> web.Response:
+async def create_order(request: Incoming) -> Answer:
     app = request.app
     directory = app[DIRECTORY].current
     storefront = await storefront_of(request, directory)
@@ -97,7 +97,7 @@ async def create_order(request: web.Request) -> web.Response:
         replayed = await replay_of(app, storefront, req, key) if key is not None else None
         if replayed is None:
             raise
-        return _respond(request, *replayed, app[ADMISSION].current.policy_headers(storefront.id))
+        return _answer(*replayed, app[ADMISSION].current.policy_headers(storefront.id))
     try:
         offer = await payment.offer(app, storefront.id, req)
     except errors.CouponInvalid:
@@ -105,14 +105,14 @@ async def create_order(request: web.Request) -> web.Response:
         replayed = await replay_of(app, storefront, req, key) if key is not None else None
         if replayed is None:
             raise
-        return _respond(request, *replayed, app[ADMISSION].current.policy_headers(storefront.id))
+        return _answer(*replayed, app[ADMISSION].current.policy_headers(storefront.id))
     p = placement(app, storefront, req, key, offer)
     wait_ms = directory.settings.orders.default_wait_ms if req.wait_ms is None else req.wait_ms
     status, body = await place(app, p, wait_ms)
-    return _respond(request, status, body, p.gate.headers())
+    return _answer(status, body, p.gate.headers())
 
 
-async def create_batch(request: web.Request) -> web.Response:
+async def create_batch(request: Incoming) -> Answer:
     app = request.app
     directory = app[DIRECTORY].current
     storefront = await storefront_of(request, directory)
@@ -135,11 +135,10 @@ async def create_batch(request: web.Request) -> web.Response:
     answers = await place_many(app, [p for _, p in pending], deadline_ms)
     for (i, _), (_, body) in zip(pending, answers, strict=True):
         results[i] = body.body() if isinstance(body, errors.Problem) else body
-    return respond(request, {"results": results},
-                   headers=app[ADMISSION].current.policy_headers(storefront.id))
+    return Answer(200, {"results": results}, app[ADMISSION].current.policy_headers(storefront.id))
 
 
-async def _own_record(request: web.Request) -> tuple[Directory, OrderRecord]:
+async def _own_record(request: Incoming) -> tuple[Directory, OrderRecord]:
     directory = request.app[DIRECTORY].current
     storefront = await storefront_of(request, directory)
     order_id = request.match_info["order_id"]
@@ -149,7 +148,7 @@ async def _own_record(request: web.Request) -> tuple[Directory, OrderRecord]:
     return directory, record
 
 
-async def get_order(request: web.Request) -> web.Response:
+async def get_order(request: Incoming) -> Answer:
     directory, record = await _own_record(request)
     position = await records.position(request.app[REDIS], record)
     req = record.request
@@ -157,7 +156,7 @@ async def get_order(request: web.Request) -> web.Response:
         directory, record, position, request.app[DRAIN],
         waits_behind(request.app, req.storefront, req.sku, req.tier, record.reason), now_ms()),
         req.storefront)
-    return respond(request, view, headers=with_notice(view, {}))
+    return Answer(200, view, with_notice(view, {}))
 
 
 async def cancel_order(request: web.Request) -> web.Response:
@@ -187,14 +186,23 @@ async def confirm_order(request: web.Request) -> web.Response:
     return respond(request, record_view(directory, fresh, None))
 
 
+ORDER_ID = "o_[0-9a-f]{20}"
+# served by the lean door too (engine.http.lean): (method, aiohttp's route name) -> route
+LEAN_ROUTES = {
+    ("POST", "/v1/orders"): create_order,
+    ("POST", "/v1/orders/batch"): create_batch,
+    ("GET", "/v1/orders/{order_id}"): get_order,
+}
+
+
 def routes() -> list[web.RouteDef]:
     return [
-        web.post("/v1/orders", create_order),
-        web.post("/v1/orders/batch", create_batch),
+        web.post("/v1/orders", route(create_order)),
+        web.post("/v1/orders/batch", route(create_batch)),
         # an order id's shape: "/v1/orders/batch" is not one
-        web.get("/v1/orders/{order_id:o_[0-9a-f]{20}}", get_order),
-        web.delete("/v1/orders/{order_id:o_[0-9a-f]{20}}", cancel_order),
-        web.post("/v1/orders/{order_id:o_[0-9a-f]{20}}/confirm", confirm_order),
+        web.get(f"/v1/orders/{{order_id:{ORDER_ID}}}", route(get_order)),
+        web.delete(f"/v1/orders/{{order_id:{ORDER_ID}}}", cancel_order),
+        web.post(f"/v1/orders/{{order_id:{ORDER_ID}}}/confirm", confirm_order),
     ]
 
 

@@ -1,11 +1,16 @@
-"""Render every error as problem+json: our Problems, aiohttp's HTTP errors, and the unexpected."""
+"""Render every error as problem+json: our Problems, aiohttp's HTTP errors, and the unexpected.
+
+The checks every answer passes (maintenance, the breaker), what a failure becomes and the
+headers every answer carries are plain functions of (app, method, path): the middleware
+applies them to aiohttp's requests, the lean order routes (engine.http.lean) to theirs.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 
 from aiohttp import web
 from redis.exceptions import RedisError, ResponseError
@@ -44,19 +49,19 @@ def problem_response(problem: errors.Problem,
 async def problems_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Problems as problem+json, and every request's latency (one middleware: each costs)."""
     started = time.perf_counter()
+    app = request.app
     try:
-        closed = _closed_for_maintenance(request) or _circuit_open(request)
+        closed = refusal(app, request.method, request.path)
         if closed is not None:
             return problem_response(closed)
         response = await _answer(request, handler)
-        if request.path.startswith("/v1/") and "RateLimit" not in response.headers:
-            response.headers.update(request.app[ADMISSION].current.policy_headers(None))
-        _announce(request, response)
+        if not response.prepared:
+            settle_headers(app, request.path, response.headers)
         return response
     finally:
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
-        request.app[METRICS].door.latency.observe(name, time.perf_counter() - started)
+        app[METRICS].door.latency.observe(name, time.perf_counter() - started)
 
 
 # Always open: health, metrics, the status page, and the switch that ends maintenance.
@@ -68,32 +73,37 @@ ORDER_WRITES = ("POST", "PUT", "PATCH", "DELETE")
 NEW_ORDERS = ("/v1/orders", "/v1/orders/batch")
 
 
-def _closed_for_maintenance(request: web.Request) -> errors.Problem | None:
-    ref = request.app[MAINTENANCE]
-    state = ref.state
+def refusal(app: web.Application, method: str, path: str) -> errors.Problem | None:
+    """Why this request is answered before its route runs (maintenance, an open breaker),
+    or None."""
+    return _closed_for_maintenance(app, method, path) or _circuit_open(app, path)
+
+
+def _closed_for_maintenance(app: web.Application, method: str, path: str
+                            ) -> errors.Problem | None:
+    state = app[MAINTENANCE].state
     if state.mode == "off":
         return None
     now = now_ms()
     mode = state.active(now)
-    if mode == "off" or request.path.startswith(ALWAYS_OPEN) or (
-            request.method == "GET" and request.path.startswith(BUYER_PAGES)):
+    if mode == "off" or path.startswith(ALWAYS_OPEN) or (
+            method == "GET" and path.startswith(BUYER_PAGES)):
         return None
-    if mode == "read_only" and not (request.path.startswith("/v1/")
-                                    and request.method in ORDER_WRITES):
+    if mode == "read_only" and not (path.startswith("/v1/") and method in ORDER_WRITES):
         return None
-    if state.action == "queue" and request.method == "POST" and request.path in NEW_ORDERS:
+    if state.action == "queue" and method == "POST" and path in NEW_ORDERS:
         return None
-    notice = state.notice(now, request.app[DIRECTORY].current.settings.maintenance.notice_lead_s)
+    notice = state.notice(now, app[DIRECTORY].current.settings.maintenance.notice_lead_s)
     return errors.Maintenance(f"closed for maintenance ({mode}); retry later", notice=notice,
                               retry_after=state.retry_after(now))
 
 
-def _circuit_open(request: web.Request) -> errors.Problem | None:
+def _circuit_open(app: web.Application, path: str) -> errors.Problem | None:
     """Redis is failing: answer at once rather than pile requests on it (one probe at a time
     goes through to find out whether it is back)."""
-    breaker = request.app[BREAKER]
-    if breaker.state == "closed" or request.path.startswith(ALWAYS_OPEN) or \
-            not request.app[DIRECTORY].current.settings.breaker.enabled:
+    breaker = app[BREAKER]
+    if breaker.state == "closed" or path.startswith(ALWAYS_OPEN) or \
+            not app[DIRECTORY].current.settings.breaker.enabled:
         return None
     if breaker.allow():
         return None
@@ -101,62 +111,71 @@ def _circuit_open(request: web.Request) -> errors.Problem | None:
                               retry_after=math.ceil(breaker.retry_after_s()))
 
 
-def _announce(request: web.Request, response: web.StreamResponse) -> None:
-    """A maintenance window in force or coming soon, or a pause of everything announced: say
-    so on every answer (an order's own notice, set by its route, gives way to maintenance)."""
-    if response.prepared:
-        return
-    state = request.app[MAINTENANCE].state
+def settle_headers(app: web.Application, path: str, headers: MutableMapping[str, str]) -> None:
+    """What every answer carries: RateLimit headers on /v1 (when its route set none), and a
+    maintenance window in force or coming soon, or a pause of everything announced (an
+    order's own notice, set by its route, gives way to maintenance)."""
+    if path.startswith("/v1/") and "RateLimit" not in headers:
+        headers.update(app[ADMISSION].current.policy_headers(None))
+    state = app[MAINTENANCE].state
     notice = None
     if state.mode != "off":
-        lead = request.app[DIRECTORY].current.settings.maintenance.notice_lead_s
+        lead = app[DIRECTORY].current.settings.maintenance.notice_lead_s
         notice = state.notice(now_ms(), lead)
     if notice is None:
-        notice = notices.global_pause_ahead(request.app)  # usually none: one dict lookup
-        if notice is not None and notices.HEADER in response.headers:
+        notice = notices.global_pause_ahead(app)  # usually none: one dict lookup
+        if notice is not None and notices.HEADER in headers:
             return  # the order's own notice stays
     if notice:
-        response.headers[notices.HEADER] = notices.header_value(notice)
+        headers[notices.HEADER] = notices.header_value(notice)
 
 
 async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    breaker = request.app[BREAKER]
     try:
         response = await handler(request)
-        breaker.success()
+        request.app[BREAKER].success()
         return response
-    except errors.Problem as problem:
-        breaker.success()
-        request.app[METRICS].door.reject(problem.code)
-        return problem_response(problem)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         kind = _BY_STATUS.get(exc.status)
         if kind is None:
             kind = errors.InvalidRequest if exc.status < 500 else errors.Internal
-        translated = kind(exc.reason or kind.title)
+        translated = (too_large(request.app) if exc.status == 413
+                      else kind(exc.reason or kind.title))
         request.app[METRICS].door.reject(translated.code)
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return problem_response(translated, allow)
-    except (RedisError, OSError, TimeoutError) as exc:
+    except Exception as exc:
+        return problem_response(failure(request.app, request.method, request.path, exc))
+
+
+def too_large(app: web.Application) -> errors.Problem:
+    limit = app[DIRECTORY].current.settings.server.max_body_bytes
+    return errors.PayloadTooLarge(f"the body is larger than server.max_body_bytes ({limit})")
+
+
+def failure(app: web.Application, method: str, path: str, exc: Exception) -> errors.Problem:
+    """The problem a route's exception answers with: its own, 503 for a failing store (the
+    breaker counts it), 500 for the unexpected (its traceback logged, never the body)."""
+    breaker = app[BREAKER]
+    if isinstance(exc, errors.Problem):
+        breaker.success()
+        app[METRICS].door.reject(exc.code)
+        return exc
+    if isinstance(exc, RedisError | OSError | TimeoutError):
         opened = breaker.opened_count
         if not isinstance(exc, ResponseError):  # an error reply is not an outage
             breaker.failure()
         if breaker.opened_count != opened:
-            request.app[METRICS].breaker_opened.inc()
+            app[METRICS].breaker_opened.inc()
             log.error("circuit breaker open: Redis is failing (%s)", type(exc).__name__)
-        log.warning("store unavailable on %s %s: %s", request.method, request.path,
-                    type(exc).__name__)
+        log.warning("store unavailable on %s %s: %s", method, path, type(exc).__name__)
         if isinstance(exc, NotReplicated):
-            return problem_response(errors.Unavailable(
+            return errors.Unavailable(
                 f"the order store's replicas have not acknowledged it yet ({exc}); retry "
                 "(with the same Idempotency-Key: an order placed meanwhile is found again)",
-                retry_after=1))
-        return problem_response(errors.Unavailable("the order store is unreachable; retry",
-                                                   retry_after=1))
-    except Exception:
-        # The traceback goes to the log (never codes: the request body is not logged),
-        # the client gets a problem document.
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        return problem_response(errors.Internal("unexpected error"))
+                retry_after=1)
+        return errors.Unavailable("the order store is unreachable; retry", retry_after=1)
+    log.exception("unexpected error on %s %s", method, path)
+    return errors.Internal("unexpected error")

@@ -17,12 +17,11 @@ import hmac
 import re
 import time
 
-from aiohttp import web
-
 from engine import errors
 from engine.config.directory import Directory
 from engine.config.settings import Storefront
 from engine.http.codec import read_body
+from engine.http.incoming import Incoming
 from engine.http.state import REDIS
 from engine.store import keys
 
@@ -42,7 +41,7 @@ def sign(secret: str, t: str, nonce: str, method: str, path_qs: str, body: bytes
     return f"t={t},n={nonce},v1={mac}"
 
 
-async def signed_storefront(request: web.Request, directory: Directory) -> Storefront:
+async def signed_storefront(request: Incoming, directory: Directory) -> Storefront:
     """The storefront whose signature this request carries; 401 for anything less."""
     ident = request.headers.get("Kamigate-Storefront", "")
     storefront = directory.storefront_by_id.get(ident)

@@ -1,0 +1,257 @@
+"""The lean order routes answer exactly as aiohttp's path does, keep every connection rule
+(keep-alive, pipelining in order, HTTP/1.0, Expect, chunked bodies, limits) and hand every
+other request on the same connection to the application."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import pytest
+
+from engine.http import lean
+from engine.wire import msgpack_encode
+from tests.conftest import (
+    OPERATOR_KEY,
+    SHOP_A_KEY,
+    Engine,
+    EngineFactory,
+    auth,
+    codes,
+    make_settings,
+)
+
+Raw = tuple[str, dict[str, str], bytes]  # status line, headers (lower-case names), body
+
+
+@pytest.fixture
+def lean_answers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths the lean door answered (a spy around lean.answer)."""
+    seen: list[str] = []
+    real = lean.answer
+
+    async def spy(call: lean.LeanCall) -> lean.LeanResponse:
+        seen.append(f"{call.method} {call.path}")
+        return await real(call)
+
+    monkeypatch.setattr(lean, "answer", spy)
+    return seen
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> Raw:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in filter(None, lines):
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    body = await asyncio.wait_for(reader.readexactly(length), 10) if length else b""
+    return status, headers, body
+
+
+async def _exchange(engine: Engine, data: bytes, answers: int) -> tuple[list[Raw], bool]:
+    """Send `data` in one write; read `answers` answers; and whether the door closed."""
+    server = engine.http.server
+    reader, writer = await asyncio.open_connection(str(server.host), int(server.port or 0))
+    try:
+        writer.write(data)
+        await writer.drain()
+        found = [await _read_answer(reader) for _ in range(answers)]
+        try:
+            closed = await asyncio.wait_for(reader.read(1), 0.5) == b""
+        except TimeoutError:
+            closed = False
+        return found, closed
+    finally:
+        writer.close()
+
+
+def _request(method: str, path: str, body: bytes = b"", version: str = "1.1",
+             key: str = SHOP_A_KEY, **headers: str) -> bytes:
+    lines = [f"{method} {path} HTTP/{version}", "Host: door", f"Authorization: Bearer {key}"]
+    if body or method == "POST":
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _order(buyer: str = "b1", **more: Any) -> bytes:
+    return json.dumps({"sku": "card-100", "qty": 1, "buyer": buyer, **more}).encode()
+
+
+def _same_shape(a: Raw, b: Raw) -> None:
+    """Two answers alike but for what differs per order (ids, times, codes, the date)."""
+    def shape(raw: Raw) -> tuple[Any, ...]:
+        status, headers, body = raw
+        names = sorted(set(headers) - {"date"})
+        doc = json.loads(body) if body else None
+        if isinstance(doc, dict):
+            doc = sorted(doc) if "order_id" in doc and doc.get("status") else doc
+        return status, names, headers.get("content-type"), doc
+    assert shape(a) == shape(b)
+
+
+REQUESTS: list[tuple[str, Callable[[], bytes]]] = [
+    ("an order", lambda: _request("POST", "/v1/orders", _order())),
+    ("a batch", lambda: _request("POST", "/v1/orders/batch", json.dumps({"orders": [
+        json.loads(_order("b2")), {"sku": "nope", "qty": 1, "buyer": "b3"}]}).encode())),
+    ("an unknown field", lambda: _request("POST", "/v1/orders", _order(colour="red"))),
+    ("broken JSON", lambda: _request("POST", "/v1/orders", b'{"sku": ')),
+    ("a wrong key", lambda: _request("POST", "/v1/orders", _order(), key="nope")),
+    ("an admin key", lambda: _request("POST", "/v1/orders", _order(), key=OPERATOR_KEY)),
+    ("an unknown SKU", lambda: _request("POST", "/v1/orders", _order(sku="nope"))),
+    ("a bad Idempotency-Key", lambda: _request("POST", "/v1/orders", _order(),
+                                               Idempotency_Key="a b")),
+    ("an order not there", lambda: _request("GET", "/v1/orders/o_" + "0" * 20)),
+    ("a body too large", lambda: _request("POST", "/v1/orders", b"x" * 70_000)),
+    ("text/csv", lambda: _request("POST", "/v1/orders", _order()).replace(
+        b"application/json", b"text/csv")),
+]
+
+
+@pytest.mark.parametrize("what,make", REQUESTS, ids=[what for what, _ in REQUESTS])
+async def test_each_answer_is_the_one_aiohttp_gives(
+        engine_factory: EngineFactory, lean_answers: list[str], what: str,
+        make: Callable[[], bytes]) -> None:
+    plain = await engine_factory(make_settings(server={"lean_routes": False}))
+    door = await engine_factory()
+    await door.import_codes("card-100", codes("LEAN", 10))
+    (expected,), _ = await _exchange(plain, make(), 1)
+    assert lean_answers == []  # the plain door never took the lean path
+    (found,), _ = await _exchange(door, make(), 1)
+    assert lean_answers, what
+    if what in ("an order", "a batch"):  # the plain door has no codes: compare shapes only
+        assert found[0].startswith("HTTP/1.1 20"), found
+        assert json.loads(found[2]).get("status", "fulfilled") == "fulfilled"
+        assert set(found[1]) - {"date"} >= set(expected[1]) - {"date", "retry-after"}
+        return
+    _same_shape(found, expected)
+    if found[1]["content-type"] == "application/problem+json":
+        assert json.loads(found[2]) == json.loads(expected[2])
+
+
+async def test_pipelined_requests_are_answered_in_order_across_both_paths(
+        engine: Engine, lean_answers: list[str]) -> None:
+    await engine.import_codes("card-100", codes("PIPE", 10))
+    data = b"".join([
+        _request("POST", "/v1/orders", _order("p1")),
+        _request("GET", "/healthz"),
+        _request("POST", "/v1/orders", _order("p2", wait_ms=0)),
+        _request("GET", "/admin/skus/card-100", key=OPERATOR_KEY),
+        _request("POST", "/v1/orders/batch", json.dumps({"orders": [
+            json.loads(_order("p3"))]}).encode()),
+    ])
+    answers, closed = await _exchange(engine, data, 5)
+    assert not closed
+    statuses = [status.split(" ")[1] for status, _, _ in answers]
+    assert statuses[0] == "201" and json.loads(answers[0][2])["buyer"] == "p1"
+    assert json.loads(answers[1][2])["status"] == "ok"
+    assert statuses[2] in ("201", "202") and json.loads(answers[2][2])["buyer"] == "p2"
+    assert json.loads(answers[4][2])["results"][0]["buyer"] == "p3"
+    assert lean_answers == ["POST /v1/orders", "POST /v1/orders", "POST /v1/orders/batch"]
+    order_id = json.loads(answers[0][2])["order_id"]
+    (read,), _ = await _exchange(engine, _request("GET", f"/v1/orders/{order_id}"), 1)
+    assert json.loads(read[2])["codes"] == json.loads(answers[0][2])["codes"]
+    assert lean_answers[-1] == f"GET /v1/orders/{order_id}"
+
+
+async def test_connection_rules_of_both_http_versions(engine: Engine,
+                                                      lean_answers: list[str]) -> None:
+    await engine.import_codes("card-100", codes("VERS", 10))
+    (answer,), closed = await _exchange(engine, _request("POST", "/v1/orders", _order(),
+                                                         version="1.0"), 1)
+    assert answer[0] == "HTTP/1.0 201 Created" and closed
+    (answer,), closed = await _exchange(engine, _request(
+        "POST", "/v1/orders", _order(), version="1.0", Connection="keep-alive"), 1)
+    assert answer[1]["connection"] == "keep-alive" and not closed
+    (answer,), closed = await _exchange(engine, _request(
+        "POST", "/v1/orders", _order(), Connection="close"), 1)
+    assert answer[0] == "HTTP/1.1 201 Created" and answer[1]["connection"] == "close"
+    assert closed
+    assert len(lean_answers) == 3
+
+
+async def test_expect_continue_and_chunked_bodies(engine: Engine,
+                                                  lean_answers: list[str]) -> None:
+    await engine.import_codes("card-100", codes("CHUNK", 10))
+    server = engine.http.server
+    reader, writer = await asyncio.open_connection(str(server.host), int(server.port or 0))
+    body = _order("e1")
+    writer.write(_request("POST", "/v1/orders", Expect="100-continue").replace(
+        b"Content-Length: 0", f"Content-Length: {len(body)}".encode()))
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).startswith(
+        b"HTTP/1.1 100 Continue")
+    writer.write(body)
+    status, _, answer = await _read_answer(reader)
+    assert status == "HTTP/1.1 201 Created" and json.loads(answer)["buyer"] == "e1"
+    assert lean_answers == []  # Expect takes aiohttp's path
+    chunked = _request("POST", "/v1/orders", Transfer_Encoding="chunked").replace(
+        b"Content-Length: 0\r\n", b"")
+    half = len(body) // 2
+    for piece in (body[:half], body[half:]):
+        chunked += f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    writer.write(chunked[:-len(body) // 2])
+    await writer.drain()
+    await asyncio.sleep(0.1)  # the body arrives in two reads
+    writer.write(chunked[-len(body) // 2:] + b"0\r\n\r\n")
+    status, _, answer = await _read_answer(reader)
+    assert status == "HTTP/1.1 201 Created" and json.loads(answer)["buyer"] == "e1"
+    assert lean_answers == ["POST /v1/orders"]
+    huge = b'{"sku": "card-100", "qty": 1, "buyer": "' + b"x" * 70_000 + b'"}'
+    writer.write(_request("POST", "/v1/orders", Transfer_Encoding="chunked").replace(
+        b"Content-Length: 0\r\n", b"") + f"{len(huge):x}\r\n".encode() + huge
+        + b"\r\n0\r\n\r\n")
+    status, headers, answer = await _read_answer(reader)
+    assert status.startswith("HTTP/1.1 413") and json.loads(answer)["code"] == "payload_too_large"
+    assert headers["content-type"] == "application/problem+json"
+    writer.close()
+
+
+async def test_maintenance_breaker_limits_and_metrics_hold_on_the_lean_path(
+        engine_factory: EngineFactory, lean_answers: list[str]) -> None:
+    engine = await engine_factory(make_settings(
+        limits={"per_buyer": {"rate": 0.001, "burst": 1}}))
+    await engine.import_codes("card-100", codes("RULE", 10))
+    (first, second), _ = await _exchange(engine, _request("POST", "/v1/orders", _order("r1"))
+                                         + _request("POST", "/v1/orders", _order("r1")), 2)
+    assert first[0].startswith("HTTP/1.1 201") and "ratelimit" in first[1]
+    assert second[0].startswith("HTTP/1.1 429") and second[1]["retry-after"]
+    assert json.loads(second[2])["code"] == "rate_limited"
+    resp = await engine.http.put("/admin/maintenance", json={"mode": "full"},
+                                 headers=auth(OPERATOR_KEY))
+    assert resp.status == 200
+    (closed,), _ = await _exchange(engine, _request("POST", "/v1/orders", _order("r2")), 1)
+    assert closed[0].startswith("HTTP/1.1 503")
+    assert json.loads(closed[2])["code"] == "maintenance" and closed[1]["retry-after"]
+    metrics = await (await engine.http.get("/metrics")).text()
+    assert 'route="/v1/orders"' in metrics
+    assert lean_answers == ["POST /v1/orders"] * 3
+
+
+async def test_msgpack_answers_and_a_client_that_leaves(engine: Engine,
+                                                        lean_answers: list[str]) -> None:
+    await engine.import_codes("card-100", codes("PACK", 10))
+    body = msgpack_encode({"sku": "card-100", "qty": 1, "buyer": "m1"})
+    data = _request("POST", "/v1/orders", body, Accept="application/msgpack").replace(
+        b"application/json", b"application/msgpack")
+    (answer,), _ = await _exchange(engine, data, 1)
+    assert answer[1]["content-type"] == "application/msgpack"
+    assert msgspec.msgpack.decode(answer[2])["buyer"] == "m1"
+    # an order whose client hangs up while it waits is still decided; the door goes on
+    await engine.stop_worker()
+    server = engine.http.server
+    _, writer = await asyncio.open_connection(str(server.host), int(server.port or 0))
+    writer.write(_request("POST", "/v1/orders", _order("gone")))
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    await engine.start_worker()
+    (answer,), _ = await _exchange(engine, _request("POST", "/v1/orders", _order("m2")), 1)
+    assert answer[0] == "HTTP/1.1 201 Created"
+    assert len(lean_answers) == 3
+
+
