@@ -255,3 +255,17 @@ async def test_msgpack_answers_and_a_client_that_leaves(engine: Engine,
     assert len(lean_answers) == 3
 
 
+
+
+def test_bearer_keys_are_remembered_only_when_they_match() -> None:
+    from engine.config.directory import Directory
+
+    directory = Directory(make_settings())
+    first = directory.principal(SHOP_A_KEY)
+    assert first is not None and directory.principal(SHOP_A_KEY) is first
+    for n in range(100):
+        assert directory.principal(f"guess-{n}") is None
+    assert directory._known == {SHOP_A_KEY: first}
+    # a reload builds a new Directory: a key taken out of the config is not known there
+    fewer = make_settings(storefronts=[{"id": "shop-b", "key_sha256": "0" * 64}])
+    assert Directory(fewer).principal(SHOP_A_KEY) is None
