@@ -2,6 +2,8 @@
 
   app   a web.Application with one route (the ceiling of bench.e2e)
   low   aiohttp's low-level web.Server: no application, router or middleware
+  lean  aiohttp's Server with a request factory and a response that writes its own bytes:
+        how the lean door (engine.http.lean) serves its routes, aiohttp keeping the connection
   raw   an asyncio Protocol on aiohttp's C request parser that writes prebuilt bytes: what is
         left when the answer needs no Request or Response object (keep-alive only; the size
         of the lever a lean door path could reach, not a server to run)
@@ -27,7 +29,7 @@ from aiohttp.http_parser import HttpRequestParser
 from bench.e2e import _wait_port, cpu_seconds, wrk
 from engine.store.embedded import free_port
 
-KINDS = ("app", "low", "raw")
+KINDS = ("app", "low", "lean", "raw")
 ANSWER = (b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
           b"Content-Length: 15\r\n\r\n{\"status\":\"ok\"}")
 
@@ -35,6 +37,37 @@ ANSWER = (b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
 async def hello(request: web.BaseRequest) -> web.Response:
     await request.read()
     return web.Response(body=b'{"status":"ok"}', status=201, content_type="application/json")
+
+
+class LeanHello:
+    """What engine.http.lean's request factory makes: no Request object."""
+
+    __slots__ = ("_task", "payload", "protocol")
+
+    def __init__(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+                 ) -> None:
+        self.payload, self.protocol, self._task = payload, protocol, task
+
+    def _finish(self) -> None:
+        pass
+
+    def _cancel(self, exc: BaseException) -> None:
+        pass
+
+
+class LeanAnswer:
+    keep_alive = True
+
+    async def prepare(self, request: LeanHello) -> None:
+        request.protocol.transport.write(ANSWER)
+
+    async def write_eof(self) -> None:
+        pass
+
+
+async def lean_hello(request: Any) -> Any:
+    request.payload.read_nowait(-1)
+    return LeanAnswer()
 
 
 class RawHello(asyncio.Protocol):
@@ -61,10 +94,13 @@ async def serve(kind: str, port: int) -> None:
     if kind == "raw":
         await asyncio.get_running_loop().create_server(RawHello, "127.0.0.1", port)
     else:
-        if kind == "app":
+        if kind == "lean":
+            runner: web.BaseRunner[Any] = web.ServerRunner(web.Server(
+                lean_hello, request_factory=LeanHello, access_log=None))
+        elif kind == "app":
             app = web.Application()
             app.router.add_post("/v1/orders", hello)
-            runner: web.BaseRunner[Any] = web.AppRunner(app, access_log=None)
+            runner = web.AppRunner(app, access_log=None)
         else:
             runner = web.ServerRunner(web.Server(hello, access_log=None))
         await runner.setup()
@@ -82,7 +118,7 @@ def measure(rounds: int, seconds: int) -> dict[str, dict[str, float]]:
                 [sys.executable, "-m", "bench.http_cycle", "--serve", kind, "--port", str(port)]))
             _wait_port(port)
         for r in range(rounds):
-            for kind in KINDS[r % 3:] + KINDS[:r % 3]:
+            for kind in KINDS[r % len(KINDS):] + KINDS[:r % len(KINDS)]:
                 port, proc = servers[kind]
                 before = cpu_seconds(proc.pid)
                 run = wrk(port, seconds, 64)

@@ -269,3 +269,20 @@ def test_bearer_keys_are_remembered_only_when_they_match() -> None:
     # a reload builds a new Directory: a key taken out of the config is not known there
     fewer = make_settings(storefronts=[{"id": "shop-b", "key_sha256": "0" * 64}])
     assert Directory(fewer).principal(SHOP_A_KEY) is None
+
+
+async def test_a_client_that_pipelines_without_reading_gets_every_answer_in_order(
+        engine: Engine, lean_answers: list[str]) -> None:
+    """More answers than the write buffer holds: the door waits for the client to read
+    (no answer lost or reordered, no memory without bound)."""
+    ids = [f"o_{n:020x}" for n in range(6000)]
+    server = engine.http.server
+    reader, writer = await asyncio.open_connection(str(server.host), int(server.port or 0))
+    writer.write(b"".join(_request("GET", f"/v1/orders/{order_id}") for order_id in ids))
+    await writer.drain()
+    await asyncio.sleep(0.5)  # the door fills its buffer and the socket's, then waits
+    for order_id in ids:
+        status, _, body = await _read_answer(reader)
+        assert status.startswith("HTTP/1.1 404") and order_id in json.loads(body)["detail"]
+    writer.close()
+    assert len(lean_answers) == len(ids)

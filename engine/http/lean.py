@@ -44,6 +44,7 @@ _STATUS_LINES = {
     for version in (HttpVersion10, HttpVersion11) for s in HTTPStatus
 }
 _HEAD = f"Server: {SERVER_SOFTWARE}\r\n".encode()
+WRITE_BUFFER_LIMIT = 64 * 1024  # answers not yet taken by the client, per connection
 
 
 class LeanCall:
@@ -126,7 +127,8 @@ class LeanResponse:
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client left before its answer")
         transport.write(self.data)
-        await request.writer.drain()  # a client that sends but never reads is slowed down
+        if transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+            await request.writer.drain()  # a client that sends but never reads waits
 
     async def write_eof(self) -> None:
         pass
