@@ -92,7 +92,6 @@ class Ingest:
         self._reserves: list[tuple[Call, asyncio.Future[Any], Callable[[Any], Any]]] = []
         self._scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._full_until: dict[str, float] = {}
 
     def admit(self, order: StreamOrder, shard: int, ticket: bool = False, ttl_ms: int = 0,
@@ -104,17 +103,11 @@ class Ingest:
         overflow line), "paused" (a parked line) or "review" (the review line); `review`
         marks a paused ticket that goes to review when the pause ends.
         """
-        future: asyncio.Future[Admitted] = (self._loop or self._bind()).create_future()
+        future: asyncio.Future[Admitted] = asyncio.get_running_loop().create_future()
         self._admits.setdefault(shard, []).append(
             Admit(order, future, ticket, ttl_ms, why, review))
         self._schedule()
         return future
-
-    def _bind(self) -> asyncio.AbstractEventLoop:
-        """The loop this writer runs on, looked up once: on Python 3.11 every
-        get_running_loop() is a getpid() system call (its fork check), several per order."""
-        self._loop = asyncio.get_running_loop()
-        return self._loop
 
     def line_full(self, sku: str) -> bool:
         """The SKU's overflow line answered "full" a moment ago: answer 429 without asking
@@ -147,7 +140,7 @@ class Ingest:
     def script(self, call: Call, parse: Callable[[Any], T]) -> asyncio.Future[T]:
         """Run a script call in the next coalesced pipeline (before that tick's admissions);
         the future gets `parse` of its answer."""
-        future: asyncio.Future[T] = (self._loop or self._bind()).create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._reserves.append((call, future, parse))
         self._schedule()
         return future
@@ -155,7 +148,7 @@ class Ingest:
     def _schedule(self) -> None:
         if not self._scheduled and len(self._inflight) < MAX_IN_FLIGHT:
             self._scheduled = True
-            (self._loop or self._bind()).call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False

@@ -32,14 +32,10 @@ class ReplyHub:
         self._waiters: dict[str, asyncio.Future[Reply | None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None  # see Ingest._bind
 
     def expect(self, order_id: str) -> asyncio.Future[Reply | None]:
         """Register interest before the order is admitted, so no reply can slip past."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        future: asyncio.Future[Reply | None] = loop.create_future()
+        future: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
         self._waiters[order_id] = future
         return future
 
@@ -51,8 +47,7 @@ class ReplyHub:
     ) -> Reply | None:
         """The reply, or None when none came within `ms`."""
         # A timer that resolves the future with None is cheaper than wait_for's extra task.
-        timer = (self._loop or asyncio.get_running_loop()).call_later(ms / 1000, _time_out,
-                                                                      future)
+        timer = asyncio.get_running_loop().call_later(ms / 1000, _time_out, future)
         try:
             return await future
         finally:
