@@ -16,7 +16,7 @@ import msgspec
 import pytest
 from aiohttp import ClientSession, TCPConnector
 from aiohttp.test_utils import TestClient, TestServer
-from aiohttp.web_runner import BaseRunner
+from aiohttp.web_runner import AppRunner, BaseRunner
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
@@ -150,9 +150,12 @@ async def redis(store: str, store_url: str) -> AsyncIterator[Redis]:
 
 class DoorTestServer(TestServer):
     """The test server on the door's own runner (the lean order routes), as `kamigate up`
-    serves."""
+    serves; with KAMIGATE_TEST_LEAN_ROUTES=0 on aiohttp's plain runner, every route the
+    ordinary way (CI runs the order-path tests both ways)."""
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        if os.environ.get("KAMIGATE_TEST_LEAN_ROUTES") == "0":
+            return AppRunner(self.app, **kwargs)
         return DoorRunner(self.app, **kwargs)
 
 

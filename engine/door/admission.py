@@ -48,12 +48,26 @@ class Outcome:
         if self.cached is not None:
             return self.cached
         headers = {
-            "RateLimit-Policy": f'"orders";q={max(1, int(self.limit))};w={window_s}',
+            "RateLimit-Policy": _policy(max(1, int(self.limit)), window_s),
             "RateLimit": f'"orders";r={max(0, int(self.remaining))};t={math.ceil(self.reset_s)}',
         }
         if self.verdict != Verdict.ADMIT:
             headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+        self.cached = headers  # an order's answer asks more than once
         return headers
+
+
+_POLICIES: dict[tuple[int, int], str] = {}
+
+
+def _policy(limit: int, window_s: int) -> str:
+    """The RateLimit-Policy value: the same few limits (the config's, as shares) each time."""
+    found = _POLICIES.get((limit, window_s))
+    if found is None:
+        if len(_POLICIES) > 1024:
+            _POLICIES.clear()
+        found = _POLICIES[(limit, window_s)] = f'"orders";q={limit};w={window_s}'
+    return found
 
 
 UNLIMITED = Outcome(Verdict.ADMIT, 0.0, 1e9, 1e9, 0.0)
