@@ -71,9 +71,11 @@ def _resume(node: RedisProcess) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _engine(master: RedisProcess, replicas: int) -> AsyncIterator[Engine]:
+async def _engine(master: RedisProcess, replicas: int, lease_s: float = 1.0
+                  ) -> AsyncIterator[Engine]:
     raw = settings_dict(redis={"url": master.url, "shards": 2, "wait_replicas": replicas,
                                "wait_timeout_ms": 100},
+                        worker={"block_ms": 20, "lease_s": lease_s},
                         webhooks={"first_retry_s": 0.05, "max_retry_s": 0.2,
                                   "allow_private": True})
     raw["storefronts"][0]["webhook_secret"] = SECRET
@@ -136,7 +138,10 @@ async def test_codes_are_shown_only_once_the_replica_holds_them(
     """A ticket served while the replica lags: the claim happened on the master, yet its
     codes are shown neither in a reply nor on a read until the replica has them."""
     master, replica = pair
-    async with _engine(master, 1) as engine:
+    # A lease renewal the replica does not acknowledge makes the worker let its shards go
+    # (it serves nothing until the replica is back): renewals far apart leave it serving
+    # while the replica is stopped, long enough to claim the ticket.
+    async with _engine(master, 1, lease_s=60) as engine:
         status, ticket = await engine.order()
         assert status == 202 and ticket["status"] == "queued", ticket  # sold out
         with _stopped(replica):
