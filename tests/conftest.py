@@ -154,6 +154,9 @@ class DoorTestServer(TestServer):
     ordinary way (CI runs the order-path tests both ways)."""
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        # as `kamigate up` serves: a handler goes on when its client leaves (aiohttp's test
+        # server would cancel it)
+        kwargs["handler_cancellation"] = False
         if os.environ.get("KAMIGATE_TEST_LEAN_ROUTES") == "0":
             return AppRunner(self.app, **kwargs)
         return DoorRunner(self.app, **kwargs)

@@ -5,6 +5,7 @@ other request on the same connection to the application."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections.abc import Callable
 from typing import Any
@@ -286,3 +287,118 @@ async def test_a_client_that_pipelines_without_reading_gets_every_answer_in_orde
         assert status.startswith("HTTP/1.1 404") and order_id in json.loads(body)["detail"]
     writer.close()
     assert len(lean_answers) == len(ids)
+
+
+BOTH_PATHS = pytest.mark.parametrize("lean_routes", [True, False], ids=["lean", "aiohttp"])
+
+
+async def _send_in_two_writes(engine: Engine, head: bytes, body: bytes) -> Raw:
+    """A request whose body arrives after its headers, in two reads (the door waits)."""
+    server = engine.http.server
+    reader, writer = await asyncio.open_connection(str(server.host), int(server.port or 0))
+    try:
+        writer.write(head + body[:len(body) // 2])
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(body[len(body) // 2:])
+        return await _read_answer(reader)
+    finally:
+        writer.close()
+
+
+@BOTH_PATHS
+async def test_a_compressed_body_is_read_whole(engine_factory: EngineFactory,
+                                               lean_routes: bool) -> None:
+    """1 MB of JSON (leading whitespace, then the order) sent gzipped: more than the stream
+    buffers before it pauses reading, so a read resumes decompression and the stream can end
+    while decompressed pieces still wait; the door reads every one of them."""
+    engine = await engine_factory(make_settings(
+        server={"lean_routes": lean_routes, "max_body_bytes": 4 << 20}))
+    await engine.import_codes("card-100", codes("GZIP", 5))
+    for size in (1_000_000, 300_000, 3_000_000):
+        body = gzip.compress(b" " * size + _order("z1"))
+        (answer,), _ = await _exchange(engine, _request(
+            "POST", "/v1/orders", body, Content_Encoding="gzip"), 1)
+        assert answer[0] == "HTTP/1.1 201 Created", (size, answer)
+        assert json.loads(answer[2])["buyer"] == "z1"
+    # the same, its body arriving in two reads
+    body = gzip.compress(b" " * 1_000_000 + _order("z2"))
+    whole = _request("POST", "/v1/orders", body, Content_Encoding="gzip")
+    status, _, found = await _send_in_two_writes(engine, whole[:-len(body)], body)
+    assert status == "HTTP/1.1 201 Created" and json.loads(found)["buyer"] == "z2"
+    # over the limit once decompressed, though its compressed length is small: 413
+    body = gzip.compress(b" " * (8 << 20) + _order("z3"))
+    (answer,), _ = await _exchange(engine, _request(
+        "POST", "/v1/orders", body, Content_Encoding="gzip"), 1)
+    assert answer[0].startswith("HTTP/1.1 413"), answer
+
+
+@BOTH_PATHS
+async def test_a_body_that_does_not_decompress_is_the_clients_fault(
+        engine_factory: EngineFactory, lean_routes: bool) -> None:
+    engine = await engine_factory(make_settings(server={"lean_routes": lean_routes}))
+    body = b"\x1f\x8b\x08\x00" + b"not gzip at all" * 10
+    head = _request("POST", "/v1/orders", b"", Content_Encoding="gzip").replace(
+        b"Content-Length: 0", f"Content-Length: {len(body)}".encode())
+    status, headers, answer = await _send_in_two_writes(engine, head, body)
+    assert status[9] == "4", (status, answer)  # a 4xx, whichever aiohttp's parser gives
+    assert headers["content-type"].startswith(("application/problem+json", "text/plain"))
+
+
+@BOTH_PATHS
+async def test_clients_that_hang_up_mid_body_never_open_the_breaker(
+        engine_factory: EngineFactory, lean_routes: bool) -> None:
+    """A client leaving halfway through its body is no store outage: however many do it, the
+    breaker stays closed and the next order is served."""
+    engine = await engine_factory(make_settings(server={"lean_routes": lean_routes},
+                                                breaker={"failures": 2, "open_s": 60}))
+    await engine.import_codes("card-100", codes("LEFT", 5))
+    server = engine.http.server
+    body = _order("gone")
+    for _ in range(6):
+        _, writer = await asyncio.open_connection(str(server.host), int(server.port or 0))
+        writer.write(_request("POST", "/v1/orders", body)[:-len(body) // 2])
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the door is reading the body
+        writer.close()
+    await asyncio.sleep(0.1)
+    (answer,), _ = await _exchange(engine, _request("POST", "/v1/orders", _order("stays")), 1)
+    assert answer[0] == "HTTP/1.1 201 Created", answer
+    metrics = await (await engine.http.get("/metrics")).text()
+    assert "kamigate_breaker_opened_total 0.0" in metrics
+
+
+async def test_an_answer_that_cannot_be_built_is_a_500_problem_and_the_door_goes_on(
+        engine: Engine, lean_answers: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lean path's last guard: whatever fails while an answer is built, a problem goes
+    out (aiohttp's own error answer would need a Request) and the connection stays usable."""
+    await engine.import_codes("card-100", codes("FAIL", 5))
+
+    def broken(*_: object) -> tuple[bytes, str]:
+        raise RuntimeError("cannot encode")
+
+    monkeypatch.setattr(lean, "encode_body", broken)
+    monkeypatch.setattr(lean, "settle_headers", lambda *_: {"Bad": "a\r\nSet-Cookie: x"}[""])
+    (first, second), closed = await _exchange(
+        engine, _request("POST", "/v1/orders", _order("f1"))
+        + _request("GET", "/v1/orders/o_" + "0" * 20), 2)
+    for status, headers, body in (first, second):
+        assert status == "HTTP/1.1 500 Internal Server Error"
+        assert headers["content-type"] == "application/problem+json"
+        assert json.loads(body)["code"] == "internal" and b"\r\nSet-Cookie" not in body
+    assert not closed and len(lean_answers) == 2
+
+
+def test_a_header_with_a_control_character_is_never_written() -> None:
+    """A route header carrying CR, LF or another control character would split the answer:
+    refused, as aiohttp refuses it."""
+    class Message:
+        should_close, version = False, lean.HttpVersion11
+
+    call = object.__new__(lean.LeanCall)
+    call.message = Message()  # type: ignore[assignment]
+    for value in ("a\r\nSet-Cookie: x", "a\nb", "a\x00b", "a\x7f"):
+        with pytest.raises(ValueError):
+            lean._render(call, 200, "application/json", b"{}", {"X-Echo": value})
+    done = lean._render(call, 200, "application/json", b"{}", {"X-Echo": "café"})
+    assert "X-Echo: café\r\n".encode() in done.data

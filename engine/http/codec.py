@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
+from aiohttp.http import HttpProcessingError
 
 from engine import errors
 from engine.http.incoming import Answer, Incoming
@@ -44,15 +45,24 @@ def validation_problem(exc: msgspec.ValidationError) -> errors.Problem:
 
 async def read_body(request: Incoming) -> bytes:
     """The whole body; 408 when the client stalls longer than server.body_timeout_s (a slow
-    client is cut off; it never holds up others, the loop serves them meanwhile)."""
-    if request.content.is_eof():  # all of it arrived with the headers: the usual case
-        return await request.read()
-    limit = request.app[DIRECTORY].current.settings.server.body_timeout_s
+    client is cut off; it never holds up others, the loop serves them meanwhile). A body cut
+    short or not decodable is the client's fault (422), never counted as a store outage."""
     try:
-        async with asyncio.timeout(limit):
+        if request.content.is_eof():  # all of it arrived with the headers: the usual case
             return await request.read()
-    except TimeoutError:
-        raise errors.RequestTimeout(f"the body did not arrive within {limit:g} s") from None
+        limit = request.app[DIRECTORY].current.settings.server.body_timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                return await request.read()
+        except TimeoutError:
+            raise errors.RequestTimeout(f"the body did not arrive within {limit:g} s") from None
+    except ConnectionResetError:
+        raise errors.invalid("body", "the connection closed before the whole body arrived"
+                             ) from None
+    except (HttpProcessingError, web.RequestPayloadError) as exc:  # e.g. a bad gzip body
+        cause = exc.__cause__ if isinstance(exc.__cause__, HttpProcessingError) else exc
+        why = cause.message if isinstance(cause, HttpProcessingError) else "malformed"
+        raise errors.invalid("body", f"not readable: {why.strip()}") from None
 
 
 async def decode_body(request: Incoming, decoder: BodyDecoder[T]) -> T:

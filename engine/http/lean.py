@@ -15,6 +15,7 @@ notices, latency metrics.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -44,7 +45,9 @@ _STATUS_LINES = {
     for version in (HttpVersion10, HttpVersion11) for s in HTTPStatus
 }
 _HEAD = f"Server: {SERVER_SOFTWARE}\r\n".encode()
+_FORBIDDEN_IN_HEADERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # as aiohttp refuses them
 WRITE_BUFFER_LIMIT = 64 * 1024  # answers not yet taken by the client, per connection
+log = logging.getLogger("kamigate.http")
 
 
 class LeanCall:
@@ -83,13 +86,21 @@ class LeanCall:
                 body = self.content.read_nowait(-1)
             else:
                 parts = bytearray()
-                while not self.content.is_eof() and len(parts) <= limit:
-                    parts += await self.content.readany()
+                while chunk := await self.content.readany():  # b"" once all is read
+                    parts += chunk
+                    if len(parts) > limit:
+                        raise too_large(self.app)
                 body = bytes(parts)
-            if len(body) > limit:  # chunked: no length declared
+            if len(body) > limit:  # chunked or compressed: the declared length is not it
                 raise too_large(self.app)
             self._body = body
         return self._body
+
+    @property
+    def remote(self) -> str | None:
+        """The client's address, as aiohttp's Request gives it (its error log reads it)."""
+        peer = self.protocol.transport and self.protocol.transport.get_extra_info("peername")
+        return str(peer[0]) if isinstance(peer, tuple | list) else None
 
     def _finish(self) -> None:
         pass
@@ -151,29 +162,40 @@ def lean_route(message: RawRequestMessage) -> tuple[Core, str, dict[str, str]] |
 
 
 async def answer(call: LeanCall) -> LeanResponse:
-    """What problems_middleware and codec.respond do for aiohttp's requests, in one pass."""
-    app = call.app
+    """What problems_middleware and codec.respond do for aiohttp's requests, in one pass.
+    Never raises: aiohttp's own error answer needs a Request, so a reply always goes out."""
     started = time.perf_counter()
     try:
-        problem = refusal(app, call.method, call.path)
-        if problem is not None:  # answered before any route runs, as the middleware does
-            return _render(call, problem.status, errors.PROBLEM_JSON,
-                           json_encode(problem.body()), problem.headers())
-        try:
-            status, body, route_headers = await call.core(call)
-        except Exception as exc:  # every failure becomes a problem document
-            problem = failure(app, call.method, call.path, exc)
-            status, ctype, data = (problem.status, errors.PROBLEM_JSON,
-                                   json_encode(problem.body()))
-            headers = problem.headers()
-        else:
-            app[BREAKER].success()
-            data, ctype = encode_body(call, body)
-            headers = dict(route_headers)  # may be the one mapping unlimited answers share
+        return await _answer(call)
+    except Exception:
+        log.exception("unexpected error answering %s %s", call.method, call.path)
+        return _render(call, 500, errors.PROBLEM_JSON, _INTERNAL, {})
+    finally:
+        call.app[METRICS].door.latency.observe(call.name, time.perf_counter() - started)
+
+
+_INTERNAL = json_encode(errors.Internal("unexpected error").body())
+
+
+async def _answer(call: LeanCall) -> LeanResponse:
+    app = call.app
+    problem = refusal(app, call.method, call.path)
+    if problem is not None:  # answered before any route runs, as the middleware does
+        return _render(call, problem.status, errors.PROBLEM_JSON, json_encode(problem.body()),
+                       problem.headers())
+    try:
+        status, body, route_headers = await call.core(call)
+        app[BREAKER].success()
+        data, ctype = encode_body(call, body)
+        headers = dict(route_headers)  # may be the one mapping unlimited answers share
         settle_headers(app, call.path, headers)
         return _render(call, status, ctype, data, headers)
-    finally:
-        app[METRICS].door.latency.observe(call.name, time.perf_counter() - started)
+    except Exception as exc:  # every failure becomes a problem document
+        problem = failure(app, call.method, call.path, exc)
+        headers = problem.headers()
+        settle_headers(app, call.path, headers)
+        return _render(call, problem.status, errors.PROBLEM_JSON, json_encode(problem.body()),
+                       headers)
 
 
 def _render(call: LeanCall, status: int, ctype: str, body: bytes,
@@ -185,17 +207,16 @@ def _render(call: LeanCall, status: int, ctype: str, body: bytes,
     version = message.version
     lines = [f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
              f"Date: {_date()}\r\n"]
-    for name, value in headers.items():
-        if "\r" in value or "\n" in value:
-            raise ValueError(f"header {name} would split the answer")
-        lines.append(f"{name}: {value}\r\n")
+    if _FORBIDDEN_IN_HEADERS.search("".join(headers) + "".join(headers.values())):
+        raise ValueError("a control character in a header would split the answer")
+    lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
     if not keep_alive and version == HttpVersion11:
         lines.append("Connection: close\r\n")
     elif keep_alive and version == HttpVersion10:
         lines.append("Connection: keep-alive\r\n")
     lines.append("\r\n")
     status_line = _STATUS_LINES.get((version, status)) or _STATUS_LINES[(HttpVersion11, status)]
-    return LeanResponse(b"".join((status_line, _HEAD, "".join(lines).encode("latin-1"), body)),
+    return LeanResponse(b"".join((status_line, _HEAD, "".join(lines).encode(), body)),
                         keep_alive)
 
 

@@ -12,6 +12,8 @@ from aiohttp import web
 from engine.http import lean
 from engine.http.state import DIRECTORY
 
+KEEPALIVE_S = 75.0  # an idle keep-alive connection is closed after this (as web.run_app)
+
 
 class DoorRunner(web.AppRunner):
     """AppRunner whose server answers the lean routes without aiohttp's Request and
@@ -32,7 +34,7 @@ def run(app: web.Application, loop: asyncio.AbstractEventLoop, host: str, port: 
         backlog: int, reuse_port: bool) -> None:
     """Serve `app` on host:port until a signal; then close it as web.run_app does (its
     cleanup contexts run, the tasks left are cancelled, the loop closed)."""
-    runner = DoorRunner(app, handle_signals=True)
+    runner = DoorRunner(app, handle_signals=True, keepalive_timeout=KEEPALIVE_S)
 
     async def serve() -> None:
         await runner.setup()
