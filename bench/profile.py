@@ -1,8 +1,9 @@
 """Where the time goes: py-spy samples the front door and the worker while wrk drives
 kamigate (wait-mode orders, or the overload path with --overload), and prints the functions
-with the most samples of their own (self time) and the modules they belong to.
+with the most samples of their own (self time), the modules they belong to, and kamigate's
+functions with everything they call (inclusive time: the stages of an order).
 
-Usage:  python -m bench.profile [--seconds 8] [--overload] [--top 15]
+Usage:  python -m bench.profile [--seconds 8] [--overload] [--top 15] [--raw DIR]
         (needs wrk and py-spy: pip install py-spy; py-spy needs ptrace rights, e.g. root)
 """
 
@@ -39,6 +40,7 @@ def summarize(raw: Path, top: int) -> str:
     """Self samples per function and per area (engine, aiohttp, redis-py, asyncio...)."""
     own: collections.Counter[str] = collections.Counter()
     area: collections.Counter[str] = collections.Counter()
+    within: collections.Counter[str] = collections.Counter()  # kamigate's, inclusive
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -50,10 +52,16 @@ def summarize(raw: Path, top: int) -> str:
         own[leaf] += n
         where = leaf.rpartition("(")[2]
         area[_area(where)] += n
+        for function in {frame.rpartition(":")[0] for frame in stack.split(";")}:
+            if "engine/" in function and "engine/cli" not in function \
+                    and "engine/__main__" not in function:
+                within[function + ")"] += n
     lines = [f"{total} samples", "by area (self time):"]
     lines += [f"  {share(n, total):>6}  {name}" for name, n in area.most_common()]
     lines.append(f"top {top} functions (self time):")
     lines += [f"  {share(n, total):>6}  {name}" for name, n in own.most_common(top)]
+    lines.append(f"top {top} kamigate functions (inclusive: with all they call):")
+    lines += [f"  {share(n, total):>6}  {name}" for name, n in within.most_common(top)]
     return "\n".join(lines)
 
 
@@ -62,7 +70,11 @@ def share(n: int, total: int) -> str:
 
 
 def _area(where: str) -> str:
-    for marker, name in (("engine/", "kamigate (engine/)"), ("aiohttp", "aiohttp"),
+    # The loop's own native time (uvloop's C code, epoll, the socket reads it makes) has
+    # no Python frame of its own: py-spy counts it to the frame that runs the loop.
+    for marker, name in (("engine/http/serving.py", "asyncio/uvloop"),
+                         ("engine/cli/support.py", "asyncio/uvloop"),
+                         ("engine/", "kamigate (engine/)"), ("aiohttp", "aiohttp"),
                          ("redis/", "redis-py"), ("hiredis", "redis-py"),
                          ("asyncio", "asyncio/uvloop"), ("uvloop", "asyncio/uvloop"),
                          ("msgspec", "msgspec"), ("prometheus", "prometheus-client"),
@@ -79,6 +91,8 @@ def main() -> int:
     parser.add_argument("--overload", action="store_true",
                         help="global rate 800/s, so most answers are tickets or 429")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--raw", type=Path, help="also keep py-spy's stacks in this folder "
+                        "(door.txt, worker.txt: one collapsed stack and its count a line)")
     args = parser.parse_args()
     for tool in ("wrk", "py-spy"):
         if shutil.which(tool) is None:
@@ -99,6 +113,11 @@ def main() -> int:
             spy.wait(60)
         mode = "overload (tickets and 429)" if args.overload else "wait-mode orders"
         print(f"kamigate, {mode}: {result.get('rps', 0):.0f} answers/s under py-spy\n")
+        if args.raw is not None:
+            args.raw.mkdir(parents=True, exist_ok=True)
+            for path in outputs.values():
+                if path.exists():
+                    shutil.copy(path, args.raw / path.name)
         for name, path in outputs.items():
             print(f"== {name} ==")
             print(summarize(path, args.top) if path.exists() else "(no samples)")
