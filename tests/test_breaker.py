@@ -10,8 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from engine import config
+from engine.http.guards import BREAKER
 from engine.store.embedded import RedisProcess, free_port
-from tests.conftest import SHOP_A_KEY, Engine, auth, codes, settings_dict
+from tests.conftest import (
+    SHOP_A_KEY,
+    Engine,
+    EngineFactory,
+    auth,
+    codes,
+    make_settings,
+    settings_dict,
+)
 
 
 async def _order(engine: Engine, buyer: str) -> tuple[int, dict[str, Any], dict[str, str], float]:
@@ -67,3 +76,26 @@ async def test_redis_stopped_opens_the_breaker_and_resuming_closes_it(tmp_path: 
     finally:
         await engine.close()
         server.stop()
+
+
+async def test_health_and_metrics_answers_never_close_the_breaker(
+        engine_factory: EngineFactory) -> None:
+    """/healthz, /readyz and /metrics pass the breaker and need not reach Redis: a load
+    balancer polling them while the breaker's probe is out must not close it (sending the
+    spike back to a Redis that may still be down), nor reset the failures counted while it
+    is closed."""
+    engine = await engine_factory(make_settings(breaker={"failures": 3, "open_s": 0.2}))
+    breaker = engine.http.server.app[BREAKER]
+    breaker.failure()
+    breaker.failure()
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert (await engine.http.get(path)).status in (200, 503)
+    breaker.failure()  # the third in a row: the polls in between did not reset the count
+    assert breaker.state == "open"
+    await asyncio.sleep(0.25)
+    assert breaker.allow() and breaker.state == "half_open"  # the probe is out
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert (await engine.http.get(path)).status in (200, 503)
+    assert breaker.state == "half_open"
+    breaker.success()  # the probe's own answer closes it
+    assert breaker.state == "closed"

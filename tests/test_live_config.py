@@ -314,12 +314,15 @@ async def _invalid_puts(fleet: Fleet, doc: dict[str, Any], tmp: Path) -> None:
     unknown["orders"]["surprise"] = 1
     shards = copy.deepcopy(doc)
     shards["redis"]["shards"] = 8
+    backlog = copy.deepcopy(doc)
+    backlog.setdefault("server", {})["backlog"] = 128  # the listener is built once
     cases: list[tuple[str, str, str, str]] = [
         ("application/json", json.dumps(bad_type), "skus[0].max_qty", "Expected `int`"),
         ("application/toml", _toml(unknown, tmp / "put.toml"), "orders.surprise",
          "unknown key"),
         ("application/toml", _toml(doc, tmp / "put.toml")[:-40] + "\n[orders\n", "(toml)", ""),
         ("application/json", json.dumps(shards), "redis.shards", "restart"),
+        ("application/json", json.dumps(backlog), "server.backlog", "restart"),
     ]
     for content_type, body, key, message in cases:
         status, problem = await fleet.call("PUT", "/admin/config", data=body,

@@ -39,6 +39,7 @@ MAX_AUDITED_CHANGES = 100
 RESTART_KEYS = (
     ("redis", "url"), ("redis", "shards"), ("redis", "data_dir"), ("redis", "appendfsync"),
     ("server", "host"), ("server", "port"), ("server", "max_body_bytes"),
+    ("server", "backlog"),
 )
 
 

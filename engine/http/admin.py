@@ -14,7 +14,7 @@ from engine import errors
 from engine.clock import parse_rfc3339
 from engine.controls import maintenance
 from engine.http.auth import admin_of
-from engine.http.codec import decode_body, respond
+from engine.http.codec import decode_body, media_type, respond
 from engine.http.state import DIRECTORY, MAINTENANCE, REDIS
 from engine.stock.importer import CHUNK, Importer, LotVoided, default_lot
 from engine.stock.lots import levels, void_lot
@@ -84,7 +84,7 @@ async def import_stock(request: web.Request) -> web.Response:
             expires_at = parse_rfc3339(request.query["expires_at"]) // 1000
         except ValueError:
             raise errors.invalid("expires_at", "must be an RFC 3339 timestamp") from None
-    ctype = request.content_type
+    ctype = media_type(request)
     if ctype not in ("text/plain", "text/csv", "application/octet-stream"):
         raise errors.UnsupportedMediaType("send text/plain (one code per line) or text/csv")
     intake = Importer(request.app[REDIS], directory.settings.redis.shards, sku, lot,

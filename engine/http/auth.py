@@ -14,6 +14,8 @@ def _principal(request: Incoming, directory: Directory) -> Storefront | Admin:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise errors.Unauthenticated("send Authorization: Bearer <key>")
+    if not token.isascii():  # keys are ASCII; bytes aiohttp cannot decode arrive as surrogates
+        raise errors.Unauthenticated("unknown key")
     found = directory.principal(token.strip())
     if found is None:
         raise errors.Unauthenticated("unknown key")

@@ -65,9 +65,18 @@ async def read_body(request: Incoming) -> bytes:
         raise errors.invalid("body", f"not readable: {why.strip()}") from None
 
 
+def media_type(request: Incoming) -> str:
+    """The Content-Type's media type; 415 for a header the parser cannot read (aiohttp's
+    email-header parser raises on some broken parameters, e.g. `a*`)."""
+    try:
+        return request.content_type
+    except Exception:
+        raise errors.UnsupportedMediaType("the Content-Type header does not parse") from None
+
+
 async def decode_body(request: Incoming, decoder: BodyDecoder[T]) -> T:
     """The body as `decoder.type`, from JSON or msgpack (by Content-Type), validated."""
-    ctype = request.content_type
+    ctype = media_type(request)
     is_json = ctype in ("application/json", "application/octet-stream", "text/plain") or \
         ctype.endswith("+json")
     if ctype != MSGPACK and not is_json:
@@ -116,9 +125,36 @@ def _with_whole_floats_as_ints(body: bytes, target: type[T]) -> T | None:
 
 
 def encode_body(request: Incoming, body: Any) -> tuple[bytes, str]:
-    if MSGPACK in request.headers.get("Accept", ""):
+    """JSON, or msgpack when the client's Accept names it and does not prefer JSON."""
+    accept = request.headers.get("Accept")
+    if accept and _prefers_msgpack(accept):
         return msgpack_encode(body), MSGPACK
     return json_encode(body), "application/json"
+
+
+@functools.lru_cache(maxsize=256)  # storefronts send a handful of Accept values
+def _prefers_msgpack(accept: str) -> bool:
+    """msgpack's quality (it must be named: `*/*` means JSON) is above 0 and at least
+    JSON's, which comes from its most specific range (application/json, application/*,
+    */*); a range with a q that does not parse counts as q=0."""
+    msgpack_q, json_q, json_rank = 0.0, 0.0, 0
+    for media_range in accept.split(","):
+        kind, *params = (part.strip() for part in media_range.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    quality = 0.0
+        kind = kind.lower()
+        rank = {"application/json": 3, "application/*": 2, "*/*": 1}.get(kind, 0)
+        if kind == MSGPACK:
+            msgpack_q = quality
+        elif rank > json_rank:
+            json_q, json_rank = quality, rank
+    return msgpack_q > 0 and msgpack_q >= json_q
 
 
 def respond(request: Incoming, body: Any, status: int = 200,

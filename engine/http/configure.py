@@ -17,7 +17,7 @@ from engine.config.redaction import keep_running, redacted
 from engine.config.watch import apply_document, keep_config, reload_file
 from engine.door.admission import Admission
 from engine.http.auth import admin_of
-from engine.http.codec import read_body, respond
+from engine.http.codec import media_type, read_body, respond
 from engine.http.guards import BREAKER, breaker_rules
 from engine.http.state import ADMISSION, DIRECTORY, INGEST, REDIS
 
@@ -79,7 +79,7 @@ async def get_config(request: web.Request) -> web.Response:
 
 async def put_config(request: web.Request) -> web.Response:
     who = admin_of(request, request.app[DIRECTORY].current, "admin")
-    content_type = request.content_type
+    content_type = media_type(request)
     if content_type not in ("application/json", "application/toml", "text/plain",
                             "text/x-toml", "application/octet-stream"):
         raise errors.UnsupportedMediaType("send the config as application/toml or "

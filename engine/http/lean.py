@@ -238,11 +238,12 @@ def install(app: web.Application, server: web.Server) -> None:
     """Let `server` (aiohttp's, serving `app`) answer the lean routes the lean way."""
     make_request: RequestFactory = server.request_factory
     handle = server.request_handler
+    directory = app[DIRECTORY]  # the live config: `[server] lean_routes` may be reloaded
 
     def request_factory(message: RawRequestMessage, payload: StreamReader, protocol: Any,
                         writer: AbstractStreamWriter, task: asyncio.Task[None]
                         ) -> web.BaseRequest:
-        found = lean_route(message)
+        found = lean_route(message) if directory.current.settings.server.lean_routes else None
         if found is None:
             return make_request(message, payload, protocol, writer, task)
         return cast(web.BaseRequest, LeanCall(app, *found, message, payload, protocol, writer,

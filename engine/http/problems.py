@@ -64,7 +64,8 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
         app[METRICS].door.latency.observe(name, time.perf_counter() - started)
 
 
-# Always open: health, metrics, the status page, and the switch that ends maintenance.
+# Always open: health, metrics, the status page, and the switch that ends maintenance. They
+# pass the breaker, so their answers never close it (they need not reach Redis to answer).
 ALWAYS_OPEN = ("/healthz", "/readyz", "/metrics", "/status", "/admin/maintenance")
 # Open in full maintenance too: what the buyer sees (the waiting page says why it waits).
 BUYER_PAGES = ("/assets/", "/q/")
@@ -133,7 +134,8 @@ def settle_headers(app: web.Application, path: str, headers: MutableMapping[str,
 async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
-        request.app[BREAKER].success()
+        if not request.path.startswith(ALWAYS_OPEN):
+            request.app[BREAKER].success()
         return response
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -160,7 +162,8 @@ def failure(app: web.Application, method: str, path: str, exc: Exception) -> err
     breaker counts it), 500 for the unexpected (its traceback logged, never the body)."""
     breaker = app[BREAKER]
     if isinstance(exc, errors.Problem):
-        breaker.success()
+        if not path.startswith(ALWAYS_OPEN):
+            breaker.success()
         app[METRICS].door.reject(exc.code)
         return exc
     if isinstance(exc, RedisError | OSError | TimeoutError):

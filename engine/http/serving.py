@@ -10,23 +10,22 @@ from typing import Any
 from aiohttp import web
 
 from engine.http import lean
-from engine.http.state import DIRECTORY
 
 KEEPALIVE_S = 75.0  # an idle keep-alive connection is closed after this (as web.run_app)
 
 
 class DoorRunner(web.AppRunner):
     """AppRunner whose server answers the lean routes without aiohttp's Request and
-    Response (unless `[server] lean_routes = false`). Never with an access log: it would
-    need a Request, and kamigate logs no request line (a URL may carry a page token)."""
+    Response (while `[server] lean_routes` is on: a reload switches it). Never with an
+    access log: it would need a Request, and kamigate logs no request line (a URL may
+    carry a page token)."""
 
     def __init__(self, app: web.Application, **kwargs: Any) -> None:
         super().__init__(app, **{**kwargs, "access_log": None})
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
-        if self.app[DIRECTORY].current.settings.server.lean_routes:
-            lean.install(self.app, server)
+        lean.install(self.app, server)
         return server
 
 
