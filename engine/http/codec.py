@@ -132,23 +132,32 @@ def encode_body(request: Incoming, body: Any) -> tuple[bytes, str]:
     return json_encode(body), "application/json"
 
 
-@functools.lru_cache(maxsize=256)  # storefronts send a handful of Accept values
-def _prefers_msgpack(accept: str) -> bool:
-    """msgpack's quality (it must be named: `*/*` means JSON) is above 0 and at least
-    JSON's, which comes from its most specific range (application/json, application/*,
-    */*); a range with a q that does not parse counts as q=0."""
-    msgpack_q, json_q, json_rank = 0.0, 0.0, 0
-    for media_range in accept.split(","):
-        kind, *params = (part.strip() for part in media_range.split(";"))
-        quality = 1.0
+def accept_weights(header: str) -> list[tuple[str, float]]:
+    """The tokens of an Accept-style header (lower-cased) with their q values, in header
+    order; a q that does not parse counts as 0."""
+    found = []
+    for part in header.split(","):
+        token, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
         for param in params:
             name, _, value = param.partition("=")
             if name.strip().lower() == "q":
                 try:
-                    quality = min(max(float(value), 0.0), 1.0)
+                    q = float(value)
                 except ValueError:
-                    quality = 0.0
-        kind = kind.lower()
+                    q = 0.0
+        if token:
+            found.append((token.lower(), q))
+    return found
+
+
+@functools.lru_cache(maxsize=256)  # storefronts send a handful of Accept values
+def _prefers_msgpack(accept: str) -> bool:
+    """msgpack's quality (it must be named: `*/*` means JSON) is above 0 and at least
+    JSON's, which comes from its most specific range (application/json, application/*,
+    */*)."""
+    msgpack_q, json_q, json_rank = 0.0, 0.0, 0
+    for kind, quality in accept_weights(accept):
         rank = {"application/json": 3, "application/*": 2, "*/*": 1}.get(kind, 0)
         if kind == MSGPACK:
             msgpack_q = quality

@@ -82,8 +82,11 @@ class LeanCall:
             declared = self.headers.get("Content-Length")
             if declared is not None and int(declared) > limit:
                 raise too_large(self.app)
+            # chunked or compressed: the declared length is not what is read
             if self.content.is_eof():  # all of it came with the headers: the usual case
                 body = self.content.read_nowait(-1)
+                if len(body) > limit:
+                    raise too_large(self.app)
             else:
                 parts = bytearray()
                 while chunk := await self.content.readany():  # b"" once all is read
@@ -91,16 +94,8 @@ class LeanCall:
                     if len(parts) > limit:
                         raise too_large(self.app)
                 body = bytes(parts)
-            if len(body) > limit:  # chunked or compressed: the declared length is not it
-                raise too_large(self.app)
             self._body = body
         return self._body
-
-    @property
-    def remote(self) -> str | None:
-        """The client's address, as aiohttp's Request gives it (its error log reads it)."""
-        peer = self.protocol.transport and self.protocol.transport.get_extra_info("peername")
-        return str(peer[0]) if isinstance(peer, tuple | list) else None
 
     def _finish(self) -> None:
         pass

@@ -16,6 +16,7 @@ from aiohttp import web
 from engine import errors
 from engine.clock import now_ms
 from engine.controls.maintenance import MaintenanceState
+from engine.http.codec import accept_weights
 from engine.http.notices import announce_pause, waits_behind
 from engine.http.state import DIRECTORY, DRAIN, MAINTENANCE, PAUSES, REDIS
 from engine.store import records
@@ -56,37 +57,19 @@ def _asset_url(name: str) -> str:
     return f"/assets/{name}?v={digest}"
 
 
-def _weights(header: str) -> list[tuple[str, float]]:
-    """The tokens of an Accept-style header with their q values, in header order."""
-    found = []
-    for part in header.split(","):
-        token, *params = (p.strip() for p in part.split(";"))
-        q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        if token:
-            found.append((token.lower(), q))
-    return found
-
-
 def language(request: web.Request) -> str:
     """`?lang=` when it names one of ours, else the best of zh and en by Accept-Language."""
     forced = request.query.get("lang", "")
     if forced in LANGS:
         return forced
-    ranked = [(q, -i, tag.split("-")[0])
-              for i, (tag, q) in enumerate(_weights(request.headers.get("Accept-Language", "")))
+    weights = accept_weights(request.headers.get("Accept-Language", ""))
+    ranked = [(q, -i, tag.split("-")[0]) for i, (tag, q) in enumerate(weights)
               if q > 0 and tag.split("-")[0] in LANGS]
     return max(ranked)[2] if ranked else "en"
 
 
 def _wants_json(request: web.Request) -> bool:
-    weights = _weights(request.headers.get("Accept", ""))
+    weights = accept_weights(request.headers.get("Accept", ""))
     json_q = max((q for t, q in weights if t == "application/json"), default=0.0)
     html_q = max((q for t, q in weights if t in ("text/html", "text/*", "*/*")), default=0.0)
     return json_q > html_q

@@ -64,8 +64,7 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
         app[METRICS].door.latency.observe(name, time.perf_counter() - started)
 
 
-# Always open: health, metrics, the status page, and the switch that ends maintenance. They
-# pass the breaker, so their answers never close it (they need not reach Redis to answer).
+# Always open: health, metrics, the status page, and the switch that ends maintenance.
 ALWAYS_OPEN = ("/healthz", "/readyz", "/metrics", "/status", "/admin/maintenance")
 # Open in full maintenance too: what the buyer sees (the waiting page says why it waits).
 BUYER_PAGES = ("/assets/", "/q/")
@@ -134,8 +133,7 @@ def settle_headers(app: web.Application, path: str, headers: MutableMapping[str,
 async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
-        if not request.path.startswith(ALWAYS_OPEN):
-            request.app[BREAKER].success()
+        _answered(request.app, request.path)
         return response
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -157,13 +155,19 @@ def too_large(app: web.Application) -> errors.Problem:
     return errors.PayloadTooLarge(f"the body is larger than server.max_body_bytes ({limit})")
 
 
+def _answered(app: web.Application, path: str) -> None:
+    """A route answered: the breaker counts it a success, unless the path is always open
+    (it passed the breaker, and need not reach Redis to answer)."""
+    if not path.startswith(ALWAYS_OPEN):
+        app[BREAKER].success()
+
+
 def failure(app: web.Application, method: str, path: str, exc: Exception) -> errors.Problem:
     """The problem a route's exception answers with: its own, 503 for a failing store (the
     breaker counts it), 500 for the unexpected (its traceback logged, never the body)."""
     breaker = app[BREAKER]
     if isinstance(exc, errors.Problem):
-        if not path.startswith(ALWAYS_OPEN):
-            breaker.success()
+        _answered(app, path)
         app[METRICS].door.reject(exc.code)
         return exc
     if isinstance(exc, RedisError | OSError | TimeoutError):
